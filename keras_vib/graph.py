@@ -1,0 +1,459 @@
+"""Channel analysis of a Keras functional graph: which channel feeds which.
+
+This module reads a model; it never changes one. For every tensor of the
+graph it computes, per channel of the last axis:
+
+- `var`: the channel may vary with the input (False: it is a constant, for
+  example the output of a closed gate or what a layer makes of one);
+- `zero`: the channel is known to be identically zero;
+- `live`: some consumer needs the channel's value;
+- `present`: the channel exists in the slim model. It starts as
+  `var & live` and grows where shapes must agree: the inputs of an `Add` all
+  carry the channels its output carries, channel-wise layers keep their
+  input and output channels in step, and model outputs keep every channel.
+
+How a layer kind relates its output channels to its input channels is one
+small rule in `_rule` below; `report.py` counts with the result and
+`slim.py` cuts weights with it.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
+
+# How an output channel reads its inputs.
+COUPLED = "coupled"  # output channel k reads input channel sources[i][k]
+MIXING = "mixing"  # every output channel reads every input channel (a kernel)
+OPAQUE = "opaque"  # unknown: nothing can be said, nothing can be cut
+
+_CHANNELWISE = (
+    keras.layers.BatchNormalization,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,
+    keras.layers.UpSampling3D,
+    keras.layers.Identity,
+)
+# Channel-wise too, but they turn a constant channel into a varying one
+# (zeros at the border).
+_PADDING = (
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+)
+_MERGE = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Multiply,
+)
+CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+# Layers that only drop or scale values (f(0) == 0) keep a zero channel zero.
+_ZERO_PRESERVING = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,
+    keras.layers.UpSampling3D,
+    keras.layers.Identity,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Flatten,
+    keras.layers.Concatenate,
+)
+
+
+@dataclasses.dataclass
+class Node:
+    """One call of a layer in the graph.
+
+    Attributes:
+        layer: the layer called.
+        inputs: ids of the input tensors (keys of `Analysis.tensors`).
+        outputs: ids of the output tensors.
+        kind: `COUPLED`, `MIXING` or `OPAQUE`.
+        sources: for `COUPLED` nodes, one int array per input giving, for
+            each output channel, the input channel it reads (-1: none).
+        gate: for gates, the boolean kept mask applied to the channels.
+        pad_sensitive: a `MIXING` conv with zero padding: a constant but
+            nonzero input channel cannot be folded into its bias.
+    """
+
+    layer: keras.layers.Layer
+    inputs: list
+    outputs: list
+    kind: str
+    sources: list = None
+    gate: np.ndarray = None
+    pad_sensitive: bool = False
+
+
+@dataclasses.dataclass
+class TensorInfo:
+    """Per-channel facts about one tensor of the graph (see module doc)."""
+
+    shape: tuple
+    var: np.ndarray
+    zero: np.ndarray
+    live: np.ndarray = None
+    present: np.ndarray = None
+
+    @property
+    def channels(self):
+        return self.shape[-1]
+
+
+@dataclasses.dataclass
+class Analysis:
+    """The result of `analyze`: nodes in topological order and tensor facts.
+
+    Attributes:
+        model: the model analysed.
+        inputs: ids of the model's input tensors.
+        outputs: ids of the model's output tensors.
+        nodes: the layer calls, inputs first.
+        tensors: `TensorInfo` by tensor id.
+    """
+
+    model: keras.Model
+    inputs: list
+    outputs: list
+    nodes: list
+    tensors: dict
+
+
+def functional_graph(model):
+    """Returns `(inputs, outputs, nodes)` of a built Sequential or functional model.
+
+    `nodes` are Keras nodes in topological order, input layers left out.
+    """
+    graph = model
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+    nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
+    if graph is None or nodes_by_depth is None:
+        raise ValueError(
+            "Expected a built Sequential or functional Keras model (one that "
+            "starts from `keras.Input`). Received: "
+            f"model={getattr(model, 'name', model)!r} of class "
+            f"{type(model).__name__}"
+        )
+    nodes = []
+    for depth in sorted(nodes_by_depth, reverse=True):
+        for node in nodes_by_depth[depth]:
+            if node.operation is not None and not node.is_input:
+                nodes.append(node)
+    return list(graph.inputs), list(graph.outputs), nodes
+
+
+def _static_shape(tensor, layer):
+    shape = tuple(tensor.shape)
+    if len(shape) < 1 or shape[-1] is None:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) has an output of "
+            f"unknown channel dimension: shape={shape}. keras_vib needs the "
+            "last axis of every tensor to be known."
+        )
+    return shape
+
+
+def _merge_sources(in_shapes, out_shape):
+    channels = out_shape[-1]
+    if any(shape[-1] != channels for shape in in_shapes):
+        return None  # broadcasting over channels: not a plain merge
+    return [np.arange(channels) for _ in in_shapes]
+
+
+def _concat_sources(layer, in_shapes, out_shape):
+    rank = len(out_shape)
+    if layer.axis not in (-1, rank - 1):
+        return None
+    sources, offset = [], 0
+    for shape in in_shapes:
+        src = np.full(out_shape[-1], -1)
+        src[offset : offset + shape[-1]] = np.arange(shape[-1])
+        sources.append(src)
+        offset += shape[-1]
+    return sources
+
+
+def _flatten_sources(in_shape, out_shape):
+    channels = in_shape[-1]
+    if out_shape[-1] is None or out_shape[-1] % channels:
+        return None
+    # Channels-last flattening: feature index = position * channels + c.
+    return [np.tile(np.arange(channels), out_shape[-1] // channels)]
+
+
+def _rule(layer, in_shapes, out_shape):
+    """Returns `(kind, sources, pad_sensitive)` for one layer call."""
+    one = [np.arange(out_shape[-1])]
+    if isinstance(layer, keras.layers.BatchNormalization):
+        if layer.axis not in (-1, len(out_shape) - 1):
+            return OPAQUE, None, False
+    if isinstance(layer, keras.layers.Activation):
+        name = getattr(layer.activation, "__name__", "")
+        if name in ("softmax", "log_softmax"):
+            return OPAQUE, None, False
+    if isinstance(layer, VIBGate) or isinstance(layer, _CHANNELWISE + _PADDING):
+        if len(in_shapes) == 1 and in_shapes[0][-1] == out_shape[-1]:
+            return COUPLED, one, False
+        return OPAQUE, None, False
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        multiplier = layer.depth_multiplier
+        return COUPLED, [np.arange(out_shape[-1]) // multiplier], False
+    if isinstance(layer, (VIBDense, keras.layers.Dense)):
+        return MIXING, None, False
+    if isinstance(layer, (VIBConv2D,) + CONV_LAYERS):
+        conv = layer.conv if isinstance(layer, VIBConv2D) else layer
+        if conv.groups != 1:
+            return OPAQUE, None, False
+        pads = conv.padding != "valid" and any(k > 1 for k in conv.kernel_size)
+        return MIXING, None, pads
+    if isinstance(layer, keras.layers.Flatten):
+        sources = _flatten_sources(in_shapes[0], out_shape)
+        return (COUPLED if sources else OPAQUE), sources, False
+    if isinstance(layer, keras.layers.Reshape):
+        if in_shapes[0][-1] == out_shape[-1]:
+            return COUPLED, one, False
+        return OPAQUE, None, False
+    if isinstance(layer, _MERGE):
+        sources = _merge_sources(in_shapes, out_shape)
+        return (COUPLED if sources else OPAQUE), sources, False
+    if isinstance(layer, keras.layers.Concatenate):
+        sources = _concat_sources(layer, in_shapes, out_shape)
+        return (COUPLED if sources else OPAQUE), sources, False
+    return OPAQUE, None, False
+
+
+def _gate_mask(layer):
+    if isinstance(layer, VIBGate):
+        return layer.kept_mask()
+    if isinstance(layer, (VIBDense, VIBConv2D)):
+        return layer.kept_mask()
+    return None
+
+
+def _keeps_zero(layer):
+    """Whether the channel-wise `layer` maps a zero channel to zero."""
+    if isinstance(layer, _ZERO_PRESERVING) or isinstance(layer, VIBGate):
+        return True
+    activation = None
+    if isinstance(layer, keras.layers.Activation):
+        activation = layer.activation
+    elif isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU)):
+        activation = layer
+    elif isinstance(layer, keras.layers.ELU):
+        return True
+    if activation is None:
+        return False
+    value = keras.ops.convert_to_numpy(activation(keras.ops.zeros((1, 1))))
+    return bool(np.all(value == 0))
+
+
+def _gather(mask, src):
+    """`mask[src]` with False where `src` is -1."""
+    out = mask[np.maximum(src, 0)]
+    return np.where(src >= 0, out, False)
+
+
+def _scatter_any(values, src, channels):
+    """For each input channel, whether any output channel reading it is True."""
+    out = np.zeros(channels, bool)
+    valid = src >= 0
+    np.logical_or.at(out, src[valid], values[valid])
+    return out
+
+
+def _forward(node, tensors):
+    ins = [tensors[t] for t in node.inputs]
+    out = tensors[node.outputs[0]]
+    channels = out.channels
+    layer = node.layer
+    if node.kind == OPAQUE:
+        out.var = np.ones(channels, bool)
+        out.zero = np.zeros(channels, bool)
+    elif node.kind == MIXING:
+        any_var = any(t.var.any() for t in ins)
+        out.var = np.full(channels, any_var)
+        out.zero = np.zeros(channels, bool)
+    else:
+        var = [_gather(t.var, s) for t, s in zip(ins, node.sources)]
+        zero = [_gather(t.zero, s) for t, s in zip(ins, node.sources)]
+        out.var = np.logical_or.reduce(var)
+        if isinstance(layer, _PADDING):
+            out.var = out.var | ~zero[0]
+        if isinstance(layer, keras.layers.Multiply):
+            out.zero = np.logical_or.reduce(zero)
+        elif isinstance(layer, _MERGE + (keras.layers.Concatenate,)):
+            out.zero = np.logical_and.reduce(zero)
+        else:
+            out.zero = zero[0] if _keeps_zero(layer) else np.zeros(channels, bool)
+    if node.gate is not None:
+        out.var = out.var & node.gate
+        out.zero = out.zero | ~node.gate
+
+
+def _backward(node, tensors):
+    ins = [tensors[t] for t in node.inputs]
+    live = tensors[node.outputs[0]].live
+    if node.gate is not None:
+        live = live & node.gate
+    for i, t in enumerate(ins):
+        if node.kind == OPAQUE:
+            need = np.ones(t.channels, bool)
+        elif node.kind == MIXING:
+            need = t.var.copy()
+            if node.pad_sensitive:
+                need |= ~t.zero
+            need &= live.any()
+        else:
+            need = _scatter_any(live, node.sources[i], t.channels)
+        t.live = need if t.live is None else (t.live | need)
+
+
+def _couple(node, tensors):
+    """Makes coupled input and output channels present together.
+
+    Returns True when anything changed.
+    """
+    if node.kind != COUPLED:
+        return False
+    out = tensors[node.outputs[0]]
+    changed = False
+    for t, src in zip((tensors[i] for i in node.inputs), node.sources):
+        want_out = out.present | _gather(t.present, src)
+        want_in = t.present | _scatter_any(out.present, src, t.channels)
+        if not np.array_equal(want_out, out.present):
+            out.present, changed = want_out, True
+        if not np.array_equal(want_in, t.present):
+            t.present, changed = want_in, True
+    return changed
+
+
+def analyze(model):
+    """Analyses the channels of a built Sequential or functional model.
+
+    Args:
+        model: a built `keras.Sequential` or functional `keras.Model`.
+
+    Returns:
+        An `Analysis`.
+    """
+    inputs, outputs, keras_nodes = functional_graph(model)
+    tensors, nodes = {}, []
+    for x in inputs:
+        shape = tuple(x.shape)
+        channels = shape[-1] if shape and shape[-1] is not None else 0
+        tensors[id(x)] = TensorInfo(
+            shape, np.ones(channels, bool), np.zeros(channels, bool)
+        )
+    for keras_node in keras_nodes:
+        layer = keras_node.operation
+        in_tensors = list(keras_node.input_tensors)
+        out_tensors = list(keras_node.outputs)
+        out_shape = _static_shape(out_tensors[0], layer)
+        in_shapes = [tuple(t.shape) for t in in_tensors]
+        if len(out_tensors) == 1 and all(s and s[-1] for s in in_shapes):
+            kind, sources, pads = _rule(layer, in_shapes, out_shape)
+        else:
+            kind, sources, pads = OPAQUE, None, False
+        node = Node(
+            layer=layer,
+            inputs=[id(t) for t in in_tensors],
+            outputs=[id(t) for t in out_tensors],
+            kind=kind,
+            sources=sources,
+            gate=_gate_mask(layer),
+            pad_sensitive=pads,
+        )
+        for t in out_tensors:
+            shape = _static_shape(t, layer)
+            tensors[id(t)] = TensorInfo(shape, None, None)
+        if kind == OPAQUE and len(out_tensors) > 1:
+            for t in out_tensors:
+                info = tensors[id(t)]
+                info.var = np.ones(info.channels, bool)
+                info.zero = np.zeros(info.channels, bool)
+        else:
+            _forward(node, tensors)
+        nodes.append(node)
+
+    for x in outputs:
+        info = tensors[id(x)]
+        info.live = np.ones(info.channels, bool)
+    for node in reversed(nodes):
+        for t in node.outputs:
+            info = tensors[t]
+            if info.live is None:  # an output nobody reads
+                info.live = np.zeros(info.channels, bool)
+        _backward(node, tensors)
+
+    for info in tensors.values():
+        info.present = info.var & info.live
+    for x in outputs:
+        info = tensors[id(x)]
+        info.present = np.ones(info.channels, bool)
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(nodes):
+            changed |= _couple(node, tensors)
+        for node in nodes:
+            changed |= _couple(node, tensors)
+    return Analysis(
+        model=model,
+        inputs=[id(x) for x in inputs],
+        outputs=[id(x) for x in outputs],
+        nodes=nodes,
+        tensors=tensors,
+    )

@@ -1,0 +1,547 @@
+"""Information-bottleneck gates and the VIB layers built on them.
+
+A `VIBGate` multiplies every channel (the last axis) of its input by a
+stochastic factor `z_j ~ N(mu_j, sigma_j^2)` during training and by the
+deterministic `mu_j` (or 0 once the channel is pruned) at inference. Its KL
+term, the variational bound of VIBNet (Dai et al., ICML 2018), is registered
+with `add_loss`, so plain `model.fit` trains and prunes.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import activations, initializers, ops
+
+__all__ = ["VIBGate", "VIBDense", "VIBConv2D"]
+
+_register = keras.saving.register_keras_serializable(package="keras_vib")
+_KL_EPS = 1e-8
+_LOG_ALPHA_EPS = 1e-8
+
+
+def _check_kl_weight(kl_weight):
+    if (
+        isinstance(kl_weight, bool)
+        or not isinstance(kl_weight, (int, float, np.integer, np.floating))
+        or not math.isfinite(kl_weight)
+        or kl_weight < 0
+    ):
+        raise ValueError(
+            "Expected `kl_weight` to be a finite number >= 0. "
+            f"Received: kl_weight={kl_weight!r}"
+        )
+    return float(kl_weight)
+
+
+def _check_threshold(threshold):
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float, np.integer, np.floating))
+        or not math.isfinite(threshold)
+    ):
+        raise ValueError(
+            "Expected `threshold` to be a finite number. "
+            f"Received: threshold={threshold!r}"
+        )
+    return float(threshold)
+
+
+def _check_positive_int(name, value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value <= 0
+    ):
+        raise ValueError(
+            f"Expected `{name}` to be a positive integer. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def kl_divergence(mu, log_sigma2):
+    """Per-channel VIB KL term `0.5 * log(1 + mu^2 / (sigma^2 + 1e-8))`.
+
+    Finite for any finite `log_sigma2` and any `mu`, zero included.
+
+    Args:
+        mu: tensor of gate means.
+        log_sigma2: tensor of the same shape, log of the gate variances.
+
+    Returns:
+        A tensor of the same shape as `mu`.
+    """
+    sigma2 = ops.exp(log_sigma2) + _KL_EPS
+    return 0.5 * ops.log1p(ops.square(mu) / sigma2)
+
+
+@_register
+class VIBGate(keras.layers.Layer):
+    """Variational information-bottleneck gate over the last axis.
+
+    Each channel `j` owns two trainable variables, `mu[j]` and
+    `log_sigma2[j]`. In training the layer returns `inputs * z` with
+    `z_j = mu_j + eps * sigma_j`, `eps ~ N(0, 1)` drawn per example and per
+    channel (shared across spatial positions). At inference it returns
+    `inputs * mu_j` for channels whose `log_alpha_j = log_sigma2_j -
+    log(mu_j^2 + 1e-8)` is below `threshold`, and 0 for the others (the
+    pruned channels).
+
+    The layer adds its KL term with `add_loss`:
+    `kl_weight * 0.5 * sum_j log(1 + mu_j^2 / (exp(log_sigma2_j) + 1e-8))`,
+    multiplied by the number of spatial positions (the product of the axes
+    between the batch and the channel axis) when `kl_spatial_scaling` is
+    True, the convention of the authors' code for convolutional feature maps.
+
+    Args:
+        kl_weight: float >= 0, the weight of this gate's KL term in the loss.
+        threshold: float, the log-alpha threshold above which a channel is
+            pruned at inference. Defaults to 0: a channel is pruned once its
+            noise variance exceeds its squared mean.
+        kl_spatial_scaling: bool. If True, inputs with spatial axes (rank > 2)
+            have their KL term multiplied by the number of spatial positions.
+            Those axes must then have a known size.
+        mu_initializer: initializer of `mu`. Defaults to `N(1, 0.01)`.
+        log_sigma2_initializer: initializer of `log_sigma2`. Defaults to
+            `N(-9, 0.01)`.
+        seed: optional integer seed of the training noise.
+        **kwargs: base layer keyword arguments (`name`, `dtype`...).
+
+    Input shape:
+        N-D tensor with shape `(batch_size, ..., channels)`, N >= 2 and a
+        known number of channels.
+
+    Output shape:
+        Same shape as the input.
+
+    Example:
+
+    >>> gate = keras_vib.VIBGate(kl_weight=1e-3)
+    >>> y = gate(np.ones((2, 8), "float32"))  # inference: y = mu * x
+    >>> gate.num_kept()
+    8
+    """
+
+    def __init__(
+        self,
+        kl_weight=1e-3,
+        threshold=0.0,
+        kl_spatial_scaling=True,
+        mu_initializer=None,
+        log_sigma2_initializer=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.kl_weight = _check_kl_weight(kl_weight)
+        self.threshold = _check_threshold(threshold)
+        self.kl_spatial_scaling = bool(kl_spatial_scaling)
+        self.mu_initializer = initializers.get(
+            mu_initializer
+            if mu_initializer is not None
+            else initializers.RandomNormal(mean=1.0, stddev=0.01, seed=seed)
+        )
+        self.log_sigma2_initializer = initializers.get(
+            log_sigma2_initializer
+            if log_sigma2_initializer is not None
+            else initializers.RandomNormal(mean=-9.0, stddev=0.01, seed=seed)
+        )
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.positions = None
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 2:
+            raise ValueError(
+                "A VIBGate needs an input of rank >= 2 (batch, ..., channels). "
+                f"Received: input_shape={input_shape}"
+            )
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(
+                "A VIBGate needs a known channel dimension (the last axis) to "
+                f"create its variables. Received: input_shape={input_shape}"
+            )
+        spatial = input_shape[1:-1]
+        if self.kl_spatial_scaling and any(d is None for d in spatial):
+            raise ValueError(
+                "With `kl_spatial_scaling=True` a VIBGate needs known spatial "
+                "dimensions to scale its KL term by the number of positions. "
+                f"Received: input_shape={input_shape}. Give the model input a "
+                "fixed size or pass kl_spatial_scaling=False."
+            )
+        self.positions = (
+            int(np.prod(spatial)) if self.kl_spatial_scaling and spatial else 1
+        )
+        self.mu = self.add_weight(
+            name="mu", shape=(channels,), initializer=self.mu_initializer
+        )
+        self.log_sigma2 = self.add_weight(
+            name="log_sigma2",
+            shape=(channels,),
+            initializer=self.log_sigma2_initializer,
+        )
+        # Multiplier of kl_weight, 1 by default; `VIBMonitor` anneals it.
+        self.kl_scale = self.add_weight(
+            name="kl_scale",
+            shape=(),
+            initializer="ones",
+            trainable=False,
+        )
+
+    @property
+    def units(self):
+        """Number of gated channels (the size of the last axis)."""
+        return int(self.mu.shape[0])
+
+    def log_alpha(self):
+        """Per-channel `log(sigma^2 / mu^2)` as a tensor."""
+        return self.log_sigma2 - ops.log(ops.square(self.mu) + _LOG_ALPHA_EPS)
+
+    def kept_mask(self):
+        """Boolean numpy array, True for the channels kept at inference."""
+        return ops.convert_to_numpy(self.log_alpha()) < self.threshold
+
+    def num_kept(self):
+        """Number of channels kept at inference (an int)."""
+        return int(np.sum(self.kept_mask()))
+
+    def kl_loss(self):
+        """The weighted KL term this gate adds to the loss, as a scalar tensor."""
+        kl = ops.sum(kl_divergence(self.mu, self.log_sigma2))
+        return self.kl_weight * self.kl_scale * self.positions * kl
+
+    def call(self, inputs, training=None):
+        self.add_loss(self.kl_loss())
+        mu = ops.cast(self.mu, inputs.dtype)
+        if training:
+            sigma = ops.cast(ops.exp(0.5 * self.log_sigma2), inputs.dtype)
+            rank = len(inputs.shape)
+            noise_shape = (ops.shape(inputs)[0],) + (1,) * (rank - 2) + (self.units,)
+            eps = keras.random.normal(
+                noise_shape, dtype=inputs.dtype, seed=self.seed_generator
+            )
+            return inputs * (mu + eps * sigma)
+        keep = ops.cast(self.log_alpha() < self.threshold, inputs.dtype)
+        return inputs * (mu * keep)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "kl_weight": self.kl_weight,
+                "threshold": self.threshold,
+                "kl_spatial_scaling": self.kl_spatial_scaling,
+                "mu_initializer": initializers.serialize(self.mu_initializer),
+                "log_sigma2_initializer": initializers.serialize(
+                    self.log_sigma2_initializer
+                ),
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+class _GatedLayer(keras.layers.Layer):
+    """Base of the VIB layers: a stock computation followed by a `VIBGate`.
+
+    Holds the gate arguments, creates the gate and forwards its methods.
+    """
+
+    def __init__(
+        self,
+        kl_weight=1e-3,
+        threshold=0.0,
+        kl_spatial_scaling=True,
+        mu_initializer=None,
+        log_sigma2_initializer=None,
+        seed=None,
+        activity_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.gate = VIBGate(
+            kl_weight=kl_weight,
+            threshold=threshold,
+            kl_spatial_scaling=kl_spatial_scaling,
+            mu_initializer=mu_initializer,
+            log_sigma2_initializer=log_sigma2_initializer,
+            seed=seed,
+            dtype=self.dtype_policy,
+            name="gate",
+        )
+
+    @property
+    def kl_weight(self):
+        return self.gate.kl_weight
+
+    @property
+    def threshold(self):
+        return self.gate.threshold
+
+    def log_alpha(self):
+        """Per-channel `log(sigma^2 / mu^2)` of the gate, as a tensor."""
+        return self.gate.log_alpha()
+
+    def kept_mask(self):
+        """Boolean numpy array, True for the units kept at inference."""
+        return self.gate.kept_mask()
+
+    def num_kept(self):
+        """Number of units kept at inference (an int)."""
+        return self.gate.num_kept()
+
+    def kl_loss(self):
+        """The weighted KL term of the gate, as a scalar tensor."""
+        return self.gate.kl_loss()
+
+    def _gate_config(self):
+        gate = self.gate.get_config()
+        keys = (
+            "kl_weight",
+            "threshold",
+            "kl_spatial_scaling",
+            "mu_initializer",
+            "log_sigma2_initializer",
+            "seed",
+        )
+        return {key: gate[key] for key in keys}
+
+
+@_register
+class VIBDense(_GatedLayer):
+    """`Dense` followed by its activation and a `VIBGate` on its units.
+
+    Computes `gate(activation(dot(inputs, kernel) + bias))`. The gate
+    prunes whole units; `keras_vib.compression_report` counts them and
+    `keras_vib.slim_model` removes them.
+
+    Args:
+        units: positive integer, the number of output units.
+        activation: activation applied before the gate.
+        use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, activity_regularizer, kernel_constraint,
+            bias_constraint: as in `keras.layers.Dense`.
+        kl_weight, threshold, kl_spatial_scaling, mu_initializer,
+            log_sigma2_initializer, seed: the gate's, as in `VIBGate`.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    >>> layer = keras_vib.VIBDense(300, activation="relu", kl_weight=1e-3)
+    >>> y = layer(np.ones((2, 784), "float32"))
+    >>> y.shape
+    (2, 300)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        units = _check_positive_int("units", units)
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = activations.get(activation)
+        self.dense = keras.layers.Dense(
+            units,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            dtype=self.dtype_policy,
+            name="dense",
+        )
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.gate.build(self.dense.compute_output_shape(input_shape))
+
+    @property
+    def kernel(self):
+        return self.dense.kernel
+
+    @property
+    def bias(self):
+        return self.dense.bias
+
+    def call(self, inputs, training=None):
+        return self.gate(self.dense(inputs), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.dense.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        dense = self.dense.get_config()
+        for key in (
+            "units",
+            "activation",
+            "use_bias",
+            "kernel_initializer",
+            "bias_initializer",
+            "kernel_regularizer",
+            "bias_regularizer",
+            "kernel_constraint",
+            "bias_constraint",
+        ):
+            config[key] = dense[key]
+        config.update(self._gate_config())
+        return config
+
+
+@_register
+class VIBConv2D(_GatedLayer):
+    """`Conv2D`, optional `BatchNormalization`, activation, then a `VIBGate`.
+
+    Computes `gate(activation(bn(conv(inputs))))` on channels-last inputs;
+    the gate prunes whole output channels (its noise is shared over the
+    spatial positions of a channel).
+
+    Args:
+        filters: positive integer, the number of output channels.
+        kernel_size: int or tuple of 2 ints.
+        strides: int or tuple of 2 ints. Defaults to 1.
+        padding: `"valid"` or `"same"`.
+        activation: activation applied after the (optional) batch norm.
+        batch_norm: bool, whether a `BatchNormalization` follows the conv.
+        batch_norm_momentum, batch_norm_epsilon: of the batch norm.
+        dilation_rate, groups, use_bias, kernel_initializer,
+            bias_initializer, kernel_regularizer, bias_regularizer,
+            activity_regularizer, kernel_constraint, bias_constraint: as in
+            `keras.layers.Conv2D`.
+        kl_weight, threshold, kl_spatial_scaling, mu_initializer,
+            log_sigma2_initializer, seed: the gate's, as in `VIBGate`.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    >>> layer = keras_vib.VIBConv2D(20, 5, activation="relu")
+    >>> y = layer(np.ones((2, 28, 28, 1), "float32"))
+    >>> y.shape
+    (2, 24, 24, 20)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=(1, 1),
+        padding="valid",
+        activation=None,
+        batch_norm=False,
+        batch_norm_momentum=0.99,
+        batch_norm_epsilon=1e-3,
+        dilation_rate=(1, 1),
+        groups=1,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        filters = _check_positive_int("filters", filters)
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.batch_norm = bool(batch_norm)
+        self.batch_norm_momentum = float(batch_norm_momentum)
+        self.batch_norm_epsilon = float(batch_norm_epsilon)
+        self.activation = activations.get(activation)
+        self.conv = keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            dilation_rate=dilation_rate,
+            groups=groups,
+            activation=None if self.batch_norm else activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            data_format="channels_last",
+            dtype=self.dtype_policy,
+            name="conv",
+        )
+        self.bn = None
+        if self.batch_norm:
+            self.bn = keras.layers.BatchNormalization(
+                momentum=self.batch_norm_momentum,
+                epsilon=self.batch_norm_epsilon,
+                dtype=self.dtype_policy,
+                name="batch_norm",
+            )
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        output_shape = self.conv.compute_output_shape(input_shape)
+        if self.bn is not None:
+            self.bn.build(output_shape)
+        self.gate.build(output_shape)
+
+    @property
+    def kernel(self):
+        return self.conv.kernel
+
+    @property
+    def bias(self):
+        return self.conv.bias
+
+    def call(self, inputs, training=None):
+        x = self.conv(inputs)
+        if self.bn is not None:
+            x = self.activation(self.bn(x, training=training))
+        return self.gate(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        conv = self.conv.get_config()
+        for key in (
+            "filters",
+            "kernel_size",
+            "strides",
+            "padding",
+            "dilation_rate",
+            "groups",
+            "use_bias",
+            "kernel_initializer",
+            "bias_initializer",
+            "kernel_regularizer",
+            "bias_regularizer",
+            "kernel_constraint",
+            "bias_constraint",
+        ):
+            config[key] = conv[key]
+        config["activation"] = activations.serialize(self.activation)
+        config["batch_norm"] = self.batch_norm
+        config["batch_norm_momentum"] = self.batch_norm_momentum
+        config["batch_norm_epsilon"] = self.batch_norm_epsilon
+        config.update(self._gate_config())
+        return config

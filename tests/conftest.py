@@ -1,0 +1,21 @@
+"""Test setup: quiet TensorFlow, point tfds at the shared MNIST copy."""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+_SHARED_TFDS = (
+    pathlib.Path(__file__).resolve().parents[2] / "shared" / "tensorflow_datasets"
+)
+if _SHARED_TFDS.is_dir():
+    os.environ.setdefault("TFDS_DATA_DIR", str(_SHARED_TFDS))
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.backend.clear_session()

@@ -1,0 +1,322 @@
+import math
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import config_round_trip, loss_count, set_gates
+
+import keras_vib as kv
+
+
+def numpy_kl(mu, log_sigma2):
+    return 0.5 * np.sum(np.log1p(mu**2 / (np.exp(log_sigma2) + 1e-8)))
+
+
+def built_gate(shape, **kwargs):
+    gate = kv.VIBGate(**kwargs)
+    gate.build(shape)
+    return gate
+
+
+def test_kl_matches_numpy_dense():
+    rng = np.random.default_rng(0)
+    gate = built_gate((None, 7), kl_weight=0.3)
+    mu, ls2 = rng.normal(size=7), rng.uniform(-10, 3, 7)
+    set_gates(gate, mu, ls2)
+    expected = 0.3 * numpy_kl(mu, ls2)
+    np.testing.assert_allclose(float(gate.kl_loss()), expected, rtol=1e-5)
+    # The same value is what the layer adds to the loss when called.
+    assert loss_count(gate, np.ones((2, 7), "float32")) == 1
+    np.testing.assert_allclose(float(gate.losses[0]), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scaling, positions", [(True, 5 * 6), (False, 1)])
+def test_kl_spatial_scaling(scaling, positions):
+    rng = np.random.default_rng(1)
+    gate = built_gate((None, 5, 6, 4), kl_weight=0.01, kl_spatial_scaling=scaling)
+    mu, ls2 = rng.normal(size=4), rng.uniform(-10, 0, 4)
+    set_gates(gate, mu, ls2)
+    expected = 0.01 * positions * numpy_kl(mu, ls2)
+    np.testing.assert_allclose(float(gate.kl_loss()), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mu_value", [0.0, 1.0, -3.0])
+def test_kl_finite_over_log_sigma2_range(mu_value):
+    log_sigma2 = np.linspace(-50, 50, 101).astype("float32")
+    gate = built_gate((None, 101))
+    set_gates(gate, np.full(101, mu_value), log_sigma2)
+    with tf.GradientTape() as tape:
+        per_channel = kv.layers.kl_divergence(gate.mu, gate.log_sigma2)
+        total = tf.reduce_sum(per_channel)
+    grads = tape.gradient(total, [gate.mu, gate.log_sigma2])
+    assert np.all(np.isfinite(per_channel.numpy()))
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+    if mu_value == 0.0:
+        assert np.all(per_channel.numpy() == 0.0)
+    else:
+        np.testing.assert_allclose(
+            per_channel.numpy(),
+            0.5 * np.log1p(mu_value**2 / (np.exp(log_sigma2.astype("float64")) + 1e-8)),
+            rtol=1e-4,
+        )
+
+
+def test_sampling_statistics():
+    mu = np.array([0.5, 2.0, -1.0], "float32")
+    sigma2 = np.array([0.04, 0.25, 1.0], "float32")
+    gate = built_gate((None, 3), seed=7)
+    set_gates(gate, mu, np.log(sigma2))
+    n = 20000
+    z = gate(np.ones((n, 3), "float32"), training=True).numpy()
+    sigma = np.sqrt(sigma2)
+    # 5 standard errors for the mean; a chi-square bound for the variance.
+    assert np.all(np.abs(z.mean(0) - mu) < 5 * sigma / math.sqrt(n))
+    np.testing.assert_allclose(z.var(0), sigma2, rtol=5 * math.sqrt(2 / n))
+
+
+def test_noise_is_per_example_and_shared_over_positions():
+    gate = built_gate((None, 4, 4, 3))
+    set_gates(gate, np.ones(3), np.zeros(3))  # sigma = 1: clearly random
+    z = gate(np.ones((8, 4, 4, 3), "float32"), training=True).numpy()
+    # Constant over the spatial positions of an (example, channel) ...
+    np.testing.assert_array_equal(z, np.broadcast_to(z[:, :1, :1, :], z.shape))
+    # ... and different between examples and between channels.
+    assert len(np.unique(z[:, 0, 0, 0])) == 8
+    assert len(np.unique(z[0, 0, 0, :])) == 3
+
+
+def test_mask_at_inference():
+    mu = np.array([1.5, -0.7, 0.1, 2.0], "float32")
+    log_sigma2 = np.array([-9.0, -9.0, 0.0, 2.0], "float32")
+    gate = built_gate((None, 4))
+    set_gates(gate, mu, log_sigma2)
+    log_alpha = log_sigma2 - np.log(mu**2 + 1e-8)
+    np.testing.assert_allclose(gate.log_alpha().numpy(), log_alpha, rtol=1e-5)
+    kept = log_alpha < 0
+    np.testing.assert_array_equal(gate.kept_mask(), kept)
+    assert gate.num_kept() == 2
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_allclose(gate(x).numpy(), x * mu * kept, rtol=1e-6)
+    # A higher threshold keeps the channel whose log alpha is 0.6.
+    loose = built_gate((None, 4), threshold=1.0)
+    set_gates(loose, mu, log_sigma2)
+    np.testing.assert_array_equal(loose.kept_mask(), log_alpha < 1.0)
+    assert loose.num_kept() == 3
+
+
+def test_inference_is_deterministic_training_is_not():
+    layer = kv.VIBDense(6, activation="relu")
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+    layer(x)
+    set_gates(layer.gate, np.ones(6), np.full(6, -2.0))
+    np.testing.assert_array_equal(layer(x).numpy(), layer(x).numpy())
+    a = layer(x, training=True).numpy()
+    b = layer(x, training=True).numpy()
+    assert not np.allclose(a, b)
+
+
+def test_vib_conv2d_is_conv_bn_activation_gate():
+    layer = kv.VIBConv2D(3, 3, padding="same", activation="relu", batch_norm=True)
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype("float32")
+    layer(x)
+    mu = np.array([1.2, -0.5, 0.8], "float32")
+    set_gates(layer.gate, mu, np.array([-9.0, -9.0, 5.0]))
+    bn = layer.bn
+    bn.moving_mean.assign([0.1, -0.2, 0.3])
+    bn.moving_variance.assign([1.5, 0.5, 2.0])
+    conv = keras.ops.convert_to_numpy(layer.conv(x))
+    normed = (conv - bn.moving_mean.numpy()) / np.sqrt(
+        bn.moving_variance.numpy() + bn.epsilon
+    ) * bn.gamma.numpy() + bn.beta.numpy()
+    expected = np.maximum(normed, 0) * mu * np.array([1, 1, 0])
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert layer.num_kept() == 2
+
+
+def test_arguments_pass_through_to_dense_and_conv():
+    dense = kv.VIBDense(
+        4,
+        use_bias=False,
+        kernel_initializer="ones",
+        kernel_regularizer=keras.regularizers.L2(0.1),
+    )
+    assert loss_count(dense, np.ones((1, 3), "float32")) == 2  # KL + L2
+    assert dense.bias is None
+    np.testing.assert_array_equal(dense.kernel.numpy(), np.ones((3, 4)))
+    conv = kv.VIBConv2D(2, (3, 1), strides=2, dilation_rate=1, bias_initializer="ones")
+    y = conv(np.zeros((1, 7, 7, 1), "float32"))
+    assert y.shape == (1, 3, 4, 2)
+    np.testing.assert_array_equal(conv.bias.numpy(), np.ones(2))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        kv.VIBGate(kl_weight=0.5, threshold=1.0, kl_spatial_scaling=False, seed=3),
+        kv.VIBDense(8, activation="tanh", kl_weight=1e-4, use_bias=False),
+        kv.VIBConv2D(
+            4,
+            3,
+            strides=2,
+            padding="same",
+            activation="relu",
+            batch_norm=True,
+            batch_norm_momentum=0.9,
+            kernel_regularizer="l2",
+        ),
+    ],
+    ids=["gate", "dense", "conv"],
+)
+def test_config_round_trip(layer):
+    config_round_trip(layer)
+
+
+def build_lenet5_like():
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 1)),
+            kv.VIBGate(name="input_gate"),
+            kv.VIBConv2D(4, 3, activation="relu", batch_norm=True),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            kv.VIBDense(8, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = build_lenet5_like()
+    x = np.random.default_rng(0).normal(size=(16, 12, 12, 1)).astype("float32")
+    y = np.arange(16) % 3
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, verbose=0)
+    set_gates(model.layers[4].gate, np.linspace(-1, 1, 8), np.linspace(-9, 3, 8))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)  # no custom_objects needed
+    np.testing.assert_array_equal(
+        loaded(x, training=False).numpy(), model(x, training=False).numpy()
+    )
+    assert [type(layer) for layer in loaded.layers] == [
+        type(layer) for layer in model.layers
+    ]
+    assert loaded.layers[4].num_kept() == model.layers[4].num_kept()
+
+
+def test_fit_keeps_informative_inputs_and_prunes_the_rest():
+    rng = np.random.default_rng(0)
+    n, d, informative = 2048, 20, 3
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = ((x[:, 0] + x[:, 1] - x[:, 2]) > 0).astype("int32")
+    model = keras.Sequential(
+        [
+            keras.Input((d,)),
+            kv.VIBGate(kl_weight=1e-2),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    history = model.fit(x, y, epochs=20, batch_size=64, verbose=0)
+    kept = model.layers[0].kept_mask()
+    assert kept[:informative].all()
+    assert kept[informative:].mean() <= 0.2
+    assert history.history["accuracy"][-1] > 0.9
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: kv.VIBDense(0), "units=0"),
+        (lambda: kv.VIBDense(-3), "units=-3"),
+        (lambda: kv.VIBDense(2.5), "units=2.5"),
+        (lambda: kv.VIBConv2D(0, 3), "filters=0"),
+        (lambda: kv.VIBGate(kl_weight=-1.0), "kl_weight=-1.0"),
+        (lambda: kv.VIBDense(3, kl_weight=float("nan")), "kl_weight=nan"),
+        (lambda: kv.VIBGate(threshold=float("inf")), "threshold=inf"),
+        (lambda: kv.VIBConv2D(3, 3, threshold=float("nan")), "threshold=nan"),
+    ],
+)
+def test_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_gate_on_unknown_channel_dimension():
+    with pytest.raises(
+        ValueError, match=r"channel dimension.*input_shape=\(None, None\)"
+    ):
+        kv.VIBGate()(keras.Input((None,)))
+
+
+def test_gate_on_rank_one_input():
+    with pytest.raises(ValueError, match=r"rank >= 2.*input_shape=\(5,\)"):
+        kv.VIBGate().build((5,))
+
+
+def test_gate_with_spatial_scaling_needs_known_positions():
+    with pytest.raises(ValueError, match="kl_spatial_scaling"):
+        kv.VIBGate()(keras.Input((None, None, 3)))
+    gate = kv.VIBGate(kl_spatial_scaling=False)
+    assert gate(keras.Input((None, None, 3))).shape == (None, None, None, 3)
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    import keras
+    import numpy as np
+    import keras_vib as kv
+
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        model = keras.Sequential([
+            keras.Input((10,)),
+            kv.VIBGate(kl_weight=1e-2),
+            kv.VIBDense(8, activation="relu"),
+            keras.layers.Dense(2),
+        ])
+        model.compile(
+            keras.optimizers.Adam(1e-2),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 10)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    before = model.layers[0].log_sigma2.numpy().copy()
+    history = model.fit(x, y, batch_size=64, epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert all(np.isfinite(losses)), losses
+    assert losses[-1] < losses[0], losses
+    assert not np.allclose(model.layers[0].log_sigma2.numpy(), before)
+    print("REPLICAS", strategy.num_replicas_in_sync, "LOSS", losses[-1])
+    """
+)
+
+
+def test_fit_under_mirrored_strategy():
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REPLICAS 2" in result.stdout
