@@ -1,5 +1,6 @@
 """keras_vib: compress Keras models with the Variational Information Bottleneck."""
 
+from keras_vib.callbacks import VIBMonitor
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 from keras_vib.report import CompressionReport, compression_report
 
@@ -11,4 +12,5 @@ __all__ = [
     "VIBConv2D",
     "CompressionReport",
     "compression_report",
+    "VIBMonitor",
 ]

@@ -324,6 +324,9 @@ def _forward(node, tensors):
         out.zero = np.zeros(channels, bool)
     elif node.kind == MIXING:
         any_var = any(t.var.any() for t in ins)
+        if node.pad_sensitive:
+            # Zero padding makes a nonzero constant vary over the positions.
+            any_var = any_var or any((~t.zero).any() for t in ins)
         out.var = np.full(channels, any_var)
         out.zero = np.zeros(channels, bool)
     else:

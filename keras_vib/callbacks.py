@@ -1,0 +1,348 @@
+"""Training callbacks of keras_vib: monitoring, plotting and KL warm-up."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_vib import report as _report
+from keras_vib.layers import VIBGate
+
+__all__ = ["VIBMonitor"]
+
+_logger = logging.getLogger("keras_vib")
+
+
+def _check_non_negative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(
+            f"Expected `{name}` to be an integer >= 0. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def _print(message):
+    """Print like Keras does: to stdout, or to the log when Keras logs."""
+    if keras.config.is_interactive_logging_enabled():
+        print(message, flush=True)
+    else:
+        _logger.info(message)
+
+
+class VIBMonitor(keras.callbacks.Callback):
+    """Monitors the compression of a VIB model during `fit`, and warms up KL.
+
+    At the end of every epoch the monitor writes into the epoch `logs`:
+
+    - `kept/<layer>`: the number of units kept by each gated layer (an int),
+      named as in `keras_vib.report.gated_layers` and counted as
+      `keras_vib.compression_report` counts them (so they make up the
+      report's `structure`);
+    - `r_w`, `r_n`: the fractions of weights and of neurons kept, in [0, 1];
+    - `flops`: the multiply-accumulates of the pruned network;
+    - `kl`: the sum of the gates' weighted KL terms, i.e. the KL part of the
+      loss as it stands at the end of the epoch (a float);
+    - `kl_scale`: the current KL warm-up factor, only if `kl_warmup_epochs`
+      is > 0.
+
+    The `logs` dict is updated in place, so the callbacks that come after the
+    monitor in the `callbacks` list, the `History` returned by `fit` and the
+    progress bar all see these entries. Put the monitor *before*
+    `keras.callbacks.CSVLogger` and `keras.callbacks.TensorBoard` in the
+    list so that they record them too.
+
+    The monitor also keeps its own record: `epoch` (the list of epoch
+    indices), `history` (a dict mapping each key above to its list of
+    per-epoch values) and `log_alpha` (a dict mapping each gated layer to a
+    numpy array of its per-unit log alpha at the last epoch end). The record
+    is reset at the start of every `fit`.
+
+    KL warm-up: with `kl_warmup_epochs=N > 0`, at the beginning of epoch `e`
+    the monitor sets the `kl_scale` variable of every gate of the model to
+    `min(1, e / N)`, so the KL term is off at epoch 0 and reaches its full
+    weight at epoch N. `kl_scale` is a variable, so this needs no retracing
+    of the train step. It is set back to 1 when training ends. The epoch
+    index counts from `initial_epoch`, so a resumed `fit` continues the ramp.
+
+    Args:
+        kl_warmup_epochs: integer >= 0, the number of epochs over which the
+            KL weight grows linearly from 0 to its full value. 0 (the
+            default) disables the warm-up and leaves `kl_scale` alone.
+        plot_dir: optional directory (created if needed). When set, the
+            monitor writes `kept_neurons.png` (see `plot_kept`) and
+            `log_alpha.png` (see `plot_log_alpha`) there when training ends.
+        verbose: integer >= 0. With a value > 0 the monitor prints one line
+            per epoch, e.g. `VIB: r_W 12.30% r_N 40.10% FLOPs 1.2M KL 3.5
+            structure 97-71-33`. The line is printed once Keras' progress bar
+            has finished the epoch's line. 0 is silent.
+
+    Example:
+
+    >>> monitor = keras_vib.callbacks.VIBMonitor(
+    ...     kl_warmup_epochs=5, plot_dir="vib_plots")
+    >>> history = model.fit(
+    ...     x, y, epochs=20,
+    ...     callbacks=[monitor, keras.callbacks.CSVLogger("train.csv")])
+    >>> history.history["r_w"][-1]  # fraction of weights kept
+    0.0359
+    >>> monitor.plot_kept("kept.png")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        kl_warmup_epochs: int = 0,
+        plot_dir: str | os.PathLike | None = None,
+        verbose: int = 1,
+    ):
+        super().__init__()
+        self.kl_warmup_epochs = _check_non_negative_int(
+            "kl_warmup_epochs", kl_warmup_epochs
+        )
+        if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
+            raise ValueError(
+                "Expected `plot_dir` to be None or a path (str or os.PathLike). "
+                f"Received: plot_dir={plot_dir!r}"
+            )
+        self.plot_dir = plot_dir
+        if isinstance(verbose, bool):
+            verbose = int(verbose)
+        self.verbose = _check_non_negative_int("verbose", verbose)
+        self.epoch = []
+        self.history = {}
+        self.log_alpha = {}
+        self._gates = None
+        self._pending_message = None
+
+    # -- model inspection -------------------------------------------------
+
+    def _gated_layers(self):
+        if self._gates is None:
+            if self.model is None:
+                raise ValueError(
+                    "VIBMonitor has no model: use it as a callback of "
+                    "`model.fit`, or call `set_model(model)` first."
+                )
+            # `gated_layers` names each gated layer; a VIBDense or VIBConv2D
+            # holds its gate in `.gate`, a bare VIBGate is its own gate.
+            gates = [
+                (name, layer if isinstance(layer, VIBGate) else layer.gate)
+                for name, layer in _report.gated_layers(self.model)
+            ]
+            if not gates:
+                raise ValueError(
+                    "VIBMonitor found no VIB gate in the model "
+                    f"{self.model.name!r}: add `VIBGate`, `VIBDense` or "
+                    "`VIBConv2D` layers, or remove the monitor."
+                )
+            names = [name for name, _ in gates]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(
+                    "VIBMonitor needs unique gated layer names to name its "
+                    f"`kept/<layer>` logs. Received duplicates: {duplicates}"
+                )
+            self._gates = gates
+        return self._gates
+
+    def _set_kl_scale(self, value):
+        for _, gate in self._gated_layers():
+            gate.kl_scale.assign(value)
+
+    def _warmup_scale(self, epoch):
+        return min(1.0, float(epoch) / self.kl_warmup_epochs)
+
+    def _flush_message(self):
+        if self._pending_message is not None:
+            _print(self._pending_message)
+            self._pending_message = None
+
+    # -- callback hooks -------------------------------------------------
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._gates = None
+
+    def on_train_begin(self, logs=None):
+        self._gates = None
+        self._gated_layers()
+        self.epoch = []
+        self.history = {}
+        self.log_alpha = {}
+        self._pending_message = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._flush_message()
+        if self.kl_warmup_epochs > 0:
+            self._set_kl_scale(self._warmup_scale(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            logs = {}
+        gates = self._gated_layers()
+        report = _report.compression_report(self.model)
+        # Kept units as the report counts them (a unit none of whose
+        # consumers is kept is dropped too), so that they add up to `r_n`.
+        report_kept = {layer.name: int(layer.kept) for layer in report.layers}
+        values = {}
+        kl = 0.0
+        for name, gate in gates:
+            values[f"kept/{name}"] = report_kept.get(name, int(gate.num_kept()))
+            kl += float(ops.convert_to_numpy(gate.kl_loss()))
+            self.log_alpha[name] = np.asarray(
+                ops.convert_to_numpy(gate.log_alpha()), dtype="float64"
+            ).reshape(-1)
+        values["r_w"] = float(report.r_w)
+        values["r_n"] = float(report.r_n)
+        values["flops"] = int(round(float(report.flops)))
+        values["kl"] = kl
+        if self.kl_warmup_epochs > 0:
+            values["kl_scale"] = float(ops.convert_to_numpy(gates[0][1].kl_scale))
+        logs.update(values)
+
+        self.epoch.append(int(epoch))
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+
+        if self.verbose:
+            self._pending_message = (
+                f"VIB: r_W {100 * values['r_w']:.2f}% "
+                f"r_N {100 * values['r_n']:.2f}% "
+                f"FLOPs {_report.format_count(values['flops'])} "
+                f"KL {kl:.4g} structure {report.structure}"
+            )
+
+    def on_train_end(self, logs=None):
+        self._flush_message()
+        if self.kl_warmup_epochs > 0:
+            self._set_kl_scale(1.0)
+        if self.plot_dir is not None and self.epoch:
+            os.makedirs(self.plot_dir, exist_ok=True)
+            self.plot_kept(os.path.join(self.plot_dir, "kept_neurons.png"))
+            self.plot_log_alpha(os.path.join(self.plot_dir, "log_alpha.png"))
+
+    # -- plots ----------------------------------------------------------
+
+    def _check_can_plot(self, method):
+        if not self.epoch:
+            raise ValueError(
+                f"`VIBMonitor.{method}` needs at least one completed epoch, "
+                "but none has ended yet: train with `model.fit(..., "
+                "callbacks=[monitor])` first."
+            )
+
+    @staticmethod
+    def _new_figure(width, height):
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as e:  # pragma: no cover
+            raise ImportError(
+                "VIBMonitor plots need matplotlib: `pip install matplotlib`."
+            ) from e
+        return Figure(figsize=(width, height), layout="constrained")
+
+    @staticmethod
+    def _save(figure, path):
+        path = os.fspath(path)
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        figure.savefig(path, dpi=100)
+
+    def plot_kept(self, path: str | os.PathLike):
+        """Plots the kept units of each gated layer against the epoch.
+
+        One line per gated layer; the x axis is the epoch number counted
+        from 1, as Keras prints it.
+
+        Args:
+            path: file to write; the format follows its extension (`.png`,
+                `.pdf`, `.svg`...). Missing parent directories are created.
+
+        Returns:
+            The `matplotlib.figure.Figure` that was saved.
+
+        Example:
+
+        >>> monitor.plot_kept("kept_neurons.png")  # doctest: +SKIP
+        """
+        self._check_can_plot("plot_kept")
+        figure = self._new_figure(7.0, 4.5)
+        from matplotlib.ticker import MaxNLocator
+
+        axes = figure.add_subplot()
+        epochs = [e + 1 for e in self.epoch]
+        markers = "os^Dvp*<>h"
+        for index, (name, _) in enumerate(self._gated_layers()):
+            axes.plot(
+                epochs,
+                self.history[f"kept/{name}"],
+                marker=markers[index % len(markers)],
+                markersize=4,
+                label=name,
+            )
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_title("Kept neurons per gated layer")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel("kept neurons / channels")
+        axes.set_ylim(bottom=0)
+        axes.grid(True, alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
+        self._save(figure, path)
+        return figure
+
+    def plot_log_alpha(self, path: str | os.PathLike, bins: int = 50):
+        """Plots a histogram of log alpha for each gated layer.
+
+        One panel per gated layer, in the style of Figure 2 of Dai et al.
+        (2018): the distribution of `log alpha = log(sigma^2 / mu^2)` over
+        the layer's units at the last epoch end, with the pruning threshold
+        as a vertical line: units to its right are pruned, the panel title
+        counts the open ones (to its left).
+
+        Args:
+            path: file to write; the format follows its extension (`.png`,
+                `.pdf`, `.svg`...). Missing parent directories are created.
+            bins: positive integer, the number of histogram bins per panel.
+
+        Returns:
+            The `matplotlib.figure.Figure` that was saved.
+
+        Example:
+
+        >>> monitor.plot_log_alpha("log_alpha.png")  # doctest: +SKIP
+        """
+        if (
+            isinstance(bins, bool)
+            or not isinstance(bins, (int, np.integer))
+            or (bins <= 0)
+        ):
+            raise ValueError(
+                f"Expected `bins` to be a positive integer. Received: bins={bins!r}"
+            )
+        self._check_can_plot("plot_log_alpha")
+        gates = self._gated_layers()
+        ncols = min(len(gates), 4)
+        nrows = math.ceil(len(gates) / ncols)
+        figure = self._new_figure(3.5 * ncols, 3.0 * nrows)
+        for index, (name, gate) in enumerate(gates):
+            axes = figure.add_subplot(nrows, ncols, index + 1)
+            values = self.log_alpha[name]
+            values = values[np.isfinite(values)]
+            threshold = float(gate.threshold)
+            kept = int(np.sum(values < threshold))
+            axes.hist(values, bins=int(bins), color="tab:blue", alpha=0.8)
+            axes.axvline(threshold, color="tab:red", linestyle="--", label="threshold")
+            axes.set_title(f"{name}: {kept}/{values.size} open", fontsize="medium")
+            axes.set_xlabel("log alpha")
+            axes.set_ylabel("units")
+            axes.legend(loc="upper center", fontsize="small")
+        epoch = self.epoch[-1] + 1
+        figure.suptitle(f"log alpha per gated layer after epoch {epoch}")
+        self._save(figure, path)
+        return figure

@@ -1,0 +1,252 @@
+"""Tests of `keras_vib.callbacks.VIBMonitor`."""
+
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_vib.callbacks import VIBMonitor
+from keras_vib.layers import VIBDense, VIBGate
+from keras_vib.report import compression_report, gated_layers
+
+GATED = ("input_gate", "fc1", "fc2")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_data(n=128, features=16, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0.5).astype("int32")
+    return x, y.clip(0, classes - 1)
+
+
+def make_model(kl_weight=1e-3, partly_pruned=False, seed=0):
+    """16 -> gate -> VIBDense 32 -> VIBDense 16 -> Dense 3.
+
+    With `partly_pruned`, the gates start with log_sigma2 = 0 and
+    mu ~ U(-1.5, 1.5), so about two thirds of their units are pruned.
+    """
+    keras.utils.set_random_seed(seed)
+    gate_args = {"kl_weight": kl_weight}
+    if partly_pruned:
+        gate_args["mu_initializer"] = keras.initializers.RandomUniform(
+            -1.5, 1.5, seed=seed
+        )
+        gate_args["log_sigma2_initializer"] = "zeros"
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            VIBGate(name="input_gate", **gate_args),
+            VIBDense(32, activation="relu", name="fc1", **gate_args),
+            VIBDense(16, activation="relu", name="fc2", **gate_args),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+    )
+    return model
+
+
+def gates(model):
+    """`(name, VIBGate)` for each gated layer of `model`."""
+    return [
+        (name, getattr(layer, "gate", layer)) for name, layer in gated_layers(model)
+    ]
+
+
+def total_kl(model):
+    return sum(float(ops.convert_to_numpy(gate.kl_loss())) for _, gate in gates(model))
+
+
+def kl_scales(model):
+    return [float(ops.convert_to_numpy(gate.kl_scale)) for _, gate in gates(model)]
+
+
+def assert_png(path):
+    assert os.path.isfile(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == PNG_MAGIC
+    assert len(data) > 5000
+
+
+def test_logs_in_history_csv_and_consistent_with_report(tmp_path):
+    x, y = make_data()
+    model = make_model(partly_pruned=True)
+    monitor = VIBMonitor(verbose=0)
+    csv_path = tmp_path / "log.csv"
+    epochs = 3
+    history = model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[monitor, keras.callbacks.CSVLogger(str(csv_path))],
+    )
+    keys = [f"kept/{name}" for name in GATED] + ["r_w", "r_n", "flops", "kl"]
+    for key in keys:
+        assert len(history.history[key]) == epochs, key
+        assert monitor.history[key] == history.history[key], key
+    assert "kl_scale" not in history.history
+    assert monitor.epoch == list(range(epochs))
+    for name in GATED:
+        assert all(isinstance(v, int) for v in history.history[f"kept/{name}"])
+
+    # The CSV file has the same columns and values.
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == epochs
+    for key in keys:
+        logged = [float(row[key]) for row in rows]
+        np.testing.assert_allclose(logged, history.history[key], rtol=1e-6)
+
+    # The last epoch's values match the model as it is after training.
+    report = compression_report(model)
+    last = {key: values[-1] for key, values in history.history.items()}
+    assert [layer.name for layer in report.layers] == list(GATED)
+    for layer in report.layers:
+        assert last[f"kept/{layer.name}"] == layer.kept
+    assert "-".join(str(last[f"kept/{name}"]) for name in GATED) == report.structure
+    assert 0.0 < last["r_w"] < 1.0  # partly pruned, so strictly inside
+    assert 0.0 < last["r_n"] < 1.0
+    assert last["r_w"] == pytest.approx(report.r_w)
+    assert last["r_n"] == pytest.approx(report.r_n)
+    assert last["flops"] == pytest.approx(report.flops)
+    assert last["kl"] == pytest.approx(total_kl(model), rel=1e-5)
+    assert last["kl"] > 0.0
+
+    # Last log alpha per layer is kept, one value per unit.
+    for name, gate in gates(model):
+        alpha = monitor.log_alpha[name]
+        assert alpha.shape == (gate.units,)
+        np.testing.assert_array_equal(alpha < gate.threshold, gate.kept_mask())
+
+
+def test_kl_warmup_anneals_kl_scale_and_loss():
+    x, y = make_data()
+    # A large KL weight: the full KL term dwarfs the cross-entropy.
+    model = make_model(kl_weight=1.0)
+    full_kl = total_kl(model)
+    assert full_kl > 100.0
+    monitor = VIBMonitor(kl_warmup_epochs=4, verbose=0)
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[monitor])
+    np.testing.assert_allclose(history.history["kl_scale"], [0.0, 0.25, 0.5])
+    kl_log = history.history["kl"]
+    assert kl_log[0] == 0.0
+    assert kl_log[1] == pytest.approx(0.25 * full_kl, rel=0.05)
+    assert kl_log[2] == pytest.approx(0.5 * full_kl, rel=0.05)
+    # Epoch 0 trains on the data term alone; epoch 1 carries a quarter of KL.
+    loss = history.history["loss"]
+    assert loss[0] < 5.0
+    assert loss[1] > 0.2 * full_kl
+    # Training ends with the full KL weight.
+    assert kl_scales(model) == [1.0, 1.0, 1.0]
+
+    # A resumed fit continues the ramp from `initial_epoch`.
+    history = model.fit(
+        x,
+        y,
+        batch_size=32,
+        initial_epoch=3,
+        epochs=5,
+        verbose=0,
+        callbacks=[monitor],
+    )
+    np.testing.assert_allclose(history.history["kl_scale"], [0.75, 1.0])
+    assert monitor.epoch == [3, 4]
+    assert kl_scales(model) == [1.0, 1.0, 1.0]
+
+
+def test_plots_written(tmp_path):
+    x, y = make_data()
+    model = make_model(partly_pruned=True)
+    plot_dir = tmp_path / "plots" / "run"
+    monitor = VIBMonitor(plot_dir=str(plot_dir), verbose=0)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[monitor])
+    assert_png(plot_dir / "kept_neurons.png")
+    assert_png(plot_dir / "log_alpha.png")
+
+    figure = monitor.plot_kept(tmp_path / "kept.png")
+    assert_png(tmp_path / "kept.png")
+    assert figure.axes[0].get_title() == "Kept neurons per gated layer"
+    assert len(figure.axes[0].get_lines()) == len(GATED)
+    figure = monitor.plot_log_alpha(tmp_path / "alpha.png", bins=20)
+    assert_png(tmp_path / "alpha.png")
+    assert len(figure.axes) == len(GATED)
+
+
+def test_plot_before_any_epoch_raises():
+    monitor = VIBMonitor()
+    monitor.set_model(make_model())
+    with pytest.raises(ValueError, match="plot_kept.*epoch"):
+        monitor.plot_kept("never.png")
+    with pytest.raises(ValueError, match="plot_log_alpha.*epoch"):
+        monitor.plot_log_alpha("never.png")
+    assert not os.path.exists("never.png")
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    x, y = make_data(n=64)
+    model = make_model()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[VIBMonitor(verbose=1)])
+    lines = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("VIB:")
+    ]
+    assert len(lines) == 2
+    assert "r_W" in lines[0] and "r_N" in lines[0] and "FLOPs" in lines[0]
+    assert "structure 16-32-16" in lines[0]
+
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[VIBMonitor(verbose=0)])
+    assert "VIB:" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"kl_warmup_epochs": -1}, "kl_warmup_epochs"),
+        ({"kl_warmup_epochs": 2.5}, "kl_warmup_epochs"),
+        ({"kl_warmup_epochs": True}, "kl_warmup_epochs"),
+        ({"kl_warmup_epochs": "3"}, "kl_warmup_epochs"),
+        ({"verbose": -1}, "verbose"),
+        ({"verbose": "1"}, "verbose"),
+        ({"plot_dir": 3}, "plot_dir"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
+        VIBMonitor(**kwargs)
+
+
+def test_bad_bins_raises(tmp_path):
+    monitor = VIBMonitor()
+    with pytest.raises(ValueError, match="`bins`.*Received: bins=0"):
+        monitor.plot_log_alpha(tmp_path / "a.png", bins=0)
+
+
+def test_model_without_gates_raises():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((8, 4), "float32")
+    with pytest.raises(ValueError, match="no VIB gate"):
+        model.fit(x, np.zeros((8, 2)), epochs=1, verbose=0, callbacks=[VIBMonitor()])
+
+
+def test_mirrored_strategy_warmup():
+    import tensorflow as tf
+
+    x, y = make_data(n=64)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = make_model()
+    monitor = VIBMonitor(kl_warmup_epochs=2, verbose=0)
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[monitor])
+    np.testing.assert_allclose(history.history["kl_scale"], [0.0, 0.5, 1.0])
+    assert history.history["kl"][0] == 0.0
+    assert history.history["kl"][2] > 0.0
+    assert kl_scales(model) == [1.0, 1.0, 1.0]
