@@ -3,6 +3,7 @@
 from keras_vib.callbacks import VIBMonitor
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 from keras_vib.report import CompressionReport, compression_report
+from keras_vib.slim import slim_model
 
 __version__ = "0.1.0"
 
@@ -13,4 +14,5 @@ __all__ = [
     "CompressionReport",
     "compression_report",
     "VIBMonitor",
+    "slim_model",
 ]

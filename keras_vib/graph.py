@@ -29,86 +29,56 @@ COUPLED = "coupled"  # output channel k reads input channel sources[i][k]
 MIXING = "mixing"  # every output channel reads every input channel (a kernel)
 OPAQUE = "opaque"  # unknown: nothing can be said, nothing can be cut
 
+L = keras.layers
+
+
+def _nd(name):
+    """`Name1D, Name2D, Name3D` layer classes."""
+    return tuple(getattr(L, f"{name}{d}D") for d in (1, 2, 3))
+
+
+# Identity at inference.
+_DROPOUTS = (
+    L.Dropout,
+    L.GaussianDropout,
+    L.GaussianNoise,
+    L.AlphaDropout,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.Identity,
+)
+_MAX_POOLS = _nd("MaxPooling") + _nd("GlobalMaxPooling")
+_AVG_POOLS = _nd("AveragePooling") + _nd("GlobalAveragePooling")
+# Move values around without mixing channels.
+_REARRANGING = _nd("Cropping") + _nd("UpSampling")
+# Channel-wise, but a constant channel comes out varying (zeros at the border).
+_PADDING = _nd("ZeroPadding")
 _CHANNELWISE = (
-    keras.layers.BatchNormalization,
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianDropout,
-    keras.layers.GaussianNoise,
-    keras.layers.AlphaDropout,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalMaxPooling3D,
-    keras.layers.Cropping1D,
-    keras.layers.Cropping2D,
-    keras.layers.Cropping3D,
-    keras.layers.UpSampling1D,
-    keras.layers.UpSampling2D,
-    keras.layers.UpSampling3D,
-    keras.layers.Identity,
+    (L.BatchNormalization, L.Activation, L.ReLU, L.LeakyReLU, L.PReLU, L.ELU)
+    + _DROPOUTS
+    + _MAX_POOLS
+    + _AVG_POOLS
+    + _REARRANGING
 )
-# Channel-wise too, but they turn a constant channel into a varying one
-# (zeros at the border).
-_PADDING = (
-    keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D,
-    keras.layers.ZeroPadding3D,
-)
-_MERGE = (
-    keras.layers.Add,
-    keras.layers.Subtract,
-    keras.layers.Average,
-    keras.layers.Maximum,
-    keras.layers.Minimum,
-    keras.layers.Multiply,
-)
-CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-# Layers that only drop or scale values (f(0) == 0) keep a zero channel zero.
+_MERGE = (L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum, L.Multiply)
+CONV_LAYERS = _nd("Conv")
+# Layers that map a zero channel to zero (activations are probed instead).
 _ZERO_PRESERVING = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalMaxPooling3D,
-    keras.layers.Cropping1D,
-    keras.layers.Cropping2D,
-    keras.layers.Cropping3D,
-    keras.layers.UpSampling1D,
-    keras.layers.UpSampling2D,
-    keras.layers.UpSampling3D,
-    keras.layers.Identity,
-    keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D,
-    keras.layers.ZeroPadding3D,
-    keras.layers.Flatten,
-    keras.layers.Concatenate,
+    (L.PReLU, L.Flatten, L.Concatenate)
+    + _DROPOUTS
+    + _MAX_POOLS
+    + _AVG_POOLS
+    + _REARRANGING
+    + _PADDING
+)
+# Layers that commute with a per-channel scale of any sign (max-pools and
+# ReLU-like activations only with a scale >= 0).
+_SCALE_COMMUTING = (
+    (L.Flatten, L.Reshape, L.Concatenate)
+    + _DROPOUTS
+    + _AVG_POOLS
+    + _REARRANGING
+    + _PADDING
 )
 
 
@@ -124,8 +94,10 @@ class Node:
         sources: for `COUPLED` nodes, one int array per input giving, for
             each output channel, the input channel it reads (-1: none).
         gate: for gates, the boolean kept mask applied to the channels.
-        pad_sensitive: a `MIXING` conv with zero padding: a constant but
-            nonzero input channel cannot be folded into its bias.
+        pad_sensitive: a conv with zero padding: a constant but nonzero
+            input channel does not give a constant output.
+        keras_node: the Keras node of the call (its arguments, to call a
+            replacement layer the same way).
     """
 
     layer: keras.layers.Layer
@@ -135,6 +107,7 @@ class Node:
     sources: list = None
     gate: np.ndarray = None
     pad_sensitive: bool = False
+    keras_node: object = None
 
 
 @dataclasses.dataclass
@@ -162,6 +135,11 @@ class Analysis:
         outputs: ids of the model's output tensors.
         nodes: the layer calls, inputs first.
         tensors: `TensorInfo` by tensor id.
+        folds: for each gated node (by index in `nodes`), where its scale
+            `mu` goes in the slim model: `BACKWARD` (into the layer that
+            produces its input), `FORWARD` (into the layers that read it) or
+            `EXPLICIT` (a per-channel scale layer). See `plan_folds`.
+        symbols: the Keras tensor of each tensor id.
     """
 
     model: keras.Model
@@ -169,6 +147,20 @@ class Analysis:
     outputs: list
     nodes: list
     tensors: dict
+    folds: dict = None
+    symbols: dict = None
+
+    def consumers(self):
+        """Maps each tensor id to the list of `(node index, input index)` reading it."""
+        readers = {}
+        for i, node in enumerate(self.nodes):
+            for j, t in enumerate(node.inputs):
+                readers.setdefault(t, []).append((i, j))
+        return readers
+
+    def producers(self):
+        """Maps each tensor id to the index of the node producing it."""
+        return {t: i for i, node in enumerate(self.nodes) for t in node.outputs}
 
 
 def functional_graph(model):
@@ -250,7 +242,8 @@ def _rule(layer, in_shapes, out_shape):
         return OPAQUE, None, False
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         multiplier = layer.depth_multiplier
-        return COUPLED, [np.arange(out_shape[-1]) // multiplier], False
+        pads = layer.padding != "valid" and any(k > 1 for k in layer.kernel_size)
+        return COUPLED, [np.arange(out_shape[-1]) // multiplier], pads
     if isinstance(layer, (VIBDense, keras.layers.Dense)):
         return MIXING, None, False
     if isinstance(layer, (VIBConv2D,) + CONV_LAYERS):
@@ -333,11 +326,14 @@ def _forward(node, tensors):
         var = [_gather(t.var, s) for t, s in zip(ins, node.sources)]
         zero = [_gather(t.zero, s) for t, s in zip(ins, node.sources)]
         out.var = np.logical_or.reduce(var)
-        if isinstance(layer, _PADDING):
+        if isinstance(layer, _PADDING) or node.pad_sensitive:
+            # Zero padding makes a nonzero constant vary over the positions.
             out.var = out.var | ~zero[0]
-        if isinstance(layer, keras.layers.Multiply):
+        if isinstance(layer, (keras.layers.Multiply, keras.layers.Concatenate)):
+            # A product is zero if a factor is; a concatenated channel comes
+            # from one input (the others gather False).
             out.zero = np.logical_or.reduce(zero)
-        elif isinstance(layer, _MERGE + (keras.layers.Concatenate,)):
+        elif isinstance(layer, _MERGE):
             out.zero = np.logical_and.reduce(zero)
         else:
             out.zero = zero[0] if _keeps_zero(layer) else np.zeros(channels, bool)
@@ -394,6 +390,7 @@ def analyze(model):
     """
     inputs, outputs, keras_nodes = functional_graph(model)
     tensors, nodes = {}, []
+    symbols = {id(x): x for x in inputs}
     for x in inputs:
         shape = tuple(x.shape)
         channels = shape[-1] if shape and shape[-1] is not None else 0
@@ -418,8 +415,10 @@ def analyze(model):
             sources=sources,
             gate=_gate_mask(layer),
             pad_sensitive=pads,
+            keras_node=keras_node,
         )
         for t in out_tensors:
+            symbols[id(t)] = t
             shape = _static_shape(t, layer)
             tensors[id(t)] = TensorInfo(shape, None, None)
         if kind == OPAQUE and len(out_tensors) > 1:
@@ -453,10 +452,198 @@ def analyze(model):
             changed |= _couple(node, tensors)
         for node in nodes:
             changed |= _couple(node, tensors)
-    return Analysis(
+        changed |= _feed_starved(nodes, tensors)
+    analysis = Analysis(
         model=model,
         inputs=[id(x) for x in inputs],
         outputs=[id(x) for x in outputs],
         nodes=nodes,
         tensors=tensors,
+        symbols=symbols,
     )
+    analysis.folds = plan_folds(analysis)
+    return analysis
+
+
+def _feed_starved(nodes, tensors):
+    """Keeps the input channels a kept kernel layer cannot do without.
+
+    The nonzero constant channels read by a zero-padded conv stay. And a
+    layer that must still produce outputs (a classifier after a layer whose
+    gate closed completely) needs an input of width >= 1 in the slim
+    model; its constant contribution is folded into its bias. Returns True
+    when anything changed.
+    """
+    changed = False
+    for node in nodes:
+        if node.kind != MIXING:
+            continue
+        if not any(tensors[t].present.any() for t in node.outputs):
+            continue
+        ins = [tensors[t] for t in node.inputs]
+        if node.pad_sensitive:
+            # Zero padding: a nonzero constant input channel is not constant
+            # at the border of the output, so it stays.
+            for t in ins:
+                want = t.present | ~t.zero
+                if not np.array_equal(want, t.present):
+                    t.present, changed = want, True
+        if any(t.present.any() for t in ins) or not ins[0].channels:
+            continue
+        ins[0].present = ins[0].present.copy()
+        ins[0].present[0] = True
+        changed = True
+    return changed
+
+
+# Where a gate's scale goes in the slim model.
+BACKWARD = "backward"  # into the kernel/bias/BN of the layer that produces its input
+FORWARD = "forward"  # into the input rows of the layers that read its output
+EXPLICIT = "explicit"  # a per-channel scale layer (BatchNormalization) in its place
+
+_PROBE = np.linspace(-3.0, 3.0, 13, dtype="float32").reshape(1, 13)
+
+
+def _scaling_behaviour(fn):
+    """`"linear"`, `"positive"` (f(a x) = a f(x) for a >= 0) or None."""
+    if fn is None:
+        return "linear"
+    x = keras.ops.convert_to_tensor(_PROBE)
+    fx = keras.ops.convert_to_numpy(fn(x))
+    homogeneous = np.allclose(
+        keras.ops.convert_to_numpy(fn(2.5 * x)), 2.5 * fx, rtol=1e-6, atol=1e-6
+    ) and np.allclose(keras.ops.convert_to_numpy(fn(0.0 * x)), 0.0)
+    if not homogeneous:
+        return None
+    odd = np.allclose(keras.ops.convert_to_numpy(fn(-x)), -fx, rtol=1e-6, atol=1e-6)
+    return "linear" if odd else "positive"
+
+
+def activation_scaling(layer):
+    """How the activation of `layer` commutes with a per-channel scale.
+
+    Returns `"linear"` (any scale), `"positive"` (scales >= 0 only: ReLU,
+    leaky ReLU, PReLU) or None (no scale commutes: tanh, ReLU6...).
+    """
+    if isinstance(layer, (VIBDense, VIBConv2D, keras.layers.Activation)):
+        return _scaling_behaviour(layer.activation)
+    if isinstance(layer, (keras.layers.Dense,) + CONV_LAYERS):
+        return _scaling_behaviour(layer.activation)
+    if isinstance(layer, keras.layers.PReLU):
+        return "positive"
+    if isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU)):
+        return _scaling_behaviour(layer)
+    return None
+
+
+def gate_scale(layer):
+    """The per-channel factor a gate applies at inference: `mu` or 0."""
+    gate = layer.gate if isinstance(layer, (VIBDense, VIBConv2D)) else layer
+    mu = keras.ops.convert_to_numpy(gate.mu).astype("float64")
+    return np.where(gate.kept_mask(), mu, 0.0)
+
+
+def _single_reader(analysis, readers, tensor):
+    return len(readers.get(tensor, [])) == 1 and tensor not in analysis.outputs
+
+
+def _backward_absorber(analysis, index, positive, readers, producers):
+    """Index of the node that can absorb gate `index`'s scale, or None."""
+    node = analysis.nodes[index]
+    if isinstance(node.layer, (VIBDense, VIBConv2D)):
+        scaling = activation_scaling(node.layer)
+        ok = scaling == "linear" or (scaling == "positive" and positive)
+        return index if ok else None
+    source = node.inputs[0]
+    for _ in range(2):  # [activation layer ->] Dense/Conv/BN
+        if source not in producers or not _single_reader(analysis, readers, source):
+            return None
+        p = producers[source]
+        producer = analysis.nodes[p]
+        layer = producer.layer
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return p if producer.kind == COUPLED else None
+        if isinstance(layer, (keras.layers.Dense,) + CONV_LAYERS):
+            if producer.kind != MIXING:
+                return None
+            scaling = activation_scaling(layer)
+            ok = scaling == "linear" or (scaling == "positive" and positive)
+            return p if ok else None
+        scaling = activation_scaling(layer)
+        if producer.kind != COUPLED or not (
+            scaling == "linear" or (scaling == "positive" and positive)
+        ):
+            return None
+        if scaling == "positive":
+            # The activation lets a scale >= 0 through; the producer before
+            # it must then be linear.
+            positive = False
+        source = producer.inputs[0]
+    return None
+
+
+def _forward_ok(analysis, tensor, positive, readers, seen=None):
+    """Whether every path from `tensor` ends in a layer absorbing a scale."""
+    if tensor in analysis.outputs:
+        return False
+    seen = set() if seen is None else seen
+    for i, _ in readers.get(tensor, []):
+        node = analysis.nodes[i]
+        layer = node.layer
+        if node.kind == MIXING:
+            continue  # scales its input rows
+        if node.kind != COUPLED:
+            return False
+        if isinstance(
+            layer, (keras.layers.BatchNormalization, keras.layers.DepthwiseConv2D)
+        ):
+            continue  # absorbs it per channel
+        passes = isinstance(layer, _SCALE_COMMUTING + (VIBGate,))
+        if not passes and positive:
+            passes = isinstance(layer, _MAX_POOLS) or (
+                activation_scaling(layer) is not None
+            )
+        elif not passes:
+            passes = activation_scaling(layer) == "linear"
+        if not passes:
+            return False
+        if i in seen:
+            continue
+        seen.add(i)
+        if not all(
+            _forward_ok(analysis, t, positive, readers, seen) for t in node.outputs
+        ):
+            return False
+    return True
+
+
+def plan_folds(analysis):
+    """Decides where the scale of each gate goes in the slim model.
+
+    A gate multiplies channel j by `mu_j` (0 once closed). The slim model
+    has no gate: the factor goes backward into the layer producing the gate's
+    input when its activation commutes with it (linear, or ReLU-like with
+    `mu >= 0`); otherwise forward into the layers reading the gate's output
+    when every path to them commutes with it (a max-pool or a ReLU only
+    with `mu >= 0`); otherwise into an explicit per-channel scale layer.
+
+    Returns:
+        A dict mapping each gated node index to `(mode, absorber)`, `mode`
+        one of `BACKWARD`, `FORWARD`, `EXPLICIT`, `absorber` the index of
+        the node absorbing a backward fold (else None).
+    """
+    readers, producers = analysis.consumers(), analysis.producers()
+    folds = {}
+    for i, node in enumerate(analysis.nodes):
+        if node.gate is None:
+            continue
+        present = analysis.tensors[node.outputs[0]].present
+        positive = bool(np.all(gate_scale(node.layer)[present] >= 0))
+        absorber = _backward_absorber(analysis, i, positive, readers, producers)
+        if absorber is not None:
+            folds[i] = (BACKWARD, absorber)
+        elif _forward_ok(analysis, node.outputs[0], positive, readers):
+            folds[i] = (FORWARD, None)
+        else:
+            folds[i] = (EXPLICIT, None)
+    return folds

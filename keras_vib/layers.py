@@ -17,6 +17,16 @@ __all__ = ["VIBGate", "VIBDense", "VIBConv2D"]
 
 _register = keras.saving.register_keras_serializable(package="keras_vib")
 _KL_EPS = 1e-8
+# The Dense/Conv arguments the VIB layers pass through to their kernel layer.
+_KERNEL_ARGS = (
+    "use_bias",
+    "kernel_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
 _LOG_ALPHA_EPS = 1e-8
 
 
@@ -392,17 +402,7 @@ class VIBDense(_GatedLayer):
     def get_config(self):
         config = super().get_config()
         dense = self.dense.get_config()
-        for key in (
-            "units",
-            "activation",
-            "use_bias",
-            "kernel_initializer",
-            "bias_initializer",
-            "kernel_regularizer",
-            "bias_regularizer",
-            "kernel_constraint",
-            "bias_constraint",
-        ):
+        for key in ("units", "activation") + _KERNEL_ARGS:
             config[key] = dense[key]
         config.update(self._gate_config())
         return config
@@ -523,21 +523,8 @@ class VIBConv2D(_GatedLayer):
     def get_config(self):
         config = super().get_config()
         conv = self.conv.get_config()
-        for key in (
-            "filters",
-            "kernel_size",
-            "strides",
-            "padding",
-            "dilation_rate",
-            "groups",
-            "use_bias",
-            "kernel_initializer",
-            "bias_initializer",
-            "kernel_regularizer",
-            "bias_regularizer",
-            "kernel_constraint",
-            "bias_constraint",
-        ):
+        conv_keys = ("filters", "kernel_size", "strides", "padding", "dilation_rate")
+        for key in conv_keys + ("groups",) + _KERNEL_ARGS:
             config[key] = conv[key]
         config["activation"] = activations.serialize(self.activation)
         config["batch_norm"] = self.batch_norm

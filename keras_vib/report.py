@@ -45,6 +45,9 @@ class CompressionReport:
         kept_weights, total_weights: kernel entries (biases excluded).
         flops, total_flops: multiply-accumulates of the dense and conv
             layers, kept and original.
+        kept_params: parameters of the slim model: kept kernel weights,
+            biases and batch-norm parameters of the kept units (and of any
+            per-channel scale layer `slim_model` has to insert).
         r_w: `kept_weights / total_weights`, a fraction.
         r_n: `kept_neurons / total_neurons`, a fraction.
         structure: kept units per gated layer, e.g. `"97-71-33"`.
@@ -59,6 +62,7 @@ class CompressionReport:
     total_weights: int
     flops: int
     total_flops: int
+    kept_params: int = 0
 
     @property
     def r_w(self):
@@ -85,6 +89,7 @@ class CompressionReport:
             "structure": self.structure,
             "kept_weights": self.kept_weights,
             "total_weights": self.total_weights,
+            "kept_params": self.kept_params,
             "kept_neurons": self.kept_neurons,
             "total_neurons": self.total_neurons,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
@@ -157,10 +162,39 @@ def _weight_report(node, tensors):
         total = window * out_info.channels
         return kept, total, kept * positions, total * positions
     kernels = [w for w in layer.trainable_weights if len(w.shape) >= 2]
-    if not kernels:
+    if node.kind != graph.OPAQUE or not kernels:
         return None
     total = sum(math.prod(w.shape) for w in kernels)
     return total, total, 0, 0
+
+
+def _other_params(node, tensors, fold):
+    """Kept parameters of one layer call besides its kernel: biases, BN..."""
+    layer = node.layer
+    out = tensors[node.outputs[0]]
+    kept = _count(out.present)
+    params = 0
+    if fold is not None and fold[0] == graph.EXPLICIT:
+        params += 4 * kept  # the BatchNormalization that carries the scale
+    if isinstance(layer, (VIBDense, VIBConv2D)):
+        inner = layer.dense if isinstance(layer, VIBDense) else layer.conv
+        params += kept if inner.use_bias else 0
+        if isinstance(layer, VIBConv2D) and layer.bn is not None:
+            params += len(layer.bn.weights) * kept
+        return params
+    if isinstance(layer, VIBGate):
+        return params
+    if node.kind == graph.OPAQUE:  # all of it, but the kernels counted as weights
+        kernels = sum(
+            math.prod(w.shape) for w in layer.trainable_weights if len(w.shape) >= 2
+        )
+        return params + layer.count_params() - kernels
+    if isinstance(layer, (keras.layers.Dense, keras.layers.DepthwiseConv2D)) or (
+        isinstance(layer, graph.CONV_LAYERS)
+    ):
+        return params + (kept if layer.use_bias else 0)
+    per_channel = sum(math.prod(w.shape[:-1]) for w in layer.weights)
+    return params + per_channel * kept
 
 
 def gated_layers(model):
@@ -219,18 +253,21 @@ def compression_report(model) -> CompressionReport:
     >>> print(report)
     >>> report.r_w, report.structure
     """
+    source = getattr(model, "_keras_vib_source", None)
     analysis = graph.analyze(model)
     tensors = analysis.tensors
     gates, weights, seen = [], [], set()
-    for node in analysis.nodes:
+    other_params = 0
+    for index, node in enumerate(analysis.nodes):
         layer = node.layer
         first_call = id(layer) not in seen
         seen.add(id(layer))
         if node.gate is not None and first_call:
-            present = tensors[node.outputs[0]].present
-            gates.append(
-                GateReport(layer.name, _count(present & node.gate), len(node.gate))
-            )
+            out = tensors[node.outputs[0]]
+            useful = out.var & out.live & node.gate
+            gates.append(GateReport(layer.name, _count(useful), len(node.gate)))
+        if first_call:
+            other_params += _other_params(node, tensors, analysis.folds.get(index))
         counts = _weight_report(node, tensors)
         if counts is None:
             continue
@@ -242,6 +279,18 @@ def compression_report(model) -> CompressionReport:
                 layer.name, type(layer).__name__, kept, total, flops, total_flops
             )
         )
+    if source is not None:
+        # A slim model: its weights and FLOPs are measured on it, against
+        # the totals of the gated model it came from; its gates are gone, so
+        # the per-gate rows are those of the gated model.
+        return dataclasses.replace(
+            source,
+            model_name=model.name,
+            weight_layers=weights,
+            kept_weights=sum(w.kept_weights for w in weights),
+            flops=sum(w.flops for w in weights),
+            kept_params=sum(w.kept_weights for w in weights) + other_params,
+        )
     return CompressionReport(
         model_name=model.name,
         layers=gates,
@@ -252,4 +301,5 @@ def compression_report(model) -> CompressionReport:
         total_weights=sum(w.total_weights for w in weights),
         flops=sum(w.flops for w in weights),
         total_flops=sum(w.total_flops for w in weights),
+        kept_params=sum(w.kept_weights for w in weights) + other_params,
     )

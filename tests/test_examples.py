@@ -1,0 +1,46 @@
+"""The examples run end to end (one short epoch on the shared MNIST copy)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_lenet300_mnist_example(tmp_path):
+    assert os.environ.get("TFDS_DATA_DIR"), "set TFDS_DATA_DIR to a prepared MNIST"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "examples/lenet300_mnist.py",
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in (
+        "report.json",
+        "history.csv",
+        "lenet300_vib.keras",
+        "lenet300_slim.keras",
+        "kept_neurons.png",
+        "log_alpha.png",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["total_neurons"] == 1184
+    assert 0 < report["r_w_pct"] <= 100
+    assert report["error_pct"] < 10  # one epoch of LeNet-300-100 on MNIST
+    # The slim model classifies the test set as the gated model does.
+    assert abs(report["slim_error_pct"] - report["error_pct"]) < 0.05
+    assert "structure" in result.stdout
