@@ -1,5 +1,6 @@
 """keras_vib: compress Keras models with the Variational Information Bottleneck."""
 
+from keras_vib import export
 from keras_vib.callbacks import VIBMonitor
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 from keras_vib.report import CompressionReport, compression_report
@@ -15,4 +16,5 @@ __all__ = [
     "compression_report",
     "VIBMonitor",
     "slim_model",
+    "export",
 ]

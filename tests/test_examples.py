@@ -44,3 +44,38 @@ def test_lenet300_mnist_example(tmp_path):
     # The slim model classifies the test set as the gated model does.
     assert abs(report["slim_error_pct"] - report["error_pct"]) < 0.05
     assert "structure" in result.stdout
+
+
+def test_deploy_tflite_example(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "examples/deploy_tflite.py",
+            "--epochs",
+            "1",
+            "--train-examples",
+            "2000",
+            "--test-examples",
+            "500",
+            "--runs",
+            "5",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("variant") :].splitlines()[1:5]
+    names = [" ".join(row.split()[:2]) for row in table]
+    assert names == [
+        "unslimmed float32",
+        "slim float32",
+        "slim float16",
+        "slim int8",
+    ]
+    sizes = [float(row.split()[2]) for row in table]
+    assert sizes[3] < sizes[2] < sizes[1]  # int8 < float16 < float32
+    assert len(list(tmp_path.glob("*.tflite"))) == 4
