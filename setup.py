@@ -36,6 +36,7 @@ setup(
         "matplotlib",
     ],
     extras_require={"test": ["pytest", "ruff"]},
+    entry_points={"console_scripts": ["keras-vib=keras_vib.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

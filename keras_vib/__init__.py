@@ -1,8 +1,10 @@
 """keras_vib: compress Keras models with the Variational Information Bottleneck."""
 
-from keras_vib import export
+from keras_vib import datasets, export, models
 from keras_vib.callbacks import VIBMonitor
+from keras_vib.datasets import DatasetNotFoundError
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
+from keras_vib.models import get_model, lenet5_caffe, lenet_300_100, vgg16
 from keras_vib.report import CompressionReport, compression_report
 from keras_vib.slim import slim_model
 
@@ -17,4 +19,11 @@ __all__ = [
     "VIBMonitor",
     "slim_model",
     "export",
+    "datasets",
+    "models",
+    "DatasetNotFoundError",
+    "get_model",
+    "lenet_300_100",
+    "lenet5_caffe",
+    "vgg16",
 ]

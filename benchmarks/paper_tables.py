@@ -1,0 +1,201 @@
+"""Reproduce the VIBNet paper's MNIST rows and write them into BENCHMARKS.md.
+
+    python benchmarks/paper_tables.py --seeds 0 1 2 --models lenet300 lenet5
+
+Runs `keras-vib train` with its default recipe for each model on MNIST and
+each seed, reads every run's `report.json`, and writes the median over seeds
+(error of the final epoch, r_W, r_N, FLOPs, structure, training wall time)
+under the paper's rows, with the exact commands and the machine, into the
+section "Paper tables (MNIST)" of BENCHMARKS.md (replacing an older one).
+Extra arguments after `--` go to every `keras-vib train` (e.g. `-- --epochs 1`
+for a smoke run, which then should not be written into BENCHMARKS.md: use
+`--benchmarks-md` to write elsewhere).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SECTION = "## Paper tables (MNIST)"
+
+# The VIBNet rows of the paper (../shared/VIBNET.md).
+PAPER = {
+    "lenet300": {
+        "name": "LeNet-300-100",
+        "error_pct": 1.6,
+        "r_w_pct": 3.59,
+        "r_n_pct": 16.98,
+        "flops": None,
+        "structure": "97-71-33",
+    },
+    "lenet5": {
+        "name": "LeNet-5-Caffe",
+        "error_pct": 1.0,
+        "r_w_pct": 0.83,
+        "r_n_pct": 15.55,
+        "flops": 94_000,
+        "structure": None,
+    },
+}
+# Targets of our issue: the paper's row, within a training time per seed.
+TIME_LIMIT_S = {"lenet300": 10 * 60, "lenet5": 45 * 60}
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}, no GPU used"
+
+
+def run_one(model, seed, out_dir, extra):
+    out = out_dir / f"{model}_mnist_seed{seed}"
+    command = [
+        "keras-vib",
+        "train",
+        "--model",
+        model,
+        "--dataset",
+        "mnist",
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--verbose",
+        "2",
+        *extra,
+    ]
+    argv = [sys.executable, "-m", "keras_vib.cli", *command[1:]]
+    print("$", shlex.join(command), flush=True)
+    subprocess.run(argv, check=True)
+    return command, json.loads((out / "report.json").read_text())
+
+
+def fmt(value, pattern):
+    return "-" if value is None else pattern.format(value)
+
+
+def table(results, commands, command_line):
+    lines = [
+        SECTION,
+        "",
+        "Median over seeds of `keras-vib train --model M --dataset mnist` with",
+        "its default recipe (`keras_vib/cli.py`, `RECIPES`); error is that of",
+        "the final epoch on the 10,000 test images (the paper's baselines",
+        "picked their best epoch; we do not).",
+        "",
+        f"Command: `{shlex.join(command_line)}`",
+        "",
+        f"Machine: {machine()}; written {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| net | source | error % | r_W % | r_N % | FLOPs | structure | "
+        "train time / seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model, runs in results.items():
+        paper = PAPER[model]
+        lines.append(
+            f"| {paper['name']} | paper (VIBNet) | {paper['error_pct']} | "
+            f"{paper['r_w_pct']} | {paper['r_n_pct']} | "
+            f"{fmt(paper['flops'], '{:,}')} | {paper['structure'] or '-'} | - |"
+        )
+        median = {
+            key: statistics.median(r[key] for r in runs)
+            for key in ("error_pct", "r_w_pct", "r_n_pct", "flops", "wall_seconds")
+        }
+        # The structure of the run whose error is the median one.
+        middle = sorted(runs, key=lambda r: r["error_pct"])[len(runs) // 2]
+        lines.append(
+            f"| {paper['name']} | keras_vib, median of {len(runs)} | "
+            f"{median['error_pct']:.2f} | {median['r_w_pct']:.2f} | "
+            f"{median['r_n_pct']:.2f} | {median['flops']:,.0f} | "
+            f"{middle['structure']} | {median['wall_seconds'] / 60:.1f} min |"
+        )
+    lines += ["", "Every run:", ""]
+    lines += ["| command | error % | r_W % | r_N % | FLOPs | structure | wall s |"]
+    lines += ["|---|---|---|---|---|---|---|"]
+    for model, runs in results.items():
+        for command, r in zip(commands[model], runs):
+            lines.append(
+                f"| `{shlex.join(command)}` | {r['error_pct']:.2f} | "
+                f"{r['r_w_pct']:.2f} | {r['r_n_pct']:.2f} | {r['flops']:,} | "
+                f"{r['structure']} | {r['wall_seconds']:.0f} |"
+            )
+    verdicts = []
+    for model, runs in results.items():
+        paper = PAPER[model]
+        median = {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("error_pct", "r_w_pct", "r_n_pct", "wall_seconds")
+        }
+        beaten = [
+            k for k in ("error_pct", "r_w_pct", "r_n_pct") if median[k] <= paper[k]
+        ]
+        missed = [k for k in ("error_pct", "r_w_pct", "r_n_pct") if k not in beaten]
+        in_time = median["wall_seconds"] <= TIME_LIMIT_S[model]
+        verdicts.append(
+            f"- {paper['name']}: at or below the paper on "
+            f"{', '.join(beaten) or 'no column'}"
+            + (f"; above it on {', '.join(missed)}" if missed else "")
+            + f"; training {'within' if in_time else 'over'} the "
+            f"{TIME_LIMIT_S[model] // 60}-minute target."
+        )
+    lines += ["", "Against the paper:", "", *verdicts, ""]
+    return "\n".join(lines)
+
+
+def write_section(path, text):
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    if SECTION in old:
+        start = old.index(SECTION)
+        following = old.find("\n## ", start + len(SECTION))
+        old = old[:start] + (old[following + 1 :] if following >= 0 else "")
+    new = old.rstrip("\n") + "\n\n" + text
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--models", nargs="+", choices=sorted(PAPER), default=["lenet300", "lenet5"]
+    )
+    parser.add_argument("--out", default="runs/paper_tables")
+    parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
+    args, extra = parser.parse_known_args()
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    out_dir = pathlib.Path(args.out)
+    results, commands = {}, {}
+    for model in args.models:
+        for seed in args.seeds:
+            command, report = run_one(model, seed, out_dir, extra)
+            results.setdefault(model, []).append(report)
+            commands.setdefault(model, []).append(command)
+    command_line = ["python", "benchmarks/paper_tables.py", "--seeds"]
+    command_line += [str(seed) for seed in args.seeds] + ["--models", *args.models]
+    command_line += ["--", *extra] if extra else []
+    text = table(results, commands, command_line)
+    print(text)
+    write_section(pathlib.Path(args.benchmarks_md), text)
+    print(f"wrote {args.benchmarks_md}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,451 @@
+"""The `keras-vib` command line: train, slim, export, report.
+
+    keras-vib train --model lenet300 --dataset mnist --out runs/lenet300
+    keras-vib slim runs/lenet300/gated.keras --out slim.keras
+    keras-vib export runs/lenet300/gated.keras --quantization int8 \\
+        --dataset mnist --out lenet300_int8.tflite
+    keras-vib report runs/lenet300/gated.keras --json
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+# The recipes `train` uses by default, by (model, dataset). Each value can
+# be overridden on the command line.
+RECIPES = {
+    ("lenet300", "mnist"): dict(
+        epochs=40,
+        batch_size=100,
+        learning_rate=1e-3,
+        lr_schedule="step",
+        lr_step_epochs=15,
+        lr_step_factor=0.5,
+        kl_factor=2e-4,
+        pretrain_epochs=0,
+        warmup_epochs=2,
+    ),
+    ("lenet5", "mnist"): dict(
+        epochs=40,
+        batch_size=100,
+        learning_rate=1e-3,
+        lr_schedule="step",
+        lr_step_epochs=15,
+        lr_step_factor=0.5,
+        kl_factor=2e-5,
+        pretrain_epochs=0,
+        warmup_epochs=2,
+    ),
+    ("vgg16", "cifar10"): dict(
+        epochs=300,
+        batch_size=128,
+        learning_rate=1e-3,
+        lr_schedule="step",
+        lr_step_epochs=30,
+        lr_step_factor=0.5,
+        kl_factor=1e-5,
+        pretrain_epochs=0,
+        warmup_epochs=5,
+    ),
+    ("vgg16", "cifar100"): dict(
+        epochs=300,
+        batch_size=128,
+        learning_rate=1e-3,
+        lr_schedule="step",
+        lr_step_epochs=30,
+        lr_step_factor=0.5,
+        kl_factor=2e-5,
+        pretrain_epochs=0,
+        warmup_epochs=5,
+    ),
+}
+_GENERIC = dict(
+    epochs=20,
+    batch_size=100,
+    learning_rate=1e-3,
+    lr_schedule="constant",
+    lr_step_epochs=30,
+    lr_step_factor=0.5,
+    kl_factor=1e-4,
+    pretrain_epochs=0,
+    warmup_epochs=2,
+)
+MODELS = ("lenet300", "lenet5", "vgg16")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+SCHEDULES = ("constant", "step", "cosine")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CLIError(message)
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value <= 0:
+            raise argparse.ArgumentTypeError(
+                f"--{name} must be a positive integer, received {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _non_negative_int(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < 0:
+            raise argparse.ArgumentTypeError(
+                f"--{name} must be an integer >= 0, received {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _positive_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"--{name} must be a positive number, received {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _non_negative_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"--{name} must be a number >= 0, received {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _existing_file(text):
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such model file: {text!r}")
+    return text
+
+
+def build_parser():
+    parser = _Parser(
+        prog="keras-vib",
+        description="Compress Keras models with the Variational Information "
+        "Bottleneck (VIBNet).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a gated model, slim and export it")
+    train.add_argument("--model", choices=MODELS, required=True)
+    train.add_argument("--dataset", choices=DATASETS, required=True)
+    train.add_argument("--epochs", type=_positive_int("epochs"))
+    train.add_argument("--batch-size", type=_positive_int("batch-size"))
+    train.add_argument("--learning-rate", "--lr", type=_positive_float("lr"))
+    train.add_argument("--lr-schedule", choices=SCHEDULES)
+    train.add_argument("--lr-step-epochs", type=_positive_int("lr-step-epochs"))
+    train.add_argument("--lr-step-factor", type=_positive_float("lr-step-factor"))
+    train.add_argument(
+        "--kl-factor",
+        type=_non_negative_float("kl-factor"),
+        help="weight of the KL terms (per-layer multipliers apply on VGG)",
+    )
+    train.add_argument(
+        "--pretrain-epochs",
+        type=_non_negative_int("pretrain-epochs"),
+        help="epochs of plain training (KL off) before the VIB epochs",
+    )
+    train.add_argument(
+        "--warmup-epochs",
+        type=_non_negative_int("warmup-epochs"),
+        help="epochs over which the KL weight grows from 0 to its value",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--augment", action="store_true", help="CIFAR crop and flip")
+    train.add_argument("--out", default=None, help="output directory")
+    train.add_argument("--data-dir", default=None, help="tensorflow-datasets folder")
+    train.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail at once if the dataset is not prepared in the data dir",
+    )
+    train.add_argument(
+        "--steps-per-epoch",
+        type=_positive_int("steps-per-epoch"),
+        help="cap the training batches per epoch (quick runs)",
+    )
+    train.add_argument(
+        "--synthetic",
+        type=_positive_int("synthetic"),
+        metavar="N",
+        help="use N random examples of the dataset's shape (smoke tests)",
+    )
+    train.add_argument(
+        "--width",
+        type=_positive_float("width"),
+        help="vgg16 only: scale its channel counts (quick runs)",
+    )
+    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+
+    slim = sub.add_parser("slim", help="remove the closed units of a saved model")
+    slim.add_argument("model", type=_existing_file)
+    slim.add_argument("--out", required=True)
+
+    export = sub.add_parser("export", help="write a .tflite file from a saved model")
+    export.add_argument("model", type=_existing_file)
+    export.add_argument("--out", required=True)
+    export.add_argument(
+        "--quantization", choices=("float32", "float16", "dynamic", "int8"),
+        default="float32",
+    )  # fmt: skip
+    export.add_argument("--dataset", choices=DATASETS, help="calibration data for int8")
+    export.add_argument("--data-dir", default=None)
+
+    report = sub.add_parser("report", help="print r_W, r_N, FLOPs and structure")
+    report.add_argument("model", type=_existing_file)
+    report.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _recipe(args):
+    recipe = dict(RECIPES.get((args.model, args.dataset), _GENERIC))
+    for key in recipe:
+        value = getattr(args, key, None)
+        if value is not None:
+            recipe[key] = value
+    return recipe
+
+
+def _schedule(recipe, steps_per_epoch):
+    import keras
+
+    lr = recipe["learning_rate"]
+    if recipe["lr_schedule"] == "step":
+        step = recipe["lr_step_epochs"] * steps_per_epoch
+        count = recipe["epochs"] // recipe["lr_step_epochs"]
+        boundaries = [step * k for k in range(1, count + 1)]
+        values = [lr * recipe["lr_step_factor"] ** k for k in range(count + 1)]
+        if not boundaries:
+            return lr
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    if recipe["lr_schedule"] == "cosine":
+        total = recipe["epochs"] * steps_per_epoch
+        return keras.optimizers.schedules.CosineDecay(lr, total)
+    return lr
+
+
+def _data(args, recipe):
+    from keras_vib import datasets
+
+    batch = recipe["batch_size"]
+    if args.synthetic:
+        train = datasets.synthetic(
+            args.dataset, "train", args.synthetic, batch, seed=args.seed,
+            augment=args.augment,
+        )  # fmt: skip
+        test = datasets.synthetic(args.dataset, "test", args.synthetic, 1000)
+        return train, test
+    common = dict(data_dir=args.data_dir, download=not args.no_download)
+    train = datasets.load(
+        args.dataset, "train", batch, augment=args.augment, seed=args.seed, **common
+    )
+    test = datasets.load(args.dataset, "test", 1000, **common)
+    return train, test
+
+
+def train(args):
+    import keras
+
+    import keras_vib as kv
+    from keras_vib import datasets, models
+
+    recipe = _recipe(args)
+    out = pathlib.Path(args.out or f"runs/{args.model}_{args.dataset}_seed{args.seed}")
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    info = datasets.info(args.dataset)
+    train_ds, test_ds = _data(args, recipe)
+    if args.steps_per_epoch:
+        train_ds = train_ds.take(args.steps_per_epoch)
+    steps = int(train_ds.cardinality())
+    if steps <= 0:
+        steps = -(-info["train_examples"] // recipe["batch_size"])
+
+    extra = {}
+    if args.width is not None:
+        if args.model != "vgg16":
+            raise CLIError(f"--width applies to vgg16 only, not {args.model}")
+        extra["width"] = args.width
+    model = models.get_model(
+        args.model,
+        vib=True,
+        kl_weight=recipe["kl_factor"],
+        num_classes=info["num_classes"],
+        input_shape=info["input_shape"],
+        **extra,
+    )
+    model.compile(
+        keras.optimizers.Adam(_schedule(recipe, steps)),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    pretrain = min(recipe["pretrain_epochs"], recipe["epochs"])
+    if pretrain:
+        for _, layer in kv.report.gated_layers(model):
+            getattr(layer, "gate", layer).kl_scale.assign(0.0)
+        model.fit(train_ds, epochs=pretrain, verbose=args.verbose, shuffle=False)
+        for _, layer in kv.report.gated_layers(model):
+            getattr(layer, "gate", layer).kl_scale.assign(1.0)
+    monitor = kv.VIBMonitor(
+        kl_warmup_epochs=recipe["warmup_epochs"],
+        plot_dir=out,
+        verbose=1 if args.verbose else 0,
+    )
+    if pretrain < recipe["epochs"]:
+        model.fit(
+            train_ds,
+            epochs=recipe["epochs"] - pretrain,
+            validation_data=test_ds,
+            callbacks=[monitor, keras.callbacks.CSVLogger(out / "history.csv")],
+            verbose=args.verbose,
+            shuffle=False,  # the dataset shuffles itself
+        )
+    wall = time.perf_counter() - start
+    _, accuracy = model.evaluate(test_ds, verbose=0)
+    report = kv.compression_report(model)
+
+    model.save(out / "gated.keras")
+    slim = kv.slim_model(model)
+    slim.save(out / "slim.keras")
+    kv.export.to_tflite(slim, path=out / "slim_float32.tflite")
+    config = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "augment": args.augment,
+        "steps_per_epoch": args.steps_per_epoch,
+        "synthetic": args.synthetic,
+        "data_dir": args.data_dir,
+        "no_download": args.no_download,
+        "width": args.width,
+        **recipe,
+    }
+    result = {
+        "error_pct": 100.0 * (1.0 - accuracy),
+        "r_w_pct": 100.0 * report.r_w,
+        "r_n_pct": 100.0 * report.r_n,
+        "flops": report.flops,
+        "structure": report.structure,
+        "epochs": recipe["epochs"],
+        "wall_seconds": wall,
+        "slim_params": slim.count_params(),
+        "config": config,
+        "report": report.to_dict(),
+    }
+    (out / "report.json").write_text(json.dumps(result, indent=2))
+    print(report)
+    print(f"test error (final epoch): {result['error_pct']:.2f}%")
+    print(f"wrote {out}")
+    return 0
+
+
+def _load(path):
+    import keras
+
+    import keras_vib  # noqa: F401  (registers the keras_vib layers)
+
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # a corrupt or foreign file
+        raise CLIError(f"cannot load model {path!r}: {e}".splitlines()[0]) from e
+
+
+def slim_command(args):
+    import keras_vib as kv
+
+    slim = kv.slim_model(_load(args.model))
+    slim.save(args.out)
+    print(f"wrote {args.out} ({slim.count_params():,} parameters)")
+    return 0
+
+
+def export_command(args):
+    import numpy as np
+
+    import keras_vib as kv
+    from keras_vib import datasets
+
+    model = _load(args.model)
+    quantization = None if args.quantization == "float32" else args.quantization
+    data = None
+    if quantization == "int8":
+        if not args.dataset:
+            raise CLIError("--quantization int8 needs --dataset for calibration")
+        batches = datasets.load(
+            args.dataset, split="train", batch_size=100, data_dir=args.data_dir
+        ).take(5)
+        data = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
+    kv.export.to_tflite(model, quantization, representative_data=data, path=args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def report_command(args):
+    import keras_vib as kv
+
+    report = kv.compression_report(_load(args.model))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    return 0
+
+
+COMMANDS = {
+    "train": train,
+    "slim": slim_command,
+    "export": export_command,
+    "report": report_command,
+}
+
+
+def main(argv=None):
+    """Entry point of the `keras-vib` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except CLIError as e:
+        print(f"keras-vib: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # bad input found by the library
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"keras-vib: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

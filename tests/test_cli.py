@@ -1,0 +1,180 @@
+"""The keras-vib command line, end to end on the shared MNIST copy."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from keras_vib import cli
+
+OUTPUTS = (
+    "gated.keras",
+    "slim.keras",
+    "slim_float32.tflite",
+    "report.json",
+    "history.csv",
+    "kept_neurons.png",
+    "log_alpha.png",
+)
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`keras-vib train` for one epoch of LeNet-300-100 on MNIST."""
+    out = tmp_path_factory.mktemp("lenet300")
+    code = cli.main(
+        [
+            "train",
+            "--model",
+            "lenet300",
+            "--dataset",
+            "mnist",
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0",
+            "--out",
+            str(out),
+            "--verbose",
+            "0",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_writes_every_output(trained):
+    for name in OUTPUTS:
+        assert (trained / name).stat().st_size > 0, name
+    report = json.loads((trained / "report.json").read_text())
+    for key in ("error_pct", "r_w_pct", "r_n_pct", "flops", "structure"):
+        assert key in report
+    assert report["epochs"] == 1 and report["wall_seconds"] > 0
+    assert report["error_pct"] < 10
+    config = report["config"]
+    assert config["model"] == "lenet300" and config["dataset"] == "mnist"
+    assert config["kl_factor"] == cli.RECIPES[("lenet300", "mnist")]["kl_factor"]
+    assert len(report["structure"].split("-")) == 3
+
+
+def test_slim_export_report_on_saved_model(trained, tmp_path, capsys):
+    gated = str(trained / "gated.keras")
+    code, out, _ = run(capsys, "slim", gated, "--out", str(tmp_path / "s.keras"))
+    assert code == 0 and (tmp_path / "s.keras").stat().st_size > 0
+    code, out, _ = run(
+        capsys,
+        "export",
+        gated,
+        "--quantization",
+        "int8",
+        "--dataset",
+        "mnist",
+        "--out",
+        str(tmp_path / "m.tflite"),
+    )
+    assert code == 0 and (tmp_path / "m.tflite").stat().st_size > 0
+    code, out, _ = run(capsys, "report", gated, "--json")
+    assert code == 0
+    saved = json.loads((trained / "report.json").read_text())
+    assert json.loads(out)["structure"] == saved["structure"]
+
+
+def test_vgg16_train_path_on_synthetic_cifar(tmp_path):
+    code = cli.main(
+        [
+            "train",
+            "--model",
+            "vgg16",
+            "--dataset",
+            "cifar10",
+            "--synthetic",
+            "64",
+            "--width",
+            "0.125",
+            "--epochs",
+            "2",
+            "--augment",
+            "--out",
+            str(tmp_path),
+            "--verbose",
+            "0",
+        ]
+    )
+    assert code == 0
+    for name in OUTPUTS:
+        assert (tmp_path / name).stat().st_size > 0, name
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["structure"].split("-")) == 15  # 13 convs + 2 dense
+
+
+def test_missing_dataset_message(tmp_path, capsys):
+    code, out, err = run(
+        capsys,
+        "train",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "fashion_mnist",
+        "--data-dir",
+        str(tmp_path),
+        "--no-download",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "fashion_mnist" in err and str(tmp_path) in err
+    assert "TFDS_DATA_DIR" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "alexnet", "--dataset", "mnist"], "alexnet"),
+        (["train", "--model", "lenet5", "--dataset", "svhn"], "svhn"),
+        (["train", "--model", "lenet5", "--dataset", "mnist", "--epochs", "0"], "0"),
+        (["train", "--model", "lenet5", "--dataset", "mnist", "--epochs", "-2"], "-2"),
+        (["train", "--model", "lenet5", "--dataset", "mnist", "--lr", "x"], "'x'"),
+        (["report", "no/such/model.keras"], "no/such/model.keras"),
+        (["slim", "missing.keras", "--out", "x.keras"], "missing.keras"),
+        (["export", "missing.keras", "--out", "x.tflite"], "missing.keras"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_bad_arguments_one_line_no_traceback(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("keras-vib: error:") and message in lines[0]
+
+
+# What TensorFlow's C++ runtime prints on stderr when it loads, whatever
+# TF_CPP_MIN_LOG_LEVEL says (absl logs before its initialisation).
+NATIVE_LOG = ("WARNING: All log messages before absl", "I0000", "W0000", "E0000")
+
+
+def test_console_script_exits_with_one_line():
+    script = pathlib.Path(sys.executable).parent / "keras-vib"
+    result = subprocess.run(
+        [str(script), "train", "--model", "lenet5", "--dataset", "mnist", "-e", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = [
+        line
+        for line in result.stderr.strip().splitlines()
+        if not line.startswith(NATIVE_LOG)
+    ]
+    assert lines == ["keras-vib: error: unrecognized arguments: -e 1"]
+    assert "Traceback" not in result.stderr
