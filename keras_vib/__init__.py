@@ -3,6 +3,7 @@
 from keras_vib import datasets, export, models
 from keras_vib.callbacks import VIBMonitor
 from keras_vib.datasets import DatasetNotFoundError
+from keras_vib.gating import add_gates
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 from keras_vib.models import get_model, lenet5_caffe, lenet_300_100, vgg16
 from keras_vib.report import CompressionReport, compression_report
@@ -18,6 +19,7 @@ __all__ = [
     "compression_report",
     "VIBMonitor",
     "slim_model",
+    "add_gates",
     "export",
     "datasets",
     "models",

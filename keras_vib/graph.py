@@ -465,6 +465,17 @@ def analyze(model):
     return analysis
 
 
+def folds_constants(node, tensors):
+    """Whether a kernel layer folds constant inputs into its bias.
+
+    True when some input channel it drops is a nonzero constant: the slim
+    layer then needs a bias even if the original had none.
+    """
+    if node.kind != MIXING:
+        return False
+    return any((~tensors[t].present & ~tensors[t].zero).any() for t in node.inputs)
+
+
 def _feed_starved(nodes, tensors):
     """Keeps the input channels a kept kernel layer cannot do without.
 

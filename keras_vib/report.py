@@ -178,7 +178,8 @@ def _other_params(node, tensors, fold):
         params += 4 * kept  # the BatchNormalization that carries the scale
     if isinstance(layer, (VIBDense, VIBConv2D)):
         inner = layer.dense if isinstance(layer, VIBDense) else layer.conv
-        params += kept if inner.use_bias else 0
+        use_bias = inner.use_bias or graph.folds_constants(node, tensors)
+        params += kept if use_bias else 0
         if isinstance(layer, VIBConv2D) and layer.bn is not None:
             params += len(layer.bn.weights) * kept
         return params
@@ -192,7 +193,8 @@ def _other_params(node, tensors, fold):
     if isinstance(layer, (keras.layers.Dense, keras.layers.DepthwiseConv2D)) or (
         isinstance(layer, graph.CONV_LAYERS)
     ):
-        return params + (kept if layer.use_bias else 0)
+        use_bias = layer.use_bias or graph.folds_constants(node, tensors)
+        return params + (kept if use_bias else 0)
     per_channel = sum(math.prod(w.shape[:-1]) for w in layer.weights)
     return params + per_channel * kept
 

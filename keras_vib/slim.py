@@ -11,7 +11,7 @@ import numpy as np
 from keras_vib import graph
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 
-__all__ = ["SelectFeatures", "slim_model", "kept_input_indices"]
+__all__ = ["SelectFeatures", "slim_model", "kept_input_indices", "clone_layer"]
 
 _FLOAT = "float64"  # surgery in float64, weights cast back to float32
 
@@ -50,6 +50,23 @@ class SelectFeatures(keras.layers.Layer):
         config = super().get_config()
         config["indices"] = list(self.indices)
         return config
+
+
+def clone_layer(layer, name=None):
+    """A new layer with the config of `layer` (weights are set once built).
+
+    A stateless layer Keras will not rebuild from its config (a `Lambda` in
+    safe mode) is returned as it is, to be called again.
+    """
+    config = layer.get_config()
+    if name is not None:
+        config["name"] = name
+    try:
+        return type(layer).from_config(config)
+    except Exception:
+        if layer.weights:
+            raise
+        return layer
 
 
 def kept_input_indices(model):
@@ -248,7 +265,7 @@ class _Builder:
         )
         kernel, bias = self._fold_rows(kernel, bias, t_in)
         kernel, bias = kernel[..., out_present], bias[out_present]
-        use_bias = inner.use_bias or bool(np.any(bias))
+        use_bias = inner.use_bias or graph.folds_constants(node, self.tensors)
 
         bn = layer.bn if isinstance(layer, VIBConv2D) else None
         bn_weights = self._bn_weights(bn, out_present) if bn is not None else None
@@ -432,15 +449,7 @@ class _Builder:
                     f"{type(layer).__name__}: a gate's scale would have to pass "
                     "through it."
                 )
-        name = self._name(layer.name, original=True)
-        if layer.weights:
-            config = layer.get_config()
-            config["name"] = name
-            new = type(layer).from_config(config)
-        else:
-            # Stateless (a Lambda, say, which Keras will not rebuild from its
-            # config in safe mode): the slim model calls the same object.
-            new = layer
+        new = clone_layer(layer, self._name(layer.name, original=True))
         mapping = {id(self.a.symbols[t]): self.sym[t] for t in node.inputs}
         args, kwargs = node.keras_node.arguments.fill_in(mapping)
         outputs = new(*args, **kwargs)
