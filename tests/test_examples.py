@@ -79,3 +79,31 @@ def test_deploy_tflite_example(tmp_path):
     sizes = [float(row.split()[2]) for row in table]
     assert sizes[3] < sizes[2] < sizes[1]  # int8 < float16 < float32
     assert len(list(tmp_path.glob("*.tflite"))) == 4
+
+
+def test_compress_pretrained_example():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "examples/compress_pretrained.py",
+            "--epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--steps-per-epoch",
+            "30",
+            "--runs",
+            "5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("latency ms") :].splitlines()[1:3]
+    assert [row.split()[0] for row in table] == ["original", "gated+slim"]
+    params = [int(row.split()[1].replace(",", "")) for row in table]
+    assert params[1] <= params[0]
+    accuracy = [float(row.split()[3]) for row in table]
+    assert min(accuracy) > 50  # 30 steps of training already learn MNIST
