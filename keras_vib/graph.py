@@ -371,6 +371,11 @@ def _couple(node, tensors):
     changed = False
     for t, src in zip((tensors[i] for i in node.inputs), node.sources):
         want_out = out.present | _gather(t.present, src)
+        if isinstance(node.layer, keras.layers.Flatten):
+            # A flattened feature can go on its own (slim_model selects the
+            # kept features after the Flatten): its channel only has to stay
+            # while any of its features does.
+            want_out = out.present
         want_in = t.present | _scatter_any(out.present, src, t.channels)
         if not np.array_equal(want_out, out.present):
             out.present, changed = want_out, True

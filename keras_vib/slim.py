@@ -141,6 +141,11 @@ def _constants(analysis):
     return constants
 
 
+def _gather_mask(mask, src):
+    """`mask[src]`, False where `src` is -1."""
+    return np.where(src >= 0, mask[np.maximum(src, 0)], False)
+
+
 def _affine_bn(scale, name, dtype):
     """A BatchNormalization computing `scale * x` exactly (inference)."""
     eps = 1e-3
@@ -437,7 +442,18 @@ class _Builder:
             args = [self.sym[t] for t in node.inputs]
         else:
             args = self.sym[node.inputs[0]]
-        self.sym[t_out] = self._emit(new, weights, args)
+        out = self._emit(new, weights, args)
+        if isinstance(layer, keras.layers.Flatten):
+            # The flattened features of the kept channels, less those dropped
+            # one by one (an input gate after a Flatten).
+            flat = _gather_mask(self._present(node.inputs[0]), node.sources[0])
+            if not np.array_equal(flat, out_present):
+                select = SelectFeatures(
+                    np.flatnonzero(out_present[flat]),
+                    name=self._name(f"{layer.name}_select"),
+                )
+                out = select(out)
+        self.sym[t_out] = out
 
     def _opaque(self, i, node):
         """A layer no gate changes: copied with its weights, called as before."""

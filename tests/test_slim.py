@@ -754,3 +754,15 @@ def test_inserted_scale_layers_stay_fixed_in_training_mode():
     x = np.random.default_rng(0).normal(size=(8, 4, 4, 2)).astype("float32")
     assert_same_function(slim(x, training=True), model(x, training=False))
     assert_same_function(slim(x, training=False), model(x, training=False))
+
+
+def test_input_gate_after_flatten_selects_pixels():
+    # The zoo's LeNet-300-100 reads images: Flatten, then the input gate.
+    model, masks, x = prepare(kv.lenet_300_100(), 21)
+    k0, k1, k2 = (int(m.sum()) for m in masks)
+    report = kv.compression_report(model)
+    assert report.kept_weights == k0 * k1 + k1 * k2 + k2 * 10
+    slim = check_slim(model, x)
+    (select,) = select_features_layers(slim)
+    assert select.input.shape[-1] == 784 and select.output.shape[-1] == k0
+    assert isinstance(slim.layers[1], L.Flatten)
