@@ -18,13 +18,13 @@ import time
 # be overridden on the command line.
 RECIPES = {
     ("lenet300", "mnist"): dict(
-        epochs=40,
+        epochs=60,
         batch_size=100,
         learning_rate=1e-3,
         lr_schedule="step",
         lr_step_epochs=15,
         lr_step_factor=0.5,
-        kl_factor=2e-4,
+        kl_factor=1e-3,
         pretrain_epochs=0,
         warmup_epochs=2,
     ),
