@@ -76,3 +76,121 @@ def test_paper_tables_benchmark_runs(tmp_path):
         "20",
     )
     assert md.read_text().count("## Paper tables (MNIST)") == 1
+
+
+def _number(text):
+    return float(text.replace(",", "").rstrip("x"))
+
+
+def _table_rows(text, first_cell):
+    """The cells of the markdown table rows whose first cell starts so."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith(f"| {first_cell}")
+    ]
+
+
+def test_vs_tfmot_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    section = "## VIBNet vs tfmot magnitude pruning (`benchmarks/vs_tfmot.py`)"
+    md.write_text(f"# Benchmarks\n\n{section}\n\nstale\n\n## Other section\n\nkept\n")
+    out = run_script(
+        "benchmarks/vs_tfmot.py",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "3",
+        "--train-examples",
+        "300",
+        "--test-examples",
+        "200",
+        "--tfmot-sparsity",
+        "0.8",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--rounds",
+        "2",
+        "--verbose",
+        "0",
+        "--benchmarks-md",
+        str(md),
+    )
+    text = md.read_text()
+    assert text.count(section) == 1 and "stale" not in text
+    assert "## Other section\n\nkept" in text
+    assert "Command: `python benchmarks/vs_tfmot.py --epochs 2" in text
+    rows = {}
+    for prefix in ("plain", "tfmot", "same tfmot", "keras_vib"):
+        (cells,) = _table_rows(text, prefix)
+        assert len(cells) == 11
+        rows[prefix] = [_number(c) for c in cells[1:9]]
+        rows[prefix] += [_number(c) for c in cells[9].split(" / ")]
+        rows[prefix].append(_number(cells[10]))
+    for values in rows.values():
+        error, kept, r_w, macs, nonzero_macs, size, gz, rel_gz = values[:8]
+        assert 0 <= error <= 100 and 0 < r_w <= 100
+        assert 0 < nonzero_macs <= macs <= rows["plain"][3]
+        assert 0 < gz <= size and rel_gz > 0
+        median_ms, best_ms, paired = values[8:]
+        assert 0 < best_ms <= median_ms and paired > 0
+    assert rows["plain"][1] == 430_500
+    assert rows["plain"][7] == 1.0 and rows["plain"][10] == 1.0
+    # tfmot prunes every kernel to the sparsity asked (a few steps of VIB
+    # prune nothing to match), the dense kernels still run every MAC, and
+    # the sparse encoding shrinks the raw file.
+    assert abs(rows["tfmot"][2] - 20.0) < 0.5
+    assert rows["tfmot"][3] == rows["plain"][3]
+    assert rows["tfmot"][4] < 0.25 * rows["plain"][4]
+    assert rows["same tfmot"][5] < 0.5 * rows["tfmot"][5]
+    assert "0.8000 (set by --tfmot-sparsity, NOT matched to keras_vib)" in text
+    assert rows["keras_vib"][3] == rows["keras_vib"][4]
+    assert re.search(r"claim .* (does NOT hold|holds) in this run", text)
+    assert "wrote" in out and "machine:" in out
+
+
+def test_overhead_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    out = run_script(
+        "benchmarks/overhead.py",
+        "--epochs",
+        "2",
+        "--train-examples",
+        "300",
+        "--test-examples",
+        "200",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--rounds",
+        "1",
+        "--keras-runs",
+        "3",
+        "--keras-batch",
+        "50",
+        "--benchmarks-md",
+        str(md),
+    )
+    text = md.read_text()
+    assert "## Gate overhead and slim speed-up" in text
+    assert "Command: `python benchmarks/overhead.py --epochs 2" in text
+    for net in ("LeNet-300-100", "LeNet-5-Caffe"):
+        train_row, infer_row = _table_rows(text, net)
+        assert len(train_row) == 8 and len(infer_row) == 11
+        gated_s, plain_s, ratio = (_number(c) for c in train_row[1:4])
+        assert gated_s > 0 and plain_s > 0 and 0 < ratio < float("inf")
+        assert 0 < _number(train_row[5].split(" (")[0]) < float("inf")
+        assert train_row[-1].startswith(("PASS", "MISS"))
+        plain_macs, slim_macs = (_number(c) for c in infer_row[3].split(" / "))
+        assert 0 < slim_macs <= plain_macs
+        mac_ratio = _number(infer_row[4])
+        assert abs(mac_ratio - plain_macs / slim_macs) <= 0.01 * mac_ratio
+        speedup = _number(infer_row[8])
+        assert 0 < speedup < float("inf")
+        assert infer_row[9].startswith(("PASS", "MISS"))
+        assert "floor" in infer_row[10]
+    assert "wrote" in out

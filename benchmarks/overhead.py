@@ -1,0 +1,431 @@
+"""What the VIB gates cost in training, and what slimming buys at inference.
+
+    python benchmarks/overhead.py --epochs 6
+
+For LeNet-300-100 and LeNet-5-Caffe on MNIST (`keras_vib.models`, gated with
+`vib=True` against the same network of stock layers with `vib=False`):
+
+- Training: the wall time of an epoch of `fit` (no callbacks, Adam, the
+  same in-memory training images in the same shuffled order, in batches of
+  `--batch-size`) for the gated and the plain model, in one process, after
+  a few untimed warm-up batches of each (tracing). The two are interleaved
+  at a fine grain to cancel drift and the bursts of other work on a shared
+  machine: every epoch is cut into `--chunks` chunks of whole batches, and
+  the two models train on each chunk in turn (gated-plain, then
+  plain-gated, ...). Reported: the median over the epochs of the per-epoch
+  ratio gated / plain (target <= 1.15x), the median over all chunks of the
+  per-chunk ratio, and the cost of what a `VIBMonitor` adds once per epoch
+  (one `compression_report`).
+- Inference: the gated model after these epochs (KL at the model's default
+  weight from the first step, no warm-up: whatever it has pruned by then) is
+  slimmed with `slim_model` and compared with the plain model trained as
+  long: the ratio of their multiply-accumulates (`compression_report`: the
+  ideal speed-up), the measured speed-up in Keras (`predict_on_batch`, one
+  example and `--keras-batch` examples) and in LiteRT (float32 `.tflite`,
+  median single-example `invoke` on 1 thread); target: a LiteRT speed-up of
+  at least half the MAC ratio. The latencies are medians over `--rounds`
+  rounds that alternate the two models. The LiteRT latency of a model of one
+  Dense unit, timed in the same rounds, gives the fixed cost of an invoke
+  (the floor), and the speed-up once it is taken off both.
+
+It prints the tables, PASS or MISS against each target, and writes them, with
+the command and the machine, into the section "Gate overhead and slim
+speed-up" of `BENCHMARKS.md` (replacing an older one; `--benchmarks-md`
+writes elsewhere, `--no-write` nowhere). Nothing here is a timed test: a
+quick smoke run is `--epochs 2 --train-examples 500 --runs 5 --rounds 1`.
+"""
+
+import argparse
+import importlib.metadata
+import inspect
+import os
+import pathlib
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_vib as kv  # noqa: E402
+from keras_vib import datasets, export, models  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SECTION = "## Gate overhead and slim speed-up (`benchmarks/overhead.py`)"
+NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
+TRAIN_TARGET = 1.15  # gated epoch / plain epoch, at most
+SPEEDUP_TARGET = 0.5  # LiteRT speed-up / MAC ratio, at least
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    memory = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            memory = f", {kib / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    versions = []
+    for package in ("tensorflow", "keras", "ai-edge-litert"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}){memory}, {platform.system()}, "
+        f"no GPU used; {', '.join(versions)}"
+    )
+
+
+def load_average():
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def mnist_arrays(split, data_dir):
+    ds = datasets.load("mnist", split, 10000, shuffle=False, data_dir=data_dir)
+    xs, ys = zip(*ds.as_numpy_iterator())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def build(name, vib, args):
+    extra = {"kl_weight": args.kl_weight} if vib and args.kl_weight is not None else {}
+    model = models.get_model(name, vib=vib, **extra)
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def default_kl(builder):
+    return inspect.signature(builder).parameters["kl_weight"].default
+
+
+def timed_fit(model, x, y, args):
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=args.batch_size, epochs=1, shuffle=False, verbose=0)
+    return time.perf_counter() - start
+
+
+def time_training(name, x, y, args):
+    """Epochs of the gated and the plain model, interleaved chunk by chunk.
+
+    Each epoch shuffles the training set once (the same order for both
+    models) and cuts it into `--chunks` runs of whole batches; the two models
+    train on each chunk in turn, the first alternating (gated-plain, then
+    plain-gated, ...), so that the bursts of other work on a shared machine
+    slow both down alike. An epoch's time is the sum of its chunks.
+    """
+    keras.utils.set_random_seed(args.seed)
+    gated = build(name, True, args)
+    plain = build(name, False, args)
+    warm = min(len(x), 5 * args.batch_size)
+    for model in (gated, plain):  # trace the train functions, untimed
+        model.fit(x[:warm], y[:warm], batch_size=args.batch_size, verbose=0)
+    batches = -(-len(x) // args.batch_size)
+    chunks = min(args.chunks, batches)
+    bounds = [args.batch_size * (batches * k // chunks) for k in range(chunks + 1)]
+    rng = np.random.default_rng(args.seed)
+    gated_s, plain_s, chunk_ratios = [], [], []
+    turn = 0
+    for _ in range(args.epochs):
+        order = rng.permutation(len(x))
+        epoch = {"gated": 0.0, "plain": 0.0}
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            xs, ys = x[order[start:stop]], y[order[start:stop]]
+            seconds = {}
+            pair = ("gated", "plain") if turn % 2 == 0 else ("plain", "gated")
+            turn += 1
+            for which in pair:
+                model = gated if which == "gated" else plain
+                seconds[which] = timed_fit(model, xs, ys, args)
+                epoch[which] += seconds[which]
+            chunk_ratios.append(seconds["gated"] / seconds["plain"])
+        gated_s.append(epoch["gated"])
+        plain_s.append(epoch["plain"])
+    ratios = [g / p for g, p in zip(gated_s, plain_s)]
+    monitor = []
+    for _ in range(3):
+        start = time.perf_counter()
+        kv.compression_report(gated)
+        monitor.append(time.perf_counter() - start)
+    return (
+        gated,
+        plain,
+        {
+            "gated_s": statistics.median(gated_s),
+            "plain_s": statistics.median(plain_s),
+            "ratio": statistics.median(ratios),
+            "ratios": ratios,
+            "chunk_ratio": statistics.median(chunk_ratios),
+            "chunks": chunks,
+            "monitor_s": statistics.median(monitor),
+        },
+    )
+
+
+def keras_latency(model, x, runs):
+    model.predict_on_batch(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.predict_on_batch(x)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def interleaved(measure, candidates, rounds):
+    """Median over rounds of `measure(candidate)`, alternating the order."""
+    names = list(candidates)
+    values = {name: [] for name in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            values[name].append(measure(candidates[name]))
+    return {name: statistics.median(v) for name, v in values.items()}
+
+
+def floor_model(input_shape):
+    """A near-empty model (one Dense unit): the fixed cost of an invoke."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ],
+        name="floor",
+    )
+
+
+def time_inference(gated, plain, x_test, y_test, args):
+    slim = kv.slim_model(gated)
+    report = kv.compression_report(slim)
+    models_ = {"plain": plain, "slim": slim}
+    one = x_test[:1]
+    batch = x_test[: args.keras_batch]
+    keras1 = interleaved(
+        lambda m: keras_latency(m, one, args.keras_runs), models_, args.rounds
+    )
+    keras_n = interleaved(
+        lambda m: keras_latency(m, batch, max(3, args.keras_runs // 10)),
+        models_,
+        args.rounds,
+    )
+    files = {name: export.to_tflite(m) for name, m in models_.items()}
+    errors = {
+        name: 100.0 * (1.0 - export.evaluate_tflite(f, (x_test, y_test)))
+        for name, f in files.items()
+    }
+    files["floor"] = export.to_tflite(floor_model(plain.input_shape[1:]))
+    litert = interleaved(
+        lambda f: export.benchmark_tflite(
+            f, runs=args.runs, warmup=args.warmup, num_threads=1
+        )["median_ms"],
+        files,
+        args.rounds,
+    )
+    return {
+        "structure": report.structure,
+        "r_w": report.r_w,
+        "flop_ratio": report.total_flops / max(1, report.flops),
+        "flops": report.flops,
+        "total_flops": report.total_flops,
+        "keras1": keras1,
+        "keras_n": keras_n,
+        "litert": litert,
+        "errors": errors,
+        "batch": len(batch),
+    }
+
+
+def above_floor(litert):
+    """The speed-up once the fixed cost of an invoke is taken off both."""
+    plain, slim = litert["plain"] - litert["floor"], litert["slim"] - litert["floor"]
+    if plain <= 0 or slim <= 0:
+        return "- (a latency at the floor)"
+    return f"{plain / slim:.2f}x (floor {litert['floor']:.4f} ms)"
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+def tables(train, infer, command, machine_line, notes):
+    lines = [
+        SECTION,
+        "",
+        "Targets (issue 6): a gated training epoch at most "
+        f"{TRAIN_TARGET:.2f}x a plain one; a slim-model LiteRT speed-up of at "
+        f"least {SPEEDUP_TARGET:g} x the MAC ratio (the ideal speed-up).",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {machine_line}; written {time.strftime('%Y-%m-%d')}.",
+        "",
+        "Training, seconds per epoch (median over epochs, the two models "
+        "interleaved chunk by chunk):",
+        "",
+        "| net | gated epoch s | plain epoch s | gated / plain (median) | "
+        "per-epoch ratios | median chunk ratio | VIBMonitor per epoch | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, t in train.items():
+        lines.append(
+            f"| {NAMES[name]} | {t['gated_s']:.2f} | {t['plain_s']:.2f} | "
+            f"{t['ratio']:.3f}x | {', '.join(f'{r:.2f}' for r in t['ratios'])} | "
+            f"{t['chunk_ratio']:.3f}x ({t['chunks']} per epoch) | "
+            f"{t['monitor_s']:.3f} s ({100 * t['monitor_s'] / t['gated_s']:.1f}%) | "
+            f"{verdict(t['ratio'] <= TRAIN_TARGET)} (<= {TRAIN_TARGET:.2f}x) |"
+        )
+    lines += [
+        "",
+        "Inference, slim model against the plain one (speed-up = plain "
+        "latency / slim latency):",
+        "",
+        "| net | slim structure | test error % plain / slim | MACs plain / slim | "
+        "MAC ratio (ideal) | Keras 1 example ms plain / slim (speed-up) | "
+        "Keras batch ms plain / slim (speed-up) | LiteRT ms plain / slim | "
+        "LiteRT speed-up | target | LiteRT speed-up above the invoke floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, i in infer.items():
+        k1, kn, lt = i["keras1"], i["keras_n"], i["litert"]
+        speedup = lt["plain"] / lt["slim"]
+        needed = SPEEDUP_TARGET * i["flop_ratio"]
+        lines.append(
+            f"| {NAMES[name]} | {i['structure']} | {i['errors']['plain']:.2f} / "
+            f"{i['errors']['slim']:.2f} | {i['total_flops']:,} / {i['flops']:,} | "
+            f"{i['flop_ratio']:.2f}x | {k1['plain']:.3f} / {k1['slim']:.3f} "
+            f"({k1['plain'] / k1['slim']:.2f}x) | {kn['plain']:.2f} / "
+            f"{kn['slim']:.2f} ({kn['plain'] / kn['slim']:.2f}x, batch "
+            f"{i['batch']}) | {lt['plain']:.4f} / {lt['slim']:.4f} | "
+            f"{speedup:.2f}x | {verdict(speedup >= needed)} (>= {needed:.2f}x) | "
+            f"{above_floor(lt)} |"
+        )
+    lines += ["", *notes, ""]
+    return "\n".join(lines)
+
+
+def write_section(path, text):
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    if SECTION in old:
+        start = old.index(SECTION)
+        following = old.find("\n## ", start + len(SECTION))
+        old = old[:start] + (old[following + 1 :] if following >= 0 else "")
+    new = old.rstrip("\n") + "\n\n" + text
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--models", nargs="+", choices=sorted(NAMES), default=["lenet300", "lenet5"]
+    )
+    parser.add_argument("--epochs", type=positive_int, default=6, help="timed")
+    parser.add_argument("--batch-size", type=positive_int, default=100)
+    parser.add_argument(
+        "--chunks", type=positive_int, default=10, help="timed chunks per epoch"
+    )
+    parser.add_argument(
+        "--kl-weight",
+        type=float,
+        default=None,
+        help="KL weight of every gated model (default: each model's own)",
+    )
+    parser.add_argument("--train-examples", type=positive_int, default=60000)
+    parser.add_argument("--test-examples", type=positive_int, default=10000)
+    parser.add_argument("--runs", type=positive_int, default=1000, help="LiteRT")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed invokes")
+    parser.add_argument("--keras-runs", type=positive_int, default=100)
+    parser.add_argument("--keras-batch", type=positive_int, default=1000)
+    parser.add_argument("--rounds", type=positive_int, default=7)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--no-write", action="store_true")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    command = shlex.join(["python", "benchmarks/overhead.py", *sys.argv[1:]])
+    machine_line = machine()
+    print(f"machine: {machine_line}", flush=True)
+    load_before = load_average()
+    start = time.perf_counter()
+    x, y = mnist_arrays(f"train[:{args.train_examples}]", args.data_dir)
+    x_test, y_test = mnist_arrays(f"test[:{args.test_examples}]", args.data_dir)
+    train, infer = {}, {}
+    for name in args.models:
+        print(f"== {NAMES[name]}: {args.epochs} interleaved epochs", flush=True)
+        gated, plain, train[name] = time_training(name, x, y, args)
+        print(
+            f"gated / plain epoch time: {train[name]['ratio']:.3f}x "
+            f"(per epoch: {', '.join(f'{r:.2f}' for r in train[name]['ratios'])})",
+            flush=True,
+        )
+        print(f"== {NAMES[name]}: slim vs plain latency", flush=True)
+        infer[name] = time_inference(gated, plain, x_test, y_test, args)
+        keras.backend.clear_session()
+    wall = time.perf_counter() - start
+    notes = [
+        f"- Training: {args.epochs} timed epochs per model of the first "
+        f"{len(x):,} MNIST training images, batches of {args.batch_size}, Adam "
+        "at 0.001, no callbacks; each epoch is cut into chunks of whole batches "
+        "(the same shuffled order for both models) and the two models train "
+        "on each chunk in turn, the first alternating, one `fit` per chunk; an "
+        "epoch's time is the sum of its chunks, the median chunk ratio the "
+        "median over all chunks of gated / plain. KL weight "
+        + (f"{args.kl_weight:g}" if args.kl_weight is not None else "of the model")
+        + f" (default: {default_kl(models.lenet_300_100):g} for "
+        f"LeNet-300-100, {default_kl(models.lenet5_caffe):g} for LeNet-5) "
+        "from the first step. VIBMonitor per epoch: the median time of one "
+        "`compression_report` of the gated model (the monitor's work at the "
+        "end of an epoch), and its share of a gated epoch.",
+        f"- Inference: test error of the two float32 `.tflite` files in "
+        f"LiteRT on the first {len(x_test):,} test images; the slim model is "
+        "the gated one after the timed epochs, slimmed. Keras: median of "
+        f"`predict_on_batch` over {args.keras_runs} calls (one example) and "
+        f"{max(3, args.keras_runs // 10)} calls (a batch); LiteRT: median "
+        f"single-example invoke over {args.runs} runs after {args.warmup} "
+        f"untimed, 1 thread, XNNPACK. Each is the median over {args.rounds} "
+        "rounds alternating the plain and the slim model. The invoke floor: "
+        "the LiteRT latency of a model of one Dense unit on the same input, "
+        "timed in the same rounds, taken off both latencies in the last "
+        "column (an estimate of the speed-up of the layers' work alone).",
+        f"- Load average (1/5/15 min) before and after: {load_before} and "
+        f"{load_average()}; total wall time {wall / 60:.1f} min.",
+    ]
+    text = tables(train, infer, command, machine_line, notes)
+    print()
+    print(text)
+    if not args.no_write:
+        write_section(pathlib.Path(args.benchmarks_md), text)
+        print(f"wrote {args.benchmarks_md}")
+
+
+if __name__ == "__main__":
+    main()
