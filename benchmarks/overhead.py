@@ -36,11 +36,9 @@ quick smoke run is `--epochs 2 --train-examples 500 --runs 5 --rounds 1`.
 """
 
 import argparse
-import importlib.metadata
 import inspect
 import os
 import pathlib
-import platform
 import shlex
 import statistics
 import sys
@@ -50,6 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import load_average, machine, positive_int, write_section  # noqa: E402
 
 import keras_vib as kv  # noqa: E402
 from keras_vib import datasets, export, models  # noqa: E402
@@ -59,46 +58,6 @@ SECTION = "## Gate overhead and slim speed-up (`benchmarks/overhead.py`)"
 NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
 TRAIN_TARGET = 1.15  # gated epoch / plain epoch, at most
 SPEEDUP_TARGET = 0.5  # LiteRT speed-up / MAC ratio, at least
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    memory = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            kib = int(f.readline().split()[1])
-            memory = f", {kib / 2**20:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    versions = []
-    for package in ("tensorflow", "keras", "ai-edge-litert"):
-        try:
-            versions.append(f"{package} {importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return (
-        f"{os.cpu_count()} CPU cores ({cpu}){memory}, {platform.system()}, "
-        f"no GPU used; {', '.join(versions)}"
-    )
-
-
-def load_average():
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def mnist_arrays(split, data_dir):
@@ -327,18 +286,6 @@ def tables(train, infer, command, machine_line, notes):
     return "\n".join(lines)
 
 
-def write_section(path, text):
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in old:
-        start = old.index(SECTION)
-        following = old.find("\n## ", start + len(SECTION))
-        old = old[:start] + (old[following + 1 :] if following >= 0 else "")
-    new = old.rstrip("\n") + "\n\n" + text
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -423,7 +370,7 @@ def main():
     print()
     print(text)
     if not args.no_write:
-        write_section(pathlib.Path(args.benchmarks_md), text)
+        write_section(pathlib.Path(args.benchmarks_md), SECTION, text)
         print(f"wrote {args.benchmarks_md}")
 
 

@@ -14,14 +14,14 @@ for a smoke run, which then should not be written into BENCHMARKS.md: use
 
 import argparse
 import json
-import os
 import pathlib
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 import time
+
+from _common import machine, write_section  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Paper tables (MNIST)"
@@ -47,19 +47,6 @@ PAPER = {
 }
 # Targets of our issue: the paper's row, within a training time per seed.
 TIME_LIMIT_S = {"lenet300": 10 * 60, "lenet5": 45 * 60}
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}, no GPU used"
 
 
 def run_one(model, seed, out_dir, extra):
@@ -158,18 +145,6 @@ def table(results, commands, command_line):
     return "\n".join(lines)
 
 
-def write_section(path, text):
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in old:
-        start = old.index(SECTION)
-        following = old.find("\n## ", start + len(SECTION))
-        old = old[:start] + (old[following + 1 :] if following >= 0 else "")
-    new = old.rstrip("\n") + "\n\n" + text
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -193,7 +168,7 @@ def main():
     command_line += ["--", *extra] if extra else []
     text = table(results, commands, command_line)
     print(text)
-    write_section(pathlib.Path(args.benchmarks_md), text)
+    write_section(pathlib.Path(args.benchmarks_md), SECTION, text)
     print(f"wrote {args.benchmarks_md}")
 
 

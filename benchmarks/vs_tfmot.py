@@ -50,10 +50,8 @@ smoke run: `--epochs 1 --steps-per-epoch 5 --runs 5 --rounds 1 --no-write`.
 
 import argparse
 import gzip
-import importlib.metadata
 import os
 import pathlib
-import platform
 import shlex
 import statistics
 import sys
@@ -63,6 +61,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import load_average, machine, positive_int, write_section  # noqa: E402
 
 import keras_vib as kv  # noqa: E402
 from keras_vib import datasets, export, models  # noqa: E402
@@ -76,50 +75,6 @@ VIB = "keras_vib: VIB training + slim_model"
 SMALLER = 0.8  # a file at most this fraction of the plain one is smaller
 FASTER = 0.9  # a latency at most this fraction of the plain one is faster
 SHORT = {PLAIN: "plain", TFMOT: "tfmot", TFMOT_SPARSE: "tfmot sparse", VIB: "slim"}
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    memory = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            kib = int(f.readline().split()[1])
-            memory = f", {kib / 2**20:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    versions = []
-    for package in ("tensorflow", "keras", "tf-keras", "ai-edge-litert"):
-        try:
-            versions.append(f"{package} {importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    versions.append(
-        "tensorflow-model-optimization "
-        + importlib.metadata.version("tensorflow-model-optimization")
-    )
-    return (
-        f"{os.cpu_count()} CPU cores ({cpu}){memory}, {platform.system()}, "
-        f"no GPU used; {', '.join(versions)}"
-    )
-
-
-def load_average():
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def train_data(args):
@@ -352,18 +307,6 @@ def verdict(rows):
     ]
 
 
-def write_section(path, text):
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in old:
-        start = old.index(SECTION)
-        following = old.find("\n## ", start + len(SECTION))
-        old = old[:start] + (old[following + 1 :] if following >= 0 else "")
-    new = old.rstrip("\n") + "\n\n" + text
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=positive_int, default=8)
@@ -411,7 +354,10 @@ def parse_args():
 def main():
     args = parse_args()
     command = shlex.join(["python", "benchmarks/vs_tfmot.py", *sys.argv[1:]])
-    machine_line = machine()
+    machine_line = machine(
+        ("tensorflow", "keras", "tf-keras", "ai-edge-litert")
+        + ("tensorflow-model-optimization",)
+    )
     print(f"machine: {machine_line}")
     load_before = load_average()
     start = time.perf_counter()
@@ -514,7 +460,7 @@ def main():
     print()
     print(text)
     if not args.no_write:
-        write_section(pathlib.Path(args.benchmarks_md), text)
+        write_section(pathlib.Path(args.benchmarks_md), SECTION, text)
         print(f"wrote {args.benchmarks_md}")
 
 
