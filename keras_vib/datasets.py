@@ -33,6 +33,8 @@ import urllib.parse
 import numpy as np
 import tensorflow as tf
 
+from keras_vib.layers import _check_positive_int
+
 __all__ = [
     "DATASETS",
     "DatasetInfo",
@@ -156,18 +158,6 @@ def _check_split(split):
             f"tensorflow-datasets way, e.g. 'train[:90%]'). Received: split={split!r}"
         )
     return match.group(1) == "train"
-
-
-def _check_positive_int(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value <= 0
-    ):
-        raise ValueError(
-            f"Expected `{name}` to be a positive integer. Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 def _check_bool(name, value):
