@@ -9,6 +9,7 @@
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import sys
@@ -53,64 +54,46 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(message)
 
 
-def _positive_int(name):
+def _number(name, cast, positive):
+    """An argparse type: `cast(text)`, finite, > 0 (`positive`) or >= 0."""
+    kind = "integer" if cast is int else "number"
+    if positive:
+        wanted = f"a positive {kind}"
+    else:
+        wanted = f"{'an' if cast is int else 'a'} {kind} >= 0"
+
     def parse(text):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
             value = None
-        if value is None or value <= 0:
+        if (
+            value is None
+            or not math.isfinite(value)
+            or not (value > 0 if positive else value >= 0)
+        ):
             raise argparse.ArgumentTypeError(
-                f"--{name} must be a positive integer, received {text!r}"
+                f"--{name} must be {wanted}, received {text!r}"
             )
         return value
 
     return parse
+
+
+def _positive_int(name):
+    return _number(name, int, positive=True)
 
 
 def _non_negative_int(name):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < 0:
-            raise argparse.ArgumentTypeError(
-                f"--{name} must be an integer >= 0, received {text!r}"
-            )
-        return value
-
-    return parse
+    return _number(name, int, positive=False)
 
 
 def _positive_float(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = None
-        if value is None or not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(
-                f"--{name} must be a positive number, received {text!r}"
-            )
-        return value
-
-    return parse
+    return _number(name, float, positive=True)
 
 
 def _non_negative_float(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = None
-        if value is None or not value >= 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(
-                f"--{name} must be a number >= 0, received {text!r}"
-            )
-        return value
-
-    return parse
+    return _number(name, float, positive=False)
 
 
 def _existing_file(text):
