@@ -4,12 +4,15 @@
 
 Runs `keras-vib train` with its default recipe for each model on MNIST and
 each seed, reads every run's `report.json`, and writes the median over seeds
-(error of the final epoch, r_W, r_N, FLOPs, structure, training wall time)
+(error of the final model, r_W, r_N, FLOPs, structure, training wall time)
 under the paper's rows, with the exact commands and the machine, into the
 section "Paper tables (MNIST)" of BENCHMARKS.md (replacing an older one).
 Extra arguments after `--` go to every `keras-vib train` (e.g. `-- --epochs 1`
 for a smoke run, which then should not be written into BENCHMARKS.md: use
-`--benchmarks-md` to write elsewhere).
+`--benchmarks-md` to write elsewhere). With `--reuse`, a run whose output
+directory already holds a report.json with the same settings (the same
+recipe, seed and arguments) is read instead of trained again, so the models
+can be run one at a time and the table written from all of them.
 """
 
 import argparse
@@ -22,6 +25,8 @@ import sys
 import time
 
 from _common import machine, write_section  # noqa: E402
+
+from keras_vib import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Paper tables (MNIST)"
@@ -49,7 +54,17 @@ PAPER = {
 TIME_LIMIT_S = {"lenet300": 10 * 60, "lenet5": 45 * 60}
 
 
-def run_one(model, seed, out_dir, extra):
+def reusable(command, out):
+    """The report of an earlier run in `out` made with the same settings."""
+    path = out / "report.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    wanted = cli.run_config(cli.build_parser().parse_args(command[1:]))
+    return report if report.get("config") == wanted else None
+
+
+def run_one(model, seed, out_dir, extra, reuse=False):
     out = out_dir / f"{model}_mnist_seed{seed}"
     command = [
         "keras-vib",
@@ -66,10 +81,17 @@ def run_one(model, seed, out_dir, extra):
         "2",
         *extra,
     ]
+    if reuse and (report := reusable(command, out)) is not None:
+        print("reusing", out / "report.json", "of:", shlex.join(command), flush=True)
+        return command, report
     argv = [sys.executable, "-m", "keras_vib.cli", *command[1:]]
     print("$", shlex.join(command), flush=True)
     subprocess.run(argv, check=True)
     return command, json.loads((out / "report.json").read_text())
+
+
+def tuned(report):
+    return report["config"].get("finetune_epochs", 0) > 0
 
 
 def fmt(value, pattern):
@@ -82,8 +104,10 @@ def table(results, commands, command_line):
         "",
         "Median over seeds of `keras-vib train --model M --dataset mnist` with",
         "its default recipe (`keras_vib/cli.py`, `RECIPES`); error is that of",
-        "the final epoch on the 10,000 test images (the paper's baselines",
-        "picked their best epoch; we do not).",
+        "the final model on the 10,000 test images: after the last epoch, or",
+        "after the fine-tuning of the slim model where the recipe has one (the",
+        "paper's baselines picked their best epoch; we do not). Training time",
+        "counts the VIB epochs, slimming and fine-tuning.",
         "",
         f"Command: `{shlex.join(command_line)}`",
         "",
@@ -113,12 +137,16 @@ def table(results, commands, command_line):
             f"{middle['structure']} | {median['wall_seconds'] / 60:.1f} min |"
         )
     lines += ["", "Every run:", ""]
-    lines += ["| command | error % | r_W % | r_N % | FLOPs | structure | wall s |"]
-    lines += ["|---|---|---|---|---|---|---|"]
+    lines += [
+        "| command | error % | error % before fine-tuning | r_W % | r_N % | FLOPs "
+        "| structure | wall s |"
+    ]
+    lines += ["|---|---|---|---|---|---|---|---|"]
     for model, runs in results.items():
         for command, r in zip(commands[model], runs):
             lines.append(
                 f"| `{shlex.join(command)}` | {r['error_pct']:.2f} | "
+                f"{fmt(r['gated_error_pct'] if tuned(r) else None, '{:.2f}')} | "
                 f"{r['r_w_pct']:.2f} | {r['r_n_pct']:.2f} | {r['flops']:,} | "
                 f"{r['structure']} | {r['wall_seconds']:.0f} |"
             )
@@ -153,6 +181,11 @@ def main():
     )
     parser.add_argument("--out", default="runs/paper_tables")
     parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep a run whose report.json in --out has the same settings",
+    )
     args, extra = parser.parse_known_args()
     if extra and extra[0] == "--":
         extra = extra[1:]
@@ -160,7 +193,7 @@ def main():
     results, commands = {}, {}
     for model in args.models:
         for seed in args.seeds:
-            command, report = run_one(model, seed, out_dir, extra)
+            command, report = run_one(model, seed, out_dir, extra, args.reuse)
             results.setdefault(model, []).append(report)
             commands.setdefault(model, []).append(command)
     command_line = ["python", "benchmarks/paper_tables.py", "--seeds"]

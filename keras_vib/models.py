@@ -29,6 +29,7 @@ from keras_vib.layers import (
 )
 
 __all__ = [
+    "LENET5_KL_MULTIPLIERS",
     "MODELS",
     "VGG16_CONFIG",
     "VGG16_FC_KL_MULTIPLIER",
@@ -67,6 +68,14 @@ VGG16_CONFIG: tuple = (
 # (the authors' code leaves them at 1).
 VGG16_FC_KL_MULTIPLIER = 1.0
 _VGG16_FC_UNITS = (512, 512)
+
+
+# Per-layer KL multipliers of `lenet5_caffe` (conv1, conv2, fc1), from the
+# MNIST tuning runs of `keras-vib train --model lenet5`. A conv gate's KL
+# term is already multiplied by its number of positions (576 and 64), so
+# with equal multipliers the 500 dense units would hardly be pruned, while
+# they hold almost all of the weights.
+LENET5_KL_MULTIPLIERS = (1.0, 4.0, 100.0)
 
 
 def _check_bool(name, value):
@@ -192,6 +201,7 @@ def lenet5_caffe(
     kl_weight: float = 2e-5,
     num_classes: int = 10,
     input_shape: Sequence[int] = (28, 28, 1),
+    kl_multipliers: Sequence[float] = LENET5_KL_MULTIPLIERS,
     name: str | None = None,
 ) -> keras.Sequential:
     """LeNet-5-Caffe: two 5x5 convolutions, a 500-unit dense layer.
@@ -208,14 +218,18 @@ def lenet5_caffe(
     Args:
         vib: bool. True for the gated network, False for the plain baseline
             (`Conv2D`, `MaxPooling2D`, `Flatten`, `Dense`).
-        kl_weight: float >= 0, the KL weight of every gate. A conv gate's
-            KL term is multiplied by the number of positions of its feature
-            map (576 for conv1, 64 for conv2 on 28x28 inputs), hence a
-            default, 2e-5, ten times below that of `lenet_300_100`.
-            Ignored when `vib=False`.
+        kl_weight: float >= 0, the base KL weight: gate `i` gets
+            `kl_weight * kl_multipliers[i]`. Ignored when `vib=False`.
         num_classes: positive int, the number of logits.
         input_shape: `(height, width, channels)` of one example, at least
             16x16.
+        kl_multipliers: three numbers >= 0, the KL multipliers of conv1,
+            conv2 and fc1. A conv gate's KL term is also multiplied by the
+            number of positions of its feature map (576 for conv1, 64 for
+            conv2 on 28x28 inputs); the default, `LENET5_KL_MULTIPLIERS` =
+            (1, 4, 100), comes from our MNIST tuning runs: with equal
+            multipliers fc1, which holds 93% of the weights, would hardly
+            be pruned. Ignored when `vib=False`.
         name: name of the model. Defaults to `"lenet5_caffe"`, or
             `"lenet5_caffe_baseline"` when `vib=False`.
 
@@ -232,26 +246,31 @@ def lenet5_caffe(
     kl_weight = _check_kl_weight(kl_weight)
     num_classes = _check_positive_int("num_classes", num_classes)
     input_shape = _check_input_shape(input_shape, rank=3)
+    multipliers = _check_multipliers(kl_multipliers, 3, "conv1, conv2, fc1")
     if min(input_shape[:2]) < 16:
         raise ValueError(
             "lenet5_caffe needs inputs of at least 16x16 (two valid 5x5 "
             f"convolutions and two 2x2 pools). Received: input_shape={input_shape}"
         )
 
-    def conv(filters, layer_name):
+    def conv(filters, layer_name, multiplier):
         if vib:
             return VIBConv2D(
-                filters, 5, activation="relu", kl_weight=kl_weight, name=layer_name
+                filters,
+                5,
+                activation="relu",
+                kl_weight=kl_weight * multiplier,
+                name=layer_name,
             )
         return keras.layers.Conv2D(filters, 5, activation="relu", name=layer_name)
 
     dense = VIBDense if vib else keras.layers.Dense
-    extra = {"kl_weight": kl_weight} if vib else {}
+    extra = {"kl_weight": kl_weight * multipliers[2]} if vib else {}
     layers = [
         keras.Input(input_shape, name="image"),
-        conv(20, "conv1"),
+        conv(20, "conv1", multipliers[0]),
         keras.layers.MaxPooling2D(2, name="pool1"),
-        conv(50, "conv2"),
+        conv(50, "conv2", multipliers[1]),
         keras.layers.MaxPooling2D(2, name="pool2"),
         keras.layers.Flatten(name="flatten"),
         dense(500, activation="relu", name="fc1", **extra),
@@ -273,7 +292,7 @@ def vgg16_kl_multipliers() -> list[float]:
     return convs + [VGG16_FC_KL_MULTIPLIER] * len(_VGG16_FC_UNITS)
 
 
-def _check_multipliers(kl_multipliers, count):
+def _check_multipliers(kl_multipliers, count, layout):
     try:
         values = list(kl_multipliers)
     except TypeError:
@@ -281,7 +300,7 @@ def _check_multipliers(kl_multipliers, count):
     if values is None or len(values) != count:
         raise ValueError(
             f"Expected `kl_multipliers` to be a sequence of {count} numbers "
-            f"(13 conv layers, then 2 dense layers). "
+            f"({layout}). "
             f"Received: kl_multipliers={kl_multipliers!r}"
         )
     for value in values:
@@ -379,7 +398,9 @@ def vgg16(
     if kl_multipliers is None:
         multipliers = vgg16_kl_multipliers()
     else:
-        multipliers = _check_multipliers(kl_multipliers, len(convs) + 2)
+        multipliers = _check_multipliers(
+            kl_multipliers, len(convs) + 2, "13 conv layers, then 2 dense layers"
+        )
 
     layers = [keras.Input(input_shape, name="image")]
     block, index, conv_index = 1, 1, 0

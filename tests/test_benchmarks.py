@@ -58,24 +58,21 @@ def test_paper_tables_benchmark_runs(tmp_path):
     assert text.count("keras-vib train --model lenet300") == 2
     assert "--steps-per-epoch 20" in text
     assert "wrote" in out
-    # Running again replaces the section instead of appending a second one.
-    run_script(
-        "benchmarks/paper_tables.py",
-        "--seeds",
-        "0",
-        "--models",
-        "lenet300",
-        "--out",
-        str(tmp_path / "runs"),
-        "--benchmarks-md",
-        str(md),
-        "--",
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "20",
+    # Running again replaces the section instead of appending a second one;
+    # with --reuse a run with the same settings is read, not trained again.
+    args = ["--models", "lenet300", "--out", str(tmp_path / "runs")]
+    args += ["--benchmarks-md", str(md), "--reuse", "--", "--steps-per-epoch", "20"]
+    out = run_script(
+        "benchmarks/paper_tables.py", "--seeds", "0", *args, "--epochs", "1"
     )
+    assert "reusing" in out and "$ keras-vib train" not in out
     assert md.read_text().count("## Paper tables (MNIST)") == 1
+    assert "| LeNet-300-100 | keras_vib, median of 1 |" in md.read_text()
+    # Other settings (2 epochs): trained again.
+    out = run_script(
+        "benchmarks/paper_tables.py", "--seeds", "1", *args, "--epochs", "2"
+    )
+    assert "reusing" not in out and "$ keras-vib train" in out
 
 
 def _number(text):

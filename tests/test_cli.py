@@ -87,6 +87,43 @@ def test_slim_export_report_on_saved_model(trained, tmp_path, capsys):
     assert json.loads(out)["structure"] == saved["structure"]
 
 
+def test_train_finetunes_the_slim_model(tmp_path):
+    import keras
+    import numpy as np
+
+    import keras_vib as kv
+    from keras_vib import datasets
+
+    code = cli.main(
+        ["train", "--model", "lenet300", "--dataset", "mnist", "--epochs", "1",
+         "--steps-per-epoch", "30", "--warmup-epochs", "0", "--kl-factor", "1e-2",
+         "--finetune-epochs", "2", "--finetune-lr", "1e-3", "--out", str(tmp_path),
+         "--verbose", "0"]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["finetune_epochs"] == 2
+    assert report["config"]["finetune_lr"] == 1e-3
+    history = (tmp_path / "finetune_history.csv").read_text().strip().splitlines()
+    assert len(history) == 3  # header and two epochs
+    gated = keras.saving.load_model(tmp_path / "gated.keras")
+    tuned = keras.saving.load_model(tmp_path / "slim.keras")
+    untuned = kv.slim_model(gated)
+    # Same structure as the slim gated model, other weights.
+    assert tuned.count_params() == untuned.count_params() == report["slim_params"]
+    assert kv.compression_report(gated).structure == report["structure"]
+    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    assert not np.allclose(tuned.predict(x, verbose=0), untuned.predict(x, verbose=0))
+    # The reported error is that of the fine-tuned model.
+    tuned.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    _, accuracy = tuned.evaluate(datasets.load("mnist", "test", 1000), verbose=0)
+    assert abs(100 * (1 - accuracy) - report["error_pct"]) < 0.005
+    assert 0 <= report["gated_error_pct"] <= 100
+
+
 def test_vgg16_train_path_on_synthetic_cifar(tmp_path):
     code = cli.main(
         [

@@ -66,6 +66,18 @@ def test_lenet5_caffe():
     assert model.get_layer("flatten").output.shape == (None, 800)
 
 
+def test_lenet5_caffe_kl_multipliers():
+    kl = 2e-5
+    model = models.lenet5_caffe(kl_weight=kl)
+    weights = [layer.kl_weight for _, layer in gated_layers(model)]
+    assert weights == pytest.approx([kl * m for m in models.LENET5_KL_MULTIPLIERS])
+    # fc1 holds most weights: it gets the strongest KL weight per unit.
+    assert weights[2] > weights[1] > 0
+    model = models.lenet5_caffe(kl_weight=1e-4, kl_multipliers=(0, 1, 2))
+    weights = [layer.kl_weight for _, layer in gated_layers(model)]
+    assert weights == pytest.approx([0.0, 1e-4, 2e-4])
+
+
 def test_vgg16_full_width():
     model = models.vgg16()
     report = kv.compression_report(model)
@@ -214,6 +226,8 @@ BAD_ARGUMENTS = [
     (lambda: models.vgg16(width=-0.5), "width=-0.5"),
     (lambda: models.vgg16(kl_multipliers=[1.0] * 13), "kl_multipliers="),
     (lambda: models.vgg16(kl_multipliers=[1.0] * 14 + [-1]), "kl_multipliers="),
+    (lambda: models.lenet5_caffe(kl_multipliers=(1, 2)), r"conv1, conv2, fc1"),
+    (lambda: models.lenet5_caffe(kl_multipliers=5), "kl_multipliers=5"),
 ]
 
 
