@@ -98,7 +98,7 @@ def fmt(value, pattern):
     return "-" if value is None else pattern.format(value)
 
 
-def table(results, commands, command_line):
+def table(results, commands, command_line, note=None):
     lines = [
         SECTION,
         "",
@@ -170,6 +170,8 @@ def table(results, commands, command_line):
             f"{TIME_LIMIT_S[model] // 60}-minute target."
         )
     lines += ["", "Against the paper:", "", *verdicts, ""]
+    if note:
+        lines += [f"Note: {note}", ""]
     return "\n".join(lines)
 
 
@@ -186,6 +188,9 @@ def main():
         action="store_true",
         help="keep a run whose report.json in --out has the same settings",
     )
+    parser.add_argument(
+        "--note", help="a line written under the table (e.g. how the runs were run)"
+    )
     args, extra = parser.parse_known_args()
     if extra and extra[0] == "--":
         extra = extra[1:]
@@ -199,7 +204,7 @@ def main():
     command_line = ["python", "benchmarks/paper_tables.py", "--seeds"]
     command_line += [str(seed) for seed in args.seeds] + ["--models", *args.models]
     command_line += ["--", *extra] if extra else []
-    text = table(results, commands, command_line)
+    text = table(results, commands, command_line, args.note)
     print(text)
     write_section(pathlib.Path(args.benchmarks_md), SECTION, text)
     print(f"wrote {args.benchmarks_md}")

@@ -63,9 +63,11 @@ def test_paper_tables_benchmark_runs(tmp_path):
     args = ["--models", "lenet300", "--out", str(tmp_path / "runs")]
     args += ["--benchmarks-md", str(md), "--reuse", "--", "--steps-per-epoch", "20"]
     out = run_script(
-        "benchmarks/paper_tables.py", "--seeds", "0", *args, "--epochs", "1"
-    )
+        "benchmarks/paper_tables.py", "--seeds", "0", "--note", "one at a time",
+        *args, "--epochs", "1",
+    )  # fmt: skip
     assert "reusing" in out and "$ keras-vib train" not in out
+    assert "Note: one at a time" in md.read_text()
     assert md.read_text().count("## Paper tables (MNIST)") == 1
     assert "| LeNet-300-100 | keras_vib, median of 1 |" in md.read_text()
     # Other settings (2 epochs): trained again.
