@@ -316,7 +316,8 @@ def parse_args():
         "--kl-weight",
         type=float,
         default=3e-5,
-        help="KL weight of the VIB run (the 40-epoch recipe uses 2e-5; a "
+        help="base KL weight of the VIB run, times the per-layer multipliers "
+        "of models.LENET5_KL_MULTIPLIERS (the 25-epoch recipe uses 2e-5; a "
         "short run needs more to prune)",
     )
     parser.add_argument("--warmup-epochs", type=int, default=1)
