@@ -1,9 +1,10 @@
-"""What the benchmark scripts share: the machine line, argument types, and
-writing one section of BENCHMARKS.md."""
+"""What the benchmark scripts share: the machine and load lines, argument
+types, and printing and writing one section of BENCHMARKS.md."""
 
 import argparse
 import importlib.metadata
 import os
+import pathlib
 import platform
 
 PACKAGES = ("tensorflow", "keras", "ai-edge-litert")
@@ -43,6 +44,15 @@ def load_average():
         return "unknown"
 
 
+def load_note(load_before, wall_seconds):
+    """The note line on the load average (before the run and now) and the
+    total wall time of a benchmark run."""
+    return (
+        f"- Load average (1/5/15 min) before and after: {load_before} and "
+        f"{load_average()}; total wall time {wall_seconds / 60:.1f} min."
+    )
+
+
 def positive_int(text):
     value = int(text)
     if value <= 0:
@@ -62,3 +72,12 @@ def write_section(path, section, text):
     tmp = path.with_suffix(".tmp")
     tmp.write_text(new)
     os.replace(tmp, path)
+
+
+def publish(text, path, section, write=True):
+    """Prints the section `text` and, if `write`, writes it into `path`."""
+    print()
+    print(text)
+    if write:
+        write_section(pathlib.Path(path), section, text)
+        print(f"wrote {path}")

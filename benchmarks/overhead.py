@@ -48,7 +48,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import load_average, machine, positive_int, write_section  # noqa: E402
+from _common import (  # noqa: E402
+    load_average,
+    load_note,
+    machine,
+    positive_int,
+    publish,
+)
 
 import keras_vib as kv  # noqa: E402
 from keras_vib import datasets, export, models  # noqa: E402
@@ -363,15 +369,10 @@ def main():
         "the LiteRT latency of a model of one Dense unit on the same input, "
         "timed in the same rounds, taken off both latencies in the last "
         "column (an estimate of the speed-up of the layers' work alone).",
-        f"- Load average (1/5/15 min) before and after: {load_before} and "
-        f"{load_average()}; total wall time {wall / 60:.1f} min.",
+        load_note(load_before, wall),
     ]
     text = tables(train, infer, command, machine_line, notes)
-    print()
-    print(text)
-    if not args.no_write:
-        write_section(pathlib.Path(args.benchmarks_md), SECTION, text)
-        print(f"wrote {args.benchmarks_md}")
+    publish(text, args.benchmarks_md, SECTION, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from _common import machine, write_section  # noqa: E402
+from _common import machine, publish  # noqa: E402
 
 from keras_vib import cli
 
@@ -205,9 +205,7 @@ def main():
     command_line += [str(seed) for seed in args.seeds] + ["--models", *args.models]
     command_line += ["--", *extra] if extra else []
     text = table(results, commands, command_line, args.note)
-    print(text)
-    write_section(pathlib.Path(args.benchmarks_md), SECTION, text)
-    print(f"wrote {args.benchmarks_md}")
+    publish(text, args.benchmarks_md, SECTION)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ def build_parser():
     train.add_argument(
         "--kl-factor",
         type=_non_negative_float("kl-factor"),
-        help="weight of the KL terms (per-layer multipliers apply on VGG)",
+        help="base weight of the KL terms (times per-layer multipliers on "
+        "lenet5 and vgg16)",
     )
     train.add_argument(
         "--pretrain-epochs",
