@@ -15,7 +15,11 @@ For LeNet-300-100 and LeNet-5-Caffe on MNIST (`keras_vib.models`, gated with
   plain-gated, ...). Reported: the median over the epochs of the per-epoch
   ratio gated / plain (target <= 1.15x), the median over all chunks of the
   per-chunk ratio, and the cost of what a `VIBMonitor` adds once per epoch
-  (one `compression_report`).
+  (one `compression_report`). To show where the overhead comes from, the
+  gates' Gaussian draws for one epoch (one `keras.random.normal` of shape
+  `(batch, units)` per gate and batch, as the gates draw in training) are
+  timed alone; `1 + draws / plain epoch` is the ratio the draws alone would
+  give.
 - Inference: the gated model after these epochs (KL at the model's default
   weight from the first step, no warm-up: whatever it has pruned by then) is
   slimmed with `slim_model` and compared with the plain model trained as
@@ -48,6 +52,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from _common import (  # noqa: E402
     load_average,
     load_note,
@@ -93,6 +98,36 @@ def timed_fit(model, x, y, args):
     return time.perf_counter() - start
 
 
+def draw_seconds(model, batch_size, batches, repeats=3):
+    """Wall time of the gates' Gaussian noise for `batches` training batches.
+
+    One `keras.random.normal((batch_size, units))` per gate and batch, the
+    draw each gate makes in a training step (a conv gate draws one number per
+    example and channel), summed so that the draws are not pruned away; in
+    one `tf.function` loop, the median of `repeats` runs.
+    """
+    units = [
+        int(layer.log_alpha().shape[0]) for _, layer in kv.report.gated_layers(model)
+    ]
+    seed = keras.random.SeedGenerator(0)
+
+    @tf.function
+    def draws(n):
+        total = tf.constant(0.0)
+        for _ in tf.range(n):
+            for u in units:
+                total += tf.reduce_sum(keras.random.normal((batch_size, u), seed=seed))
+        return total
+
+    draws(tf.constant(2))  # trace, untimed
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        draws(tf.constant(batches))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def time_training(name, x, y, args):
     """Epochs of the gated and the plain model, interleaved chunk by chunk.
 
@@ -135,6 +170,7 @@ def time_training(name, x, y, args):
         start = time.perf_counter()
         kv.compression_report(gated)
         monitor.append(time.perf_counter() - start)
+    draws = draw_seconds(gated, args.batch_size, batches)
     return (
         gated,
         plain,
@@ -146,6 +182,7 @@ def time_training(name, x, y, args):
             "chunk_ratio": statistics.median(chunk_ratios),
             "chunks": chunks,
             "monitor_s": statistics.median(monitor),
+            "draw_s": draws,
         },
     )
 
@@ -252,8 +289,9 @@ def tables(train, infer, command, machine_line, notes):
         "interleaved chunk by chunk):",
         "",
         "| net | gated epoch s | plain epoch s | gated / plain (median) | "
-        "per-epoch ratios | median chunk ratio | VIBMonitor per epoch | target |",
-        "|---|---|---|---|---|---|---|---|",
+        "per-epoch ratios | median chunk ratio | VIBMonitor per epoch | "
+        "gates' Gaussian draws per epoch s (1 + draws / plain) | target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in train.items():
         lines.append(
@@ -261,6 +299,7 @@ def tables(train, infer, command, machine_line, notes):
             f"{t['ratio']:.3f}x | {', '.join(f'{r:.2f}' for r in t['ratios'])} | "
             f"{t['chunk_ratio']:.3f}x ({t['chunks']} per epoch) | "
             f"{t['monitor_s']:.3f} s ({100 * t['monitor_s'] / t['gated_s']:.1f}%) | "
+            f"{t['draw_s']:.4f} ({1 + t['draw_s'] / t['plain_s']:.3f}x) | "
             f"{verdict(t['ratio'] <= TRAIN_TARGET)} (<= {TRAIN_TARGET:.2f}x) |"
         )
     lines += [
@@ -357,7 +396,13 @@ def main():
         f"LeNet-300-100, {default_kl(models.lenet5_caffe):g} for LeNet-5) "
         "from the first step. VIBMonitor per epoch: the median time of one "
         "`compression_report` of the gated model (the monitor's work at the "
-        "end of an epoch), and its share of a gated epoch.",
+        "end of an epoch), and its share of a gated epoch. Gaussian draws: "
+        "the noise the gates draw in an epoch of training (per example and "
+        "unit, or channel for a conv gate), timed alone in a `tf.function` "
+        "loop; `1 + draws / plain epoch` is the ratio that the draws alone "
+        "would give, the other gate work (the products, their gradients, "
+        "the KL terms, the optimizer's updates of the gate variables) "
+        "comes on top.",
         f"- Inference: test error of the two float32 `.tflite` files in "
         f"LiteRT on the first {len(x_test):,} test images; the slim model is "
         "the gated one after the timed epochs, slimmed. Keras: median of "

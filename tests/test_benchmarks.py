@@ -179,10 +179,13 @@ def test_overhead_benchmark_runs(tmp_path):
     assert "Command: `python benchmarks/overhead.py --epochs 2" in text
     for net in ("LeNet-300-100", "LeNet-5-Caffe"):
         train_row, infer_row = _table_rows(text, net)
-        assert len(train_row) == 8 and len(infer_row) == 11
+        assert len(train_row) == 9 and len(infer_row) == 11
         gated_s, plain_s, ratio = (_number(c) for c in train_row[1:4])
         assert gated_s > 0 and plain_s > 0 and 0 < ratio < float("inf")
         assert 0 < _number(train_row[5].split(" (")[0]) < float("inf")
+        # The gates' Gaussian draws: seconds, and 1 + draws / plain epoch.
+        draw_s, draw_ratio = train_row[7].rstrip("x)").split(" (")
+        assert _number(draw_s) > 0 and _number(draw_ratio) >= 1
         assert train_row[-1].startswith(("PASS", "MISS"))
         plain_macs, slim_macs = (_number(c) for c in infer_row[3].split(" / "))
         assert 0 < slim_macs <= plain_macs
