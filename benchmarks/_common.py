@@ -64,10 +64,14 @@ def write_section(path, section, text):
     """Writes `text` as the section headed `section` of the markdown file at
     `path`, replacing an older one and keeping the others (atomically)."""
     old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if section in old:
-        start = old.index(section)
-        following = old.find("\n## ", start + len(section))
-        old = old[:start] + (old[following + 1 :] if following >= 0 else "")
+    lines = old.split("\n")
+    if section in lines:  # the heading as a whole line, not a prefix of one
+        start = lines.index(section)
+        following = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+            len(lines),
+        )
+        old = "\n".join(lines[:start] + lines[following:])
     new = old.rstrip("\n") + "\n\n" + text
     tmp = path.with_suffix(".tmp")
     tmp.write_text(new)

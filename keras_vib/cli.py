@@ -233,6 +233,23 @@ def run_config(args):
     }
 
 
+def _pretrain(model, train_ds, epochs, verbose):
+    """Plain training of a gated model: its gates' KL terms are switched off
+    (`kl_scale` 0) for `epochs` epochs, then back on."""
+    import keras_vib as kv
+
+    gates = [
+        getattr(layer, "gate", layer) for _, layer in kv.report.gated_layers(model)
+    ]
+    for gate in gates:
+        gate.kl_scale.assign(0.0)
+    try:
+        model.fit(train_ds, epochs=epochs, verbose=verbose, shuffle=False)
+    finally:
+        for gate in gates:
+            gate.kl_scale.assign(1.0)
+
+
 def _schedule(recipe, steps_per_epoch):
     import keras
 
@@ -308,11 +325,7 @@ def train(args):
     start = time.perf_counter()
     pretrain = min(recipe["pretrain_epochs"], recipe["epochs"])
     if pretrain:
-        for _, layer in kv.report.gated_layers(model):
-            getattr(layer, "gate", layer).kl_scale.assign(0.0)
-        model.fit(train_ds, epochs=pretrain, verbose=args.verbose, shuffle=False)
-        for _, layer in kv.report.gated_layers(model):
-            getattr(layer, "gate", layer).kl_scale.assign(1.0)
+        _pretrain(model, train_ds, pretrain, args.verbose)
     monitor = kv.VIBMonitor(
         kl_warmup_epochs=recipe["warmup_epochs"],
         plot_dir=out,

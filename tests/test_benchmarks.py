@@ -75,6 +75,18 @@ def test_paper_tables_benchmark_runs(tmp_path):
         "benchmarks/paper_tables.py", "--seeds", "1", *args, "--epochs", "2"
     )
     assert "reusing" not in out and "$ keras-vib train" in out
+    # A variant (--title) goes into a section of its own, replaced when run
+    # again, and leaves the main table alone.
+    variant = ["--seeds", "1", "--title", "two epochs", *args, "--epochs", "2"]
+    run_script("benchmarks/paper_tables.py", *variant)
+    out = run_script("benchmarks/paper_tables.py", *variant)
+    assert "reusing" in out
+    text = md.read_text()
+    assert text.count("\n## Recipe variant (MNIST): two epochs\n") == 1
+    assert text.count("\n## Paper tables (MNIST)\n") == 1
+    assert "changed by the arguments after `--` in the command" in text
+    assert "--title 'two epochs' -- --steps-per-epoch 20 --epochs 2`" in text
+    assert "## Other section\n\nkept" in text
 
 
 def _number(text):

@@ -87,6 +87,43 @@ def test_slim_export_report_on_saved_model(trained, tmp_path, capsys):
     assert json.loads(out)["structure"] == saved["structure"]
 
 
+def test_pretraining_switches_the_kl_off():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_vib import models
+
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+    def pretrained(kl_weight):
+        keras.utils.set_random_seed(0)
+        model = models.lenet_300_100(kl_weight=kl_weight)
+        model.compile(
+            keras.optimizers.Adam(1e-2),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        cli._pretrain(model, data, 2, 0)
+        return model
+
+    # A huge KL weight changes nothing while the KL is off...
+    light, heavy = pretrained(1e-4), pretrained(10.0)
+    for a, b in zip(light.weights, heavy.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    # ...and weighs again once pretraining is over.
+    assert [g.numpy() for g in heavy.weights if g.path.endswith("kl_scale")] == [
+        1.0
+    ] * 3
+    heavy.fit(data, epochs=1, verbose=0, shuffle=False)
+    light.fit(data, epochs=1, verbose=0, shuffle=False)
+    mu = [w for w in heavy.weights if w.path.endswith("mu")]
+    mu_light = [w for w in light.weights if w.path.endswith("mu")]
+    assert np.mean(np.abs(mu[0].numpy())) < np.mean(np.abs(mu_light[0].numpy()))
+
+
 def test_train_finetunes_the_slim_model(tmp_path):
     import keras
     import numpy as np
