@@ -323,7 +323,7 @@ def parse_args():
         type=float,
         default=3e-5,
         help="base KL weight of the VIB run, times the per-layer multipliers "
-        "of models.LENET5_KL_MULTIPLIERS (the 25-epoch recipe uses 2e-5; a "
+        "of models.LENET5_KL_MULTIPLIERS (the 25-epoch recipe uses 2.5e-5; a "
         "short run needs more to prune)",
     )
     parser.add_argument("--warmup-epochs", type=int, default=1)

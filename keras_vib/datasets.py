@@ -81,8 +81,8 @@ class DatasetInfo:
         return dataclasses.asdict(self)
 
     @property
-    def augmentable(self) -> bool:
-        """Whether `load(..., augment=True)` has an augmentation for it."""
+    def color(self) -> bool:
+        """Whether the images have 3 channels (CIFAR) rather than 1."""
         return self.input_shape[-1] == 3
 
 
@@ -133,8 +133,10 @@ _SPLIT = re.compile(r"^(train|test)(\[[^\]]*\])?$")
 _PROXY_VARS = ("https_proxy", "http_proxy", "all_proxy")
 # Seconds to wait for the download server before giving up.
 _PROBE_TIMEOUT = 5.0
-# Zero padding of the CIFAR random crop, in pixels.
-_CROP_PADDING = 4
+# Zero padding of the random crop, in pixels: CIFAR (with a horizontal
+# flip), and the 28x28 digits and clothes (shifts of at most one pixel, no
+# flip: a mirrored digit is another symbol).
+_CROP_PADDING = {True: 4, False: 1}
 
 
 class DatasetNotFoundError(ValueError):
@@ -292,6 +294,7 @@ def _pipeline(
 ):
     """uint8 `(image, label)` examples -> the batches `load` returns."""
     height, width, channels = spec.input_shape
+    pad = _CROP_PADDING[spec.color]
 
     def to_int32(image, label):
         image = tf.ensure_shape(image, spec.input_shape)
@@ -313,18 +316,12 @@ def _pipeline(
             crop_seed, flip_seed = tf.unstack(
                 tf.random.experimental.stateless_split(pair, 2)
             )
-            image = tf.pad(
-                image,
-                [
-                    [_CROP_PADDING, _CROP_PADDING],
-                    [_CROP_PADDING, _CROP_PADDING],
-                    [0, 0],
-                ],
-            )
+            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
             image = tf.image.stateless_random_crop(
                 image, (height, width, channels), seed=crop_seed
             )
-            image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+            if spec.color:
+                image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
             return image, label
 
         ds = tf.data.Dataset.zip((ds, seeds)).map(
@@ -352,12 +349,6 @@ def _options(name, split, batch_size, augment, shuffle, seed, standardize):
     shuffle = _check_optional_bool("shuffle", shuffle)
     standardize = _check_optional_bool("standardize", standardize)
     seed = _check_seed(seed)
-    if augment and not spec.augmentable:
-        raise ValueError(
-            f"`augment=True` is only available for the CIFAR datasets (pad-4 "
-            f"random crop and horizontal flip). Received: name={name!r}, "
-            "augment=True"
-        )
     return {
         "spec": spec,
         "train": train,
@@ -365,7 +356,7 @@ def _options(name, split, batch_size, augment, shuffle, seed, standardize):
         "augment": augment,
         "shuffle": train if shuffle is None else shuffle,
         "seed": seed,
-        "standardize": spec.augmentable if standardize is None else standardize,
+        "standardize": spec.color if standardize is None else standardize,
     }
 
 
@@ -398,9 +389,11 @@ def load(
             (`~/tensorflow_datasets`).
         augment: bool. For CIFAR, pad each training image by 4 zero pixels,
             crop a random 32x32 window and flip it horizontally with
-            probability 1/2. Applied to train splits only: a test split is
-            never augmented, so the same argument can be passed for both.
-            MNIST-like datasets have no augmentation (a `ValueError`).
+            probability 1/2; for MNIST and Fashion-MNIST, pad by 1 zero
+            pixel and crop a random 28x28 window (a shift of at most one
+            pixel each way, no flip). Applied to train splits only: a test
+            split is never augmented, so the same argument can be passed for
+            both.
         shuffle: bool. Defaults to True for a train split, False for test.
             Reshuffled every epoch.
         seed: optional int >= 0 that makes the shuffling and the

@@ -50,6 +50,8 @@ def test_paper_tables_benchmark_runs(tmp_path):
         "1",
         "--steps-per-epoch",
         "20",
+        "--finetune-epochs",
+        "1",
     )
     text = md.read_text()
     assert "## Other section\n\nkept" in text
@@ -62,6 +64,7 @@ def test_paper_tables_benchmark_runs(tmp_path):
     # with --reuse a run with the same settings is read, not trained again.
     args = ["--models", "lenet300", "--out", str(tmp_path / "runs")]
     args += ["--benchmarks-md", str(md), "--reuse", "--", "--steps-per-epoch", "20"]
+    args += ["--finetune-epochs", "1"]
     out = run_script(
         "benchmarks/paper_tables.py", "--seeds", "0", "--note", "one at a time",
         *args, "--epochs", "1",
@@ -85,7 +88,10 @@ def test_paper_tables_benchmark_runs(tmp_path):
     assert text.count("\n## Recipe variant (MNIST): two epochs\n") == 1
     assert text.count("\n## Paper tables (MNIST)\n") == 1
     assert "changed by the arguments after `--` in the command" in text
-    assert "--title 'two epochs' -- --steps-per-epoch 20 --epochs 2`" in text
+    assert (
+        "--title 'two epochs' -- --steps-per-epoch 20 --finetune-epochs 1 --epochs 2`"
+        in text
+    )
     assert "## Other section\n\nkept" in text
 
 

@@ -41,6 +41,8 @@ def trained(tmp_path_factory):
             "1",
             "--warmup-epochs",
             "0",
+            "--finetune-epochs",
+            "0",
             "--out",
             str(out),
             "--verbose",
@@ -62,6 +64,8 @@ def test_train_writes_every_output(trained):
     config = report["config"]
     assert config["model"] == "lenet300" and config["dataset"] == "mnist"
     assert config["kl_factor"] == cli.RECIPES[("lenet300", "mnist")]["kl_factor"]
+    assert config["augment"] is True  # the recipe's, not set on the command line
+    assert config["finetune_epochs"] == 0  # set on the command line
     assert len(report["structure"].split("-")) == 3
 
 

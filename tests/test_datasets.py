@@ -167,16 +167,16 @@ def test_cifar_load_spec_and_standardization(mock_cifar):
     assert y100.max() < 100
 
 
-def is_crop_of(augmented, image, pad=4):
-    """Whether `augmented` is a 32x32 window of the zero-padded, maybe
-    flipped `image`."""
+def is_crop_of(augmented, image, pad=4, flip=True):
+    """Whether `augmented` is a window of the zero-padded `image` of its
+    size, or (`flip`) of the mirrored one."""
     padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
     h, w = image.shape[:2]
     for dy in range(2 * pad + 1):
         for dx in range(2 * pad + 1):
             window = padded[dy : dy + h, dx : dx + w]
-            if np.array_equal(window, augmented) or np.array_equal(
-                window[:, ::-1], augmented
+            if np.array_equal(window, augmented) or (
+                flip and np.array_equal(window[:, ::-1], augmented)
             ):
                 return True
     return False
@@ -206,9 +206,19 @@ def test_augmentation_is_new_every_epoch_and_seeded():
     np.testing.assert_array_equal(first_batch(again)[0], epoch1)
 
 
-def test_mnist_has_no_augmentation():
-    with pytest.raises(ValueError, match="augment=True"):
-        datasets.synthetic("mnist", "train", augment=True)
+def test_mnist_augmentation_shifts_by_one_pixel_without_flip():
+    kwargs = {"num_examples": 32, "batch_size": 32, "shuffle": False, "seed": 3}
+    plain, y = first_batch(datasets.synthetic("mnist", "train", **kwargs))
+    shifted, y_aug = first_batch(
+        datasets.synthetic("mnist", "train", augment=True, **kwargs)
+    )
+    np.testing.assert_array_equal(y, y_aug)
+    assert shifted.shape == plain.shape == (32, 28, 28, 1)
+    moved = [not np.array_equal(a, p) for a, p in zip(shifted, plain)]
+    assert sum(moved) > 16  # 8 of the 9 windows are shifted ones
+    assert all(
+        is_crop_of(a * 255, p * 255, pad=1, flip=False) for a, p in zip(shifted, plain)
+    )
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
