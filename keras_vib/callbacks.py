@@ -11,7 +11,6 @@ import numpy as np
 from keras import ops
 
 from keras_vib import report as _report
-from keras_vib.layers import VIBGate
 
 __all__ = ["VIBMonitor"]
 
@@ -127,12 +126,7 @@ class VIBMonitor(keras.callbacks.Callback):
                     "VIBMonitor has no model: use it as a callback of "
                     "`model.fit`, or call `set_model(model)` first."
                 )
-            # `gated_layers` names each gated layer; a VIBDense or VIBConv2D
-            # holds its gate in `.gate`, a bare VIBGate is its own gate.
-            gates = [
-                (name, layer if isinstance(layer, VIBGate) else layer.gate)
-                for name, layer in _report.gated_layers(self.model)
-            ]
+            gates = _report.gates(self.model)
             if not gates:
                 raise ValueError(
                     "VIBMonitor found no VIB gate in the model "

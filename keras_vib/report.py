@@ -220,6 +220,22 @@ def gated_layers(model):
     return gated
 
 
+def gates(model):
+    """The `VIBGate` of each gated layer of a model, in graph order.
+
+    Args:
+        model: a built Sequential or functional Keras model.
+
+    Returns:
+        A list of `(name, gate)`, named as in `gated_layers`: a `VIBDense` or
+        `VIBConv2D` holds its gate in `.gate`, a bare `VIBGate` is its own.
+    """
+    return [
+        (name, layer if isinstance(layer, VIBGate) else layer.gate)
+        for name, layer in gated_layers(model)
+    ]
+
+
 def compression_report(model) -> CompressionReport:
     """Measures what a VIB model keeps once its closed units are removed.
 
