@@ -1,3 +1,4 @@
+import collections
 import os
 import pathlib
 import socket
@@ -219,6 +220,33 @@ def test_mnist_augmentation_shifts_by_one_pixel_without_flip():
     assert all(
         is_crop_of(a * 255, p * 255, pad=1, flip=False) for a, p in zip(shifted, plain)
     )
+
+
+@pytest.mark.parametrize("pad, flip", [(1, False), (2, True)])
+def test_batched_crop_draws_every_window_per_example(pad, flip):
+    # Distinct pixel values: every window (and its mirror) is unique.
+    image = np.arange(1, 7 * 5 + 1, dtype=np.int32).reshape(7, 5, 1)
+    images = np.repeat(image[None], 1800, axis=0)
+    out = datasets._crop_and_flip(
+        tf.constant(images), tf.constant([7, 11], tf.int64), pad, flip
+    ).numpy()
+    assert out.shape == images.shape
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+    windows = {}
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            window = padded[dy : dy + 7, dx : dx + 5]
+            windows[window.tobytes()] = (dy, dx, False)
+            if flip:
+                windows[window[:, ::-1].tobytes()] = (dy, dx, True)
+    drawn = [windows.get(a.tobytes()) for a in out]
+    assert None not in drawn  # each output is a (mirrored) window
+    counts = collections.Counter((dy, dx) for dy, dx, _ in drawn)
+    expected = len(out) / (2 * pad + 1) ** 2
+    assert len(counts) == (2 * pad + 1) ** 2
+    assert all(0.6 * expected < c < 1.4 * expected for c in counts.values())
+    mirrored = sum(m for _, _, m in drawn) / len(out)
+    assert 0.4 < mirrored < 0.6 if flip else mirrored == 0
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
