@@ -165,6 +165,32 @@ def test_train_finetunes_the_slim_model(tmp_path):
     assert 0 <= report["gated_error_pct"] <= 100
 
 
+def test_steps_per_execution_changes_speed_not_results(tmp_path):
+    import keras
+    import numpy as np
+
+    weights = {}
+    for steps in (1, 7):  # 30 batches: 7 does not divide them
+        out = tmp_path / str(steps)
+        code = cli.main(
+            ["train", "--model", "lenet300", "--dataset", "mnist", "--epochs", "2",
+             "--steps-per-epoch", "30", "--warmup-epochs", "1",
+             "--finetune-epochs", "1", "--steps-per-execution", str(steps),
+             "--out", str(out), "--verbose", "0"]
+        )  # fmt: skip
+        assert code == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["config"]["steps_per_execution"] == steps
+        weights[steps] = [
+            w.numpy()
+            for name in ("gated.keras", "slim.keras")
+            for w in keras.saving.load_model(out / name).weights
+        ]
+    assert len(weights[1]) == len(weights[7])
+    for a, b in zip(weights[1], weights[7]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_vgg16_train_path_on_synthetic_cifar(tmp_path):
     code = cli.main(
         [
