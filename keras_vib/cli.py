@@ -69,6 +69,8 @@ RECIPES = {
 # Batches per graph call in `train`: the LeNets' steps are so short that
 # Keras' per-call overhead is a third of an epoch with 1.
 STEPS_PER_EXECUTION = 20
+# Settings of `train` that change its speed, not its results.
+SPEED_ONLY = ("steps_per_execution",)
 MODELS = ("lenet300", "lenet5", "vgg16")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 SCHEDULES = ("constant", "step", "cosine")

@@ -93,6 +93,11 @@ def test_paper_tables_benchmark_runs(tmp_path):
         in text
     )
     assert "## Other section\n\nkept" in text
+    # Another --steps-per-execution gives the same weights: reused too.
+    out = run_script(
+        "benchmarks/paper_tables.py", *variant, "--steps-per-execution", "3"
+    )
+    assert "reusing" in out and "$ keras-vib train" not in out
 
 
 def _number(text):
