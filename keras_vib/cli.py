@@ -71,7 +71,7 @@ RECIPES = {
     ),
 }
 # Batches per graph call in `train`: the LeNets' steps are so short that
-# Keras' per-call overhead is a third of an epoch with 1.
+# Keras' fixed cost per call weighs on an epoch with 1.
 STEPS_PER_EXECUTION = 20
 # Settings of `train` that change its speed, not its results.
 SPEED_ONLY = ("steps_per_execution",)

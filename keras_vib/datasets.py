@@ -322,7 +322,6 @@ def _pipeline(
     drop_remainder,
 ):
     """uint8 `(image, label)` examples -> the batches `load` returns."""
-    height, width, channels = spec.input_shape
     pad = _CROP_PADDING[spec.color]
 
     def to_int32(image, label):

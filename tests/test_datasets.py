@@ -168,19 +168,25 @@ def test_cifar_load_spec_and_standardization(mock_cifar):
     assert y100.max() < 100
 
 
-def is_crop_of(augmented, image, pad=4, flip=True):
-    """Whether `augmented` is a window of the zero-padded `image` of its
-    size, or (`flip`) of the mirrored one."""
+def windows(image, pad, flip):
+    """Every window of the zero-padded `image` of its size, and (`flip`)
+    its mirror: `(dy, dx, mirrored, window)`."""
     padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
     h, w = image.shape[:2]
     for dy in range(2 * pad + 1):
         for dx in range(2 * pad + 1):
             window = padded[dy : dy + h, dx : dx + w]
-            if np.array_equal(window, augmented) or (
-                flip and np.array_equal(window[:, ::-1], augmented)
-            ):
-                return True
-    return False
+            yield dy, dx, False, window
+            if flip:
+                yield dy, dx, True, window[:, ::-1]
+
+
+def is_crop_of(augmented, image, pad=4, flip=True):
+    """Whether `augmented` is a window of the zero-padded `image` of its
+    size, or (`flip`) of the mirrored one."""
+    return any(
+        np.array_equal(window, augmented) for *_, window in windows(image, pad, flip)
+    )
 
 
 def test_cifar_augmentation_on_train_only(mock_cifar):
@@ -231,15 +237,8 @@ def test_batched_crop_draws_every_window_per_example(pad, flip):
         tf.constant(images), tf.constant([7, 11], tf.int64), pad, flip
     ).numpy()
     assert out.shape == images.shape
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-    windows = {}
-    for dy in range(2 * pad + 1):
-        for dx in range(2 * pad + 1):
-            window = padded[dy : dy + 7, dx : dx + 5]
-            windows[window.tobytes()] = (dy, dx, False)
-            if flip:
-                windows[window[:, ::-1].tobytes()] = (dy, dx, True)
-    drawn = [windows.get(a.tobytes()) for a in out]
+    where = {w.tobytes(): (dy, dx, m) for dy, dx, m, w in windows(image, pad, flip)}
+    drawn = [where.get(a.tobytes()) for a in out]
     assert None not in drawn  # each output is a (mirrored) window
     counts = collections.Counter((dy, dx) for dy, dx, _ in drawn)
     expected = len(out) / (2 * pad + 1) ** 2
