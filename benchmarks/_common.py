@@ -62,17 +62,23 @@ def positive_int(text):
 
 def write_section(path, section, text):
     """Writes `text` as the section headed `section` of the markdown file at
-    `path`, replacing an older one and keeping the others (atomically)."""
+    `path`: in place of an older one (where it stood) or at the end, keeping
+    the others (atomically)."""
     old = path.read_text() if path.exists() else "# Benchmarks\n"
     lines = old.split("\n")
     if section in lines:  # the heading as a whole line, not a prefix of one
         start = lines.index(section)
         following = next(
             (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-            len(lines),
+            None,
         )
-        old = "\n".join(lines[:start] + lines[following:])
-    new = old.rstrip("\n") + "\n\n" + text
+        before = "\n".join(lines[:start]).rstrip("\n")
+        after = "\n".join(lines[following:]) if following is not None else ""
+        new = before + "\n\n" + text.rstrip("\n") + "\n"
+        if after:
+            new += "\n" + after
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
     tmp = path.with_suffix(".tmp")
     tmp.write_text(new)
     os.replace(tmp, path)

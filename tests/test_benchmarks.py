@@ -8,6 +8,7 @@ import pathlib
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -173,11 +174,29 @@ def test_vs_tfmot_benchmark_runs(tmp_path):
     assert "wrote" in out and "machine:" in out
 
 
+def _fake_run(folder, model_name):
+    """A `keras-vib train --out` folder as the CLI leaves it, minus training."""
+    import json
+
+    import keras_vib as kv
+    from keras_vib import models
+
+    folder.mkdir()
+    slim = kv.slim_model(models.get_model(model_name, vib=True))
+    slim.save(folder / "slim.keras")
+    report = {"config": {"model": model_name}, "structure": "784-300-100"}
+    (folder / "report.json").write_text(json.dumps(report))
+    return folder
+
+
 def test_overhead_benchmark_runs(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n")
+    run = _fake_run(tmp_path / "run", "lenet300")
     out = run_script(
         "benchmarks/overhead.py",
+        "--trained",
+        str(run),
         "--epochs",
         "2",
         "--train-examples",
@@ -199,16 +218,18 @@ def test_overhead_benchmark_runs(tmp_path):
     )
     text = md.read_text()
     assert "## Gate overhead and slim speed-up" in text
-    assert "Command: `python benchmarks/overhead.py --epochs 2" in text
+    assert "Command: `python benchmarks/overhead.py --trained " in text
     for net in ("LeNet-300-100", "LeNet-5-Caffe"):
         train_row, infer_row = _table_rows(text, net)
-        assert len(train_row) == 9 and len(infer_row) == 11
+        assert len(train_row) == 11 and len(infer_row) == 12
         gated_s, plain_s, ratio = (_number(c) for c in train_row[1:4])
         assert gated_s > 0 and plain_s > 0 and 0 < ratio < float("inf")
         assert 0 < _number(train_row[5].split(" (")[0]) < float("inf")
-        # The gates' Gaussian draws: seconds, and 1 + draws / plain epoch.
-        draw_s, draw_ratio = train_row[7].rstrip("x)").split(" (")
-        assert _number(draw_s) > 0 and _number(draw_ratio) >= 1
+        assert 0 < _number(train_row[6]) < float("inf")  # gates without noise
+        # The Gaussian and the uniform draws: seconds, 1 + draws / plain epoch.
+        for cell in train_row[8:10]:
+            draw_s, draw_ratio = cell.rstrip("x)").split(" (")
+            assert _number(draw_s) > 0 and _number(draw_ratio) >= 1
         assert train_row[-1].startswith(("PASS", "MISS"))
         plain_macs, slim_macs = (_number(c) for c in infer_row[3].split(" / "))
         assert 0 < slim_macs <= plain_macs
@@ -218,4 +239,76 @@ def test_overhead_benchmark_runs(tmp_path):
         assert 0 < speedup < float("inf")
         assert infer_row[9].startswith(("PASS", "MISS"))
         assert "floor" in infer_row[10]
+        ref_plain, ref_slim = (
+            _number(c) for c in infer_row[11].split(" (")[0].split(" / ")
+        )
+        assert ref_plain > 0 and ref_slim > 0
+        assert f"- {net}: the gate work without the noise costs " in text
     assert "wrote" in out
+    # The trained run: its slim model (here unpruned, so MAC ratio 1) timed too.
+    (row,) = _table_rows(text, f"`{run}` (LeNet-300-100)")
+    assert len(row) == 10 and row[1] == "784-300-100"
+    assert 0 <= _number(row[2]) <= 100
+    assert _number(row[4]) == 1.0
+    assert row[7].startswith(("PASS", "MISS"))
+
+
+def test_overhead_benchmark_refuses_a_folder_without_a_run(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/overhead.py", "--trained", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "--trained" in result.stderr and str(tmp_path) in result.stderr
+    assert "slim.keras, report.json missing" in result.stderr
+
+
+def test_overhead_noiseless_gates_keep_all_but_the_noise(monkeypatch):
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import overhead
+
+    args = SimpleNamespace(kl_weight=None)
+    gated = overhead.build("lenet300", True, args)
+    noiseless = overhead.build_noiseless("lenet300", args)
+    noiseless.set_weights(gated.get_weights())
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype="float32")
+    # Training-mode outputs: random for the gated model, fixed for the
+    # ablation, which computes what the gated model computes at inference
+    # (every gate still open at initialisation).
+    assert not np.allclose(gated(x, training=True), gated(x, training=True))
+    first = np.asarray(noiseless(x, training=True))
+    np.testing.assert_allclose(first, noiseless(x, training=True))
+    np.testing.assert_allclose(first, gated(x, training=False), rtol=1e-5, atol=1e-6)
+    # The KL terms are kept: one per gate, the same values.
+    assert len(noiseless.losses) == len(gated.losses) == 3
+    np.testing.assert_allclose(
+        sorted(float(v) for v in noiseless.losses),
+        sorted(float(v) for v in gated.losses),
+        rtol=1e-6,
+    )
+
+
+def test_write_section_replaces_in_place_or_appends(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from _common import write_section
+
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n## A\n\na\n\n## B\n\nold b\n\n## C\n\nc\n")
+    write_section(md, "## B", "## B\n\nnew b\n")
+    assert md.read_text() == "# Benchmarks\n\n## A\n\na\n\n## B\n\nnew b\n\n## C\n\nc\n"
+    write_section(md, "## C", "## C\n\nnew c\n")
+    write_section(md, "## D", "## D\n\nd\n")
+    assert md.read_text() == (
+        "# Benchmarks\n\n## A\n\na\n\n## B\n\nnew b\n\n## C\n\nnew c\n\n## D\n\nd\n"
+    )
+    # A heading that only starts like the section's is another section.
+    write_section(md, "## A extra", "## A extra\n\nx\n")
+    write_section(md, "## A", "## A\n\nnew a\n")
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\n## A\n\nnew a\n\n## B\n")
+    assert text.endswith("## D\n\nd\n\n## A extra\n\nx\n")
