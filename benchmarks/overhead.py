@@ -5,26 +5,26 @@
 For LeNet-300-100 and LeNet-5-Caffe on MNIST (`keras_vib.models`, gated with
 `vib=True` against the same network of stock layers with `vib=False`):
 
-- Training: the wall time of an epoch of `fit` (no callbacks, Adam, the
-  same in-memory training images in the same shuffled order, in batches of
+- Training: the wall time of an epoch of `fit` (no callbacks, Adam, the same
+  in-memory training images in the same shuffled order, in batches of
   `--batch-size`) for the gated and the plain model (and the ablation
   below), in one process, after a few untimed warm-up batches of each
   (tracing). They are interleaved at a fine grain to cancel drift and the
   bursts of other work on a shared machine: every epoch is cut into
-  `--chunks` chunks of whole batches, and the models train on each chunk
-  in turn, the order rotating from chunk to chunk. Reported: the median over the epochs of the per-epoch
-  ratio gated / plain (target <= 1.15x), the median over all chunks of the
-  per-chunk ratio, and the cost of what a `VIBMonitor` adds once per epoch
-  (one `compression_report`). To show where the overhead comes from, a third
-  model trains in the same chunks: the gated one with its gates' noise
-  switched off (an ablation made here, not a keras_vib option: each gate
-  multiplies by `mu` and keeps its KL term, so everything but the noise is
-  still paid: the products, the KL terms, their gradients and the
-  optimizer's updates of the gate variables). And the gates' draws for one
-  epoch are timed alone: the Gaussian draws the gates make (one
-  `keras.random.normal` of shape `(batch, units)` per gate and batch), and
-  as many uniform draws (`keras.random.uniform`, the raw random numbers
-  that any sampler built from TensorFlow's random ops starts from);
+  `--chunks` chunks of whole batches, and the models train on each chunk in
+  turn, the order rotating from chunk to chunk. Reported: the median over
+  the epochs of the per-epoch ratio gated / plain (target <= 1.15x), the
+  median over all chunks of the per-chunk ratio, and the cost of what a
+  `VIBMonitor` adds once per epoch (one `compression_report`). To show where
+  the overhead comes from, a third model trains in the same chunks: the
+  gated one with its gates' noise switched off (an ablation made here, not a
+  keras_vib option: each gate multiplies by `mu` and keeps its KL term, so
+  everything but the noise is still paid: the products, the KL terms, their
+  gradients and the optimizer's updates of the gate variables). And the
+  gates' draws for one epoch are timed alone: the Gaussian draws the gates
+  make (one `keras.random.normal` of shape `(batch, units)` per gate and
+  batch), and as many uniform draws (`keras.random.uniform`, the raw random
+  numbers that any sampler built from TensorFlow's random ops starts from);
   `1 + draws / plain epoch` is the ratio the draws alone would give.
 - Inference: the gated model after these epochs (KL at the model's default
   weight from the first step, no warm-up: whatever it has pruned by then) is
@@ -361,7 +361,13 @@ def trained_run(path):
             "expected a `keras-vib train --out` folder holding slim.keras and "
             f"report.json; {', '.join(missing)} missing in {path!r}"
         )
-    name = json.loads((run / "report.json").read_text())["config"].get("model")
+    try:
+        name = json.loads((run / "report.json").read_text())["config"]["model"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise argparse.ArgumentTypeError(
+            f"expected the report.json that `keras-vib train` writes in {path!r} "
+            f"(with config.model); reading it failed: {error!r}"
+        ) from None
     if name not in NAMES:
         raise argparse.ArgumentTypeError(
             f"expected a run of one of {sorted(NAMES)}; {path!r} is a run of {name!r}"

@@ -264,6 +264,18 @@ def test_overhead_benchmark_refuses_a_folder_without_a_run(tmp_path):
     assert result.returncode == 2
     assert "--trained" in result.stderr and str(tmp_path) in result.stderr
     assert "slim.keras, report.json missing" in result.stderr
+    # A folder with both files whose report is not a keras-vib train report.
+    (tmp_path / "slim.keras").write_text("")
+    (tmp_path / "report.json").write_text('{"error_pct": 1.0}')
+    result = subprocess.run(
+        [sys.executable, "benchmarks/overhead.py", "--trained", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "with config.model" in result.stderr and "KeyError" in result.stderr
 
 
 def test_overhead_noiseless_gates_keep_all_but_the_noise(monkeypatch):
