@@ -426,6 +426,40 @@ _TWIN_ARGS = {
 }  # fmt: skip
 
 
+_TWIN_CLASSES = {}
+
+
+def _select_features_twin(tf_keras):
+    """The tf_keras class twin of `SelectFeatures`, defined once, on demand.
+
+    Registered with tf_keras (package keras_vib) so that tfmot can clone and
+    wrap it; it gathers the kept indices of the last axis like the original.
+    """
+    if "SelectFeatures" not in _TWIN_CLASSES:
+        tf = _tf()
+
+        @tf_keras.utils.register_keras_serializable(package="keras_vib")
+        class SelectFeatures(tf_keras.layers.Layer):
+            def __init__(self, indices, **kwargs):
+                super().__init__(**kwargs)
+                self.indices = [int(i) for i in indices]
+
+            def call(self, inputs):
+                return tf.gather(inputs, self.indices, axis=-1)
+
+            def compute_output_shape(self, input_shape):
+                shape = tf.TensorShape(input_shape)
+                return shape[:-1].concatenate([len(self.indices)])
+
+            def get_config(self):
+                config = super().get_config()
+                config["indices"] = list(self.indices)
+                return config
+
+        _TWIN_CLASSES["SelectFeatures"] = SelectFeatures
+    return _TWIN_CLASSES["SelectFeatures"]
+
+
 def _twin_layer(layer, tf_keras):
     name = type(layer).__name__
     config = layer.get_config()
@@ -440,16 +474,13 @@ def _twin_layer(layer, tf_keras):
             threshold=config["threshold"],
             name=layer.name,
         )
+    if isinstance(layer, SelectFeatures):
+        return _select_features_twin(tf_keras)(layer.indices, name=layer.name)
     if name not in _TWIN_ARGS:
-        hint = ""
-        if isinstance(layer, SelectFeatures):
-            hint = (
-                " Slim with `slim_model(model, keep_input_shape=False)` and "
-                "feed the kept input features instead."
-            )
         raise ValueError(
             f"Cannot build the tf_keras twin of layer {layer.name!r} of class "
-            f"{name}: supported classes are {sorted(_TWIN_ARGS)}.{hint}"
+            f"{name}: supported classes are {sorted(_TWIN_ARGS)} and "
+            "SelectFeatures."
         )
     kwargs = {k: config[k] for k in _TWIN_ARGS[name] if k in config}
     if isinstance(kwargs.get("target_shape"), list):
@@ -468,7 +499,8 @@ def to_tf_keras(model):
 
     Args:
         model: a built Sequential or functional Keras 3 model of stock
-            layers (the output of `slim_model`), or a gated model.
+            layers and `SelectFeatures` (the output of `slim_model`), or a
+            gated model.
 
     Returns:
         A functional `tf_keras.Model`.

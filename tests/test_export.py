@@ -208,13 +208,36 @@ def test_input_of_unknown_rank():
         export.to_tflite(model)
 
 
-def test_twin_refuses_select_features_with_a_hint():
+def test_twin_and_quantization_aware_training_with_an_input_gate():
+    keras.utils.set_random_seed(0)
     model = keras.Sequential(
-        [keras.Input((6,)), kv.VIBGate(name="input_gate"), keras.layers.Dense(2)]
+        [
+            keras.Input((6,)),
+            kv.VIBGate(name="input_gate"),
+            keras.layers.Dense(4, activation="relu"),
+            keras.layers.Dense(2),
+        ]
     )
     gate = model.get_layer("input_gate")
     gate.log_sigma2.assign(np.array([-9, 6, -9, 6, -9, 6], "float32"))
-    with pytest.raises(ValueError, match="SelectFeatures.*keep_input_shape=False"):
-        export.to_tf_keras(kv.slim_model(model))
-    twin = export.to_tf_keras(kv.slim_model(model, keep_input_shape=False))
-    assert twin.input_shape == (None, 3)
+    slim = kv.slim_model(model)  # starts with SelectFeatures([0, 2, 4])
+    x = np.random.default_rng(0).normal(size=(256, 6)).astype("float32")
+    twin = export.to_tf_keras(slim)
+    assert twin.input_shape == (None, 6)
+    assert [type(layer).__name__ for layer in twin.layers][1] == "SelectFeatures"
+    np.testing.assert_allclose(
+        twin(x).numpy(), keras.ops.convert_to_numpy(slim(x)), rtol=1e-5, atol=1e-6
+    )
+    # tfmot wraps the twin (the selection stays in float) and the int8 file
+    # gathers the kept features: GATHER among the builtin ops.
+    qat = export.quantization_aware(slim)
+    qat.compile("adam", "mse")
+    qat.fit(x, keras.ops.convert_to_numpy(slim(x)), epochs=1, verbose=0)
+    int8 = export.to_tflite(qat, "int8", representative_data=x)
+    ops = export.tflite_ops(int8)
+    assert "GATHER" in ops and set(ops) <= BUILTIN_OPS
+    out = export.run_tflite(int8, x)
+    expected = qat(x).numpy()
+    assert out.shape == (256, 2)
+    scale = np.abs(expected).max()
+    assert np.abs(out - expected).max() <= 0.05 * scale, (out[:3], expected[:3])
