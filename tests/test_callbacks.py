@@ -128,6 +128,42 @@ def test_logs_in_history_csv_and_consistent_with_report(tmp_path):
         np.testing.assert_array_equal(alpha < gate.threshold, gate.kept_mask())
 
 
+def tensorboard_scalars(log_dir):
+    """`{tag: [values by step]}` of the scalars in a TensorBoard log folder."""
+    import tensorflow as tf
+
+    scalars = {}
+    for root, _, files in os.walk(log_dir):
+        for name in sorted(f for f in files if "tfevents" in f):
+            for record in tf.data.TFRecordDataset(os.path.join(root, name)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    if value.metadata.plugin_data.plugin_name == "scalars":
+                        number = float(tf.make_ndarray(value.tensor))
+                        scalars.setdefault(value.tag, []).append(number)
+    return scalars
+
+
+def test_tensorboard_records_the_monitor_logs(tmp_path):
+    x, y = make_data()
+    model = make_model(partly_pruned=True)
+    monitor = VIBMonitor(verbose=0)
+    history = model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=2,
+        verbose=0,
+        callbacks=[monitor, keras.callbacks.TensorBoard(str(tmp_path))],
+    )
+    scalars = tensorboard_scalars(tmp_path / "train")
+    keys = [f"kept/{name}" for name in GATED] + ["r_w", "r_n", "flops", "kl"]
+    for key in keys:
+        np.testing.assert_allclose(
+            scalars[f"epoch_{key}"], history.history[key], rtol=1e-6, err_msg=key
+        )
+
+
 def test_kl_warmup_anneals_kl_scale_and_loss():
     x, y = make_data()
     # A large KL weight: the full KL term dwarfs the cross-entropy.
