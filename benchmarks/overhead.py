@@ -265,36 +265,6 @@ def floor_model(input_shape):
     )
 
 
-def reference_ms(tflite_bytes, runs, warmup):
-    """Median single-example invoke with LiteRT's reference kernels.
-
-    The plain C++ kernels (no XNNPACK, one thread), whose time follows the
-    arithmetic more closely than the optimised kernels' does: a check that
-    the multiply-accumulates are gone, apart from the fixed costs of a fast
-    runtime.
-    """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(
-        model_content=bytes(tflite_bytes),
-        num_threads=1,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-    )
-    interpreter.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for detail in interpreter.get_input_details():
-        x = rng.normal(size=detail["shape"]).astype(detail["dtype"])
-        interpreter.set_tensor(detail["index"], x)
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
-
-
 def litert_latencies(files, input_shape, args):
     """LiteRT latencies of `files` (plain, slim) and of the floor model.
 
@@ -311,7 +281,13 @@ def litert_latencies(files, input_shape, args):
         args.rounds,
     )
     reference = interleaved(
-        lambda f: reference_ms(f, max(3, args.runs // 20), min(args.warmup, 3)),
+        lambda f: export.benchmark_tflite(
+            f,
+            runs=max(3, args.runs // 20),
+            warmup=min(args.warmup, 3),
+            num_threads=1,
+            kernels="reference",
+        )["median_ms"],
         {name: files[name] for name in ("plain", "slim")},
         args.rounds,
     )
@@ -615,8 +591,9 @@ def main():
         "the LiteRT latency of a model of one Dense unit on the same input, "
         "timed in the same rounds, taken off both latencies (an estimate of "
         "the speed-up of the layers' work alone). Reference kernels: LiteRT's "
-        "plain C++ kernels (`OpResolverType.BUILTIN_REF`, no XNNPACK, 1 "
-        f"thread), median of {max(3, args.runs // 20)} invokes per round, "
+        "plain C++ kernels (`export.benchmark_tflite(..., "
+        'kernels="reference")`, no XNNPACK, 1 thread), median of '
+        f"{max(3, args.runs // 20)} invokes per round, "
         "whose times follow the arithmetic more closely: a check that the "
         "multiply-accumulates are gone, apart from the fixed per-layer "
         "costs and the vector widths of the optimised kernels.",

@@ -40,10 +40,22 @@ def _tf():
     return tf
 
 
-def _interpreter(tflite_bytes, num_threads=None):
-    from ai_edge_litert.interpreter import Interpreter
+# `benchmark_tflite(kernels=...)`: LiteRT's op resolver for each choice.
+KERNELS = {
+    "default": "AUTO",  # builtin kernels and the XNNPACK delegate
+    "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",  # optimised, no XNNPACK
+    "reference": "BUILTIN_REF",  # plain reference kernels
+}
 
-    return Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads)
+
+def _interpreter(tflite_bytes, num_threads=None, kernels="default"):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    return Interpreter(
+        model_content=bytes(tflite_bytes),
+        num_threads=num_threads,
+        experimental_op_resolver_type=getattr(OpResolverType, KERNELS[kernels]),
+    )
 
 
 def _is_tf_keras(model):
@@ -341,10 +353,11 @@ def benchmark_tflite(
     runs: int = 200,
     warmup: int = 20,
     num_threads: int = 1,
+    kernels: str = "default",
 ) -> dict:
     """Median single-example latency of a TFLite model in LiteRT, and its size.
 
-    LiteRT runs float models through its default XNNPACK delegate; the
+    By default LiteRT runs float models through its XNNPACK delegate; the
     input is random (latency does not depend on the values).
 
     Args:
@@ -352,6 +365,10 @@ def benchmark_tflite(
         runs: positive int, timed invokes.
         warmup: int >= 0, untimed invokes first.
         num_threads: LiteRT threads (1: one core, as on a small device).
+        kernels: `"default"` (LiteRT's choice: XNNPACK for float models),
+            `"builtin"` (the optimised builtin kernels, no delegate) or
+            `"reference"` (the plain reference kernels, whose time follows
+            the arithmetic more closely, like a simple microcontroller's).
 
     Returns:
         A dict: `median_ms`, `p90_ms`, `size_bytes`, `gzip_bytes` (the size
@@ -365,7 +382,12 @@ def benchmark_tflite(
         raise ValueError(
             f"Expected `warmup` to be an int >= 0. Received: warmup={warmup!r}"
         )
-    interpreter = _interpreter(tflite_bytes, num_threads)
+    if kernels not in KERNELS:
+        raise ValueError(
+            f"Expected `kernels` to be one of {list(KERNELS)}. "
+            f"Received: kernels={kernels!r}"
+        )
+    interpreter = _interpreter(tflite_bytes, num_threads, kernels)
     inputs, _ = _prepare(interpreter, 1)
     rng = np.random.default_rng(0)
     for detail in inputs:

@@ -153,6 +153,16 @@ def test_benchmark_tflite(random_lenet5):
     assert 0 < result["median_ms"] <= result["p90_ms"]
     with pytest.raises(ValueError, match="runs=0"):
         export.benchmark_tflite(tflite, runs=0)
+    # Other kernels: only the default one hands the graph to XNNPACK.
+    for kernels in export.KERNELS:
+        interpreter = export._interpreter(tflite, 1, kernels)
+        interpreter.allocate_tensors()
+        ops = {op["op_name"] for op in interpreter._get_ops_details()}
+        assert ("DELEGATE" in ops) == (kernels == "default"), (kernels, ops)
+        result = export.benchmark_tflite(tflite, runs=3, warmup=1, kernels=kernels)
+        assert 0 < result["median_ms"] <= result["p90_ms"]
+    with pytest.raises(ValueError, match="kernels='xnnpack'"):
+        export.benchmark_tflite(tflite, kernels="xnnpack")
 
 
 def test_path_is_written(random_lenet5, tmp_path):
