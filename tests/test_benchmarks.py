@@ -13,7 +13,8 @@ from types import SimpleNamespace
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_script(*args):
+def run_script(*args, returncode=0):
+    """Runs a benchmark script; its stdout, or stderr when it should fail."""
     result = subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,
@@ -21,8 +22,8 @@ def run_script(*args):
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    assert result.returncode == returncode, result.stderr[-3000:]
+    return result.stdout if returncode == 0 else result.stderr
 
 
 def test_slim_speed_benchmark_runs():
@@ -254,28 +255,15 @@ def test_overhead_benchmark_runs(tmp_path):
 
 
 def test_overhead_benchmark_refuses_a_folder_without_a_run(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "benchmarks/overhead.py", "--trained", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert "--trained" in result.stderr and str(tmp_path) in result.stderr
-    assert "slim.keras, report.json missing" in result.stderr
+    args = ["benchmarks/overhead.py", "--trained", str(tmp_path)]
+    stderr = run_script(*args, returncode=2)
+    assert "--trained" in stderr and str(tmp_path) in stderr
+    assert "slim.keras, report.json missing" in stderr
     # A folder with both files whose report is not a keras-vib train report.
     (tmp_path / "slim.keras").write_text("")
     (tmp_path / "report.json").write_text('{"error_pct": 1.0}')
-    result = subprocess.run(
-        [sys.executable, "benchmarks/overhead.py", "--trained", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert "with config.model" in result.stderr and "KeyError" in result.stderr
+    stderr = run_script(*args, returncode=2)
+    assert "with config.model" in stderr and "KeyError" in stderr
 
 
 def test_overhead_noiseless_gates_keep_all_but_the_noise(monkeypatch):
