@@ -70,13 +70,10 @@ def write_section(path, section, text):
         start = lines.index(section)
         following = next(
             (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-            None,
+            len(lines),
         )
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[following:]) if following is not None else ""
-        new = before + "\n\n" + text.rstrip("\n") + "\n"
-        if after:
-            new += "\n" + after
+        lines[start:following] = text.rstrip("\n").split("\n") + [""]
+        new = "\n".join(lines)
     else:
         new = old.rstrip("\n") + "\n\n" + text
     tmp = path.with_suffix(".tmp")

@@ -123,9 +123,7 @@ def draw_seconds(model, batch_size, batches, sampler, repeats=3):
     draws are not pruned away; in one `tf.function` loop, the median of
     `repeats` runs.
     """
-    units = [
-        int(layer.log_alpha().shape[0]) for _, layer in kv.report.gated_layers(model)
-    ]
+    units = [gate.units for _, gate in kv.report.gates(model)]
     seed = keras.random.SeedGenerator(0)
 
     @tf.function
@@ -192,7 +190,8 @@ def time_training(name, x, y, args):
         for start, stop in zip(bounds[:-1], bounds[1:]):
             xs, ys = x[order[start:stop]], y[order[start:stop]]
             seconds = {}
-            for which in names[turn % 3 :] + names[: turn % 3]:
+            first = turn % len(names)
+            for which in names[first:] + names[:first]:
                 seconds[which] = timed_fit(models_[which], xs, ys, args)
                 epoch[which] += seconds[which]
             turn += 1
@@ -329,7 +328,7 @@ def time_inference(gated, plain, x_test, y_test, args):
 
 
 def trained_run(path):
-    """A `keras-vib train` output folder: its slim model and its net."""
+    """A `keras-vib train` output folder: `(folder, its report.json)`."""
     run = pathlib.Path(path)
     missing = [f for f in ("slim.keras", "report.json") if not (run / f).is_file()]
     if missing:
@@ -338,7 +337,8 @@ def trained_run(path):
             f"report.json; {', '.join(missing)} missing in {path!r}"
         )
     try:
-        name = json.loads((run / "report.json").read_text())["config"]["model"]
+        report = json.loads((run / "report.json").read_text())
+        name = report["config"]["model"]
     except (ValueError, KeyError, TypeError) as error:
         raise argparse.ArgumentTypeError(
             f"expected the report.json that `keras-vib train` writes in {path!r} "
@@ -348,12 +348,14 @@ def trained_run(path):
         raise argparse.ArgumentTypeError(
             f"expected a run of one of {sorted(NAMES)}; {path!r} is a run of {name!r}"
         )
-    return run
+    return run, report
 
 
-def time_trained(run, x_test, y_test, args):
-    """The LiteRT speed-up of a trained run's slim model over the plain net."""
-    saved = json.loads((run / "report.json").read_text())
+def time_trained(run, saved, x_test, y_test, args):
+    """The LiteRT speed-up of a trained run's slim model over the plain net.
+
+    `saved` is the run's report.json, as `trained_run` read it.
+    """
     name = saved["config"]["model"]
     slim = keras.models.load_model(run / "slim.keras")
     plain = models.get_model(name, vib=False)
@@ -550,9 +552,9 @@ def main():
         infer[name] = time_inference(gated, plain, x_test, y_test, args)
         keras.backend.clear_session()
     trained = {}
-    for run in args.trained:
+    for run, saved in args.trained:
         print(f"== {run}: slim vs plain latency", flush=True)
-        trained[str(run)] = time_trained(run, x_test, y_test, args)
+        trained[str(run)] = time_trained(run, saved, x_test, y_test, args)
         keras.backend.clear_session()
     wall = time.perf_counter() - start
     notes = [

@@ -8,6 +8,7 @@ of the `ai-edge-litert` package. `quantization_aware` builds the tf_keras
 tensorflow-model-optimization, which only accepts tf_keras models.
 """
 
+import functools
 import gzip
 import os
 import statistics
@@ -448,38 +449,34 @@ _TWIN_ARGS = {
 }  # fmt: skip
 
 
-_TWIN_CLASSES = {}
-
-
+@functools.cache
 def _select_features_twin(tf_keras):
     """The tf_keras class twin of `SelectFeatures`, defined once, on demand.
 
     Registered with tf_keras (package keras_vib) so that tfmot can clone and
     wrap it; it gathers the kept indices of the last axis like the original.
     """
-    if "SelectFeatures" not in _TWIN_CLASSES:
-        tf = _tf()
+    tf = _tf()
 
-        @tf_keras.utils.register_keras_serializable(package="keras_vib")
-        class SelectFeatures(tf_keras.layers.Layer):
-            def __init__(self, indices, **kwargs):
-                super().__init__(**kwargs)
-                self.indices = [int(i) for i in indices]
+    @tf_keras.utils.register_keras_serializable(package="keras_vib")
+    class SelectFeatures(tf_keras.layers.Layer):
+        def __init__(self, indices, **kwargs):
+            super().__init__(**kwargs)
+            self.indices = [int(i) for i in indices]
 
-            def call(self, inputs):
-                return tf.gather(inputs, self.indices, axis=-1)
+        def call(self, inputs):
+            return tf.gather(inputs, self.indices, axis=-1)
 
-            def compute_output_shape(self, input_shape):
-                shape = tf.TensorShape(input_shape)
-                return shape[:-1].concatenate([len(self.indices)])
+        def compute_output_shape(self, input_shape):
+            shape = tf.TensorShape(input_shape)
+            return shape[:-1].concatenate([len(self.indices)])
 
-            def get_config(self):
-                config = super().get_config()
-                config["indices"] = list(self.indices)
-                return config
+        def get_config(self):
+            config = super().get_config()
+            config["indices"] = list(self.indices)
+            return config
 
-        _TWIN_CLASSES["SelectFeatures"] = SelectFeatures
-    return _TWIN_CLASSES["SelectFeatures"]
+    return SelectFeatures
 
 
 def _twin_layer(layer, tf_keras):
