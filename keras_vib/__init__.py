@@ -1,9 +1,10 @@
 """keras_vib: compress Keras models with the Variational Information Bottleneck."""
 
-from keras_vib import datasets, export, models
+from keras_vib import datasets, export, handlers, models
 from keras_vib.callbacks import VIBMonitor
 from keras_vib.datasets import DatasetNotFoundError
 from keras_vib.gating import add_gates
+from keras_vib.handlers import register_layer
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 from keras_vib.models import get_model, lenet5_caffe, lenet_300_100, vgg16
 from keras_vib.report import CompressionReport, compression_report
@@ -20,6 +21,8 @@ __all__ = [
     "VIBMonitor",
     "slim_model",
     "add_gates",
+    "register_layer",
+    "handlers",
     "export",
     "datasets",
     "models",

@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 from keras_vib import graph
-from keras_vib.slim import SelectFeatures, slim_model
+from keras_vib.handlers import handler_for
+from keras_vib.slim import slim_model
 
 __all__ = [
     "QUANTIZATIONS",
@@ -410,47 +411,8 @@ def benchmark_tflite(
     }
 
 
-# The arguments each stock layer class passes to its tf_keras twin: those
-# that Keras 3 and tf_keras share (Keras 3 configs carry more).
-_TWIN_ARGS = {
-    "Dense": ("units", "activation", "use_bias"),
-    "Conv1D": ("filters", "kernel_size", "strides", "padding", "dilation_rate",
-               "groups", "activation", "use_bias"),
-    "Conv2D": ("filters", "kernel_size", "strides", "padding", "dilation_rate",
-               "groups", "activation", "use_bias"),
-    "DepthwiseConv2D": ("kernel_size", "strides", "padding", "depth_multiplier",
-                        "dilation_rate", "activation", "use_bias"),
-    "BatchNormalization": ("axis", "momentum", "epsilon", "center", "scale"),
-    "Activation": ("activation",),
-    "ReLU": ("max_value", "threshold"),
-    "PReLU": ("shared_axes",),
-    "MaxPooling1D": ("pool_size", "strides", "padding"),
-    "MaxPooling2D": ("pool_size", "strides", "padding"),
-    "AveragePooling1D": ("pool_size", "strides", "padding"),
-    "AveragePooling2D": ("pool_size", "strides", "padding"),
-    "GlobalAveragePooling1D": ("keepdims",),
-    "GlobalAveragePooling2D": ("keepdims",),
-    "GlobalMaxPooling1D": ("keepdims",),
-    "GlobalMaxPooling2D": ("keepdims",),
-    "Flatten": (),
-    "Dropout": ("rate", "noise_shape", "seed"),
-    "SpatialDropout2D": ("rate",),
-    "Reshape": ("target_shape",),
-    "ZeroPadding2D": ("padding",),
-    "Cropping2D": ("cropping",),
-    "UpSampling2D": ("size", "interpolation"),
-    "Add": (),
-    "Subtract": (),
-    "Multiply": (),
-    "Average": (),
-    "Maximum": (),
-    "Minimum": (),
-    "Concatenate": ("axis",),
-}  # fmt: skip
-
-
 @functools.cache
-def _select_features_twin(tf_keras):
+def select_features_twin(tf_keras):
     """The tf_keras class twin of `SelectFeatures`, defined once, on demand.
 
     Registered with tf_keras (package keras_vib) so that tfmot can clone and
@@ -479,36 +441,6 @@ def _select_features_twin(tf_keras):
     return SelectFeatures
 
 
-def _twin_layer(layer, tf_keras):
-    name = type(layer).__name__
-    config = layer.get_config()
-    if name == "LeakyReLU":  # Keras 3 says negative_slope, tf_keras alpha
-        return tf_keras.layers.LeakyReLU(
-            alpha=config["negative_slope"], name=layer.name
-        )
-    if name == "ReLU":
-        return tf_keras.layers.ReLU(
-            max_value=config["max_value"],
-            negative_slope=config["negative_slope"],
-            threshold=config["threshold"],
-            name=layer.name,
-        )
-    if isinstance(layer, SelectFeatures):
-        return _select_features_twin(tf_keras)(layer.indices, name=layer.name)
-    if name not in _TWIN_ARGS:
-        raise ValueError(
-            f"Cannot build the tf_keras twin of layer {layer.name!r} of class "
-            f"{name}: supported classes are {sorted(_TWIN_ARGS)} and "
-            "SelectFeatures."
-        )
-    kwargs = {k: config[k] for k in _TWIN_ARGS[name] if k in config}
-    if isinstance(kwargs.get("target_shape"), list):
-        kwargs["target_shape"] = tuple(kwargs["target_shape"])
-    return getattr(tf_keras.layers, name)(
-        name=layer.name, trainable=layer.trainable, **kwargs
-    )
-
-
 def to_tf_keras(model):
     """Builds the tf_keras (Keras 2) twin of a stock Keras 3 model.
 
@@ -529,23 +461,24 @@ def to_tf_keras(model):
     _check_model(model)
     if _has_gates(model):
         model = slim_model(model)
-    inputs, outputs, nodes = graph.functional_graph(model)
-    tensors = {}
-    new_inputs = []
-    for x in inputs:
-        inp = tf_keras.Input(shape=tuple(x.shape[1:]), name=x.name, dtype=x.dtype)
-        new_inputs.append(inp)
-        tensors[id(x)] = inp
-    for node in nodes:
-        layer = node.operation
-        twin = _twin_layer(layer, tf_keras)
-        args = [tensors[id(t)] for t in node.input_tensors]
+    g = graph.Graph(model)
+
+    def twin_node(node, values):
+        layer = node.layer
+        twin = handler_for(layer).twin(layer, tf_keras)
+        args = [values[t] for t in node.inputs]
         out = twin(args if len(args) > 1 else args[0])
         twin.set_weights(layer.get_weights())
-        outs = out if isinstance(out, (list, tuple)) else [out]
-        for t, o in zip(node.outputs, outs):
-            tensors[id(t)] = o
-    new_outputs = [tensors[id(t)] for t in outputs]
+        return out if isinstance(out, (list, tuple)) else [out]
+
+    new_inputs, values = [], {}
+    for t in g.inputs:
+        x = g.symbols[t]
+        inp = tf_keras.Input(shape=tuple(x.shape[1:]), name=x.name, dtype=x.dtype)
+        new_inputs.append(inp)
+        values[t] = inp
+    values = graph.rebuild(g, values, twin_node)
+    new_outputs = [values[t] for t in g.outputs]
     return tf_keras.Model(
         new_inputs if len(new_inputs) > 1 else new_inputs[0],
         new_outputs if len(new_outputs) > 1 else new_outputs[0],

@@ -5,27 +5,15 @@ import warnings
 import keras
 
 from keras_vib import graph
+from keras_vib.handlers import COUPLED, MIXING, OPAQUE
 from keras_vib.layers import VIBGate, _check_kl_weight
-from keras_vib.slim import clone_layer
 
 __all__ = ["add_gates"]
-
-# Layers that may sit between a kernel layer and its gate: pruning a unit
-# after them is exact (they act per channel).
-_FOLLOWERS = (
-    keras.layers.BatchNormalization,
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-)
-_PRUNABLE = (keras.layers.Dense,) + graph.CONV_LAYERS
 
 
 def _selector(layers):
     if layers is None:
-        return lambda layer: isinstance(layer, _PRUNABLE)
+        return lambda layer: True
     if callable(layers) and not isinstance(layers, type):
         return layers
     if isinstance(layers, type) or (
@@ -58,51 +46,61 @@ def _check_kl_weights(kl_weight):
 
 
 class _Graph:
-    """Who reads whom in the model, with the analysis' layer kinds."""
+    """Who reads whom in the model, with the handlers' layer kinds."""
 
     def __init__(self, model):
         self.analysis = graph.analyze(model)
         self.readers = self.analysis.consumers()
         self.outputs = set(self.analysis.outputs)
 
+    def readers_of(self, tensor):
+        return [self.analysis.nodes[i] for i, _ in self.readers.get(tensor, [])]
+
     def single_reader(self, tensor):
-        readers = self.readers.get(tensor, [])
+        readers = self.readers_of(tensor)
         if len(readers) != 1 or tensor in self.outputs:
             return None
-        return self.analysis.nodes[readers[0][0]]
+        return readers[0]
 
-    def gate_point(self, node):
+    def gate_point(self, node, points):
         """Where a gate on `node`'s units is exact: `(tensor, name)`.
 
         `name` names the gate: the layer's own, or that of the `Add` whose
-        branches it joins.
+        branches it joins. None when the units are gated already: they
+        scale a factor of a product whose other factor is gated (the
+        excitation of a squeeze-and-excitation block).
         """
         t, name = node.outputs[0], node.layer.name
         while True:
             nxt = self.single_reader(t)
-            if nxt is None or nxt.kind != graph.COUPLED:
+            if nxt is None or nxt.kind != COUPLED:
                 return t, name
-            if isinstance(nxt.layer, keras.layers.Add):
+            handler = nxt.handler
+            if handler.ties(nxt):
                 # Channels tied by an Add: one gate after the sum (and its
                 # activation), for every branch.
                 name = nxt.layer.name
-            elif not isinstance(nxt.layer, _FOLLOWERS):
+            elif len(nxt.inputs) > 1 and handler.scaling(nxt) == "linear":
+                # A product: if another factor is gated, its gate zeroes the
+                # product's channels, so these units go with it.
+                others = [u for u in nxt.inputs if u != t]
+                if any(u in points for u in others):
+                    return None, name
+                return t, name
+            elif not handler.follower(nxt):
                 return t, name
             t = nxt.outputs[0]
 
     def blocker(self, tensor, seen=None):
         """A layer downstream that a pruned channel of `tensor` cannot pass."""
         seen = set() if seen is None else seen
-        for i, _ in self.readers.get(tensor, []):
-            if i in seen:
+        for node in self.readers_of(tensor):
+            if node.index in seen:
                 continue
-            seen.add(i)
-            node = self.analysis.nodes[i]
-            if node.kind == graph.OPAQUE or isinstance(
-                node.layer, keras.layers.Multiply
-            ):
-                return node.layer
-            if node.kind == graph.COUPLED:
+            seen.add(node.index)
+            if node.kind == OPAQUE:
+                return node
+            if node.kind == COUPLED:
                 for t in node.outputs:
                     found = self.blocker(t, seen)
                     if found is not None:
@@ -124,17 +122,22 @@ def add_gates(
 
     The clone has the trained weights of `model` (which is not modified), so
     that `fit` compresses it and `slim_model` then cuts it. By default a gate
-    goes after each `Dense` and `Conv*D` output at the point where pruning
-    is exact: after the `BatchNormalization` and activation layers that
-    directly follow it; where that output is added to another branch (a
-    residual `Add`), one gate goes after the sum (and its activation), so
-    that the channels an `Add` ties are gated once and consistently. No gate
-    goes on a model output.
+    goes after each kernel layer's output (`Dense`, `Conv*D`,
+    `SeparableConv*D`, `Conv*DTranspose`: whatever its handler calls
+    prunable) at the point where pruning is exact: after the batch norm,
+    activation and depthwise conv layers that directly follow it; where that
+    output is added to another branch (a residual `Add`), one gate goes
+    after the sum (and its activation), so that the channels an `Add` ties
+    are gated once and consistently. The units that scale a gated feature
+    map (the excitation of a squeeze-and-excitation block) go with that
+    feature map's gate. No gate goes on a model output. Nested functional
+    and Sequential models are flattened: the clone is one functional graph,
+    with gates inside what was the nested model.
 
     A unit whose channels reach a layer keras_vib cannot slim through (a
-    `Multiply` by a per-channel attention as in squeeze-and-excitation, a
-    recurrent layer, a `Lambda`...) is left ungated, with a warning that
-    names that layer, so `slim_model` never refuses the result.
+    `LayerNormalization`, a recurrent layer, a `Lambda`, a custom layer with
+    no registered handler...) is left ungated, with a one-line warning that
+    names them, so `slim_model` never refuses the result.
 
     Gates start open with `mu = 1` exactly (the default `mu_initializer`),
     so in inference mode the clone computes what `model` computes, to float
@@ -142,7 +145,7 @@ def add_gates(
 
     Args:
         model: a built Sequential or functional Keras model.
-        layers: which layers to gate: None (every Dense and Conv), a list of
+        layers: which layers to gate: None (every prunable one), a list of
             layer names, a layer class or tuple of classes, or a predicate
             `f(layer) -> bool`.
         gate_input: also gate the model's inputs (their last axis).
@@ -185,66 +188,86 @@ def add_gates(
         for t in analysis.inputs:
             if len(analysis.tensors[t].shape) >= 2:
                 points[t] = "input"
+    ungated = []  # (layer, blocker node)
     for node in analysis.nodes:
         layer = node.layer
-        if not isinstance(layer, _PRUNABLE) or not select(layer):
+        if not node.handler.prunable(node) or not select(layer):
             continue
-        if node.kind != graph.MIXING:
+        if node.kind != MIXING:
             continue
-        t, name = g.gate_point(node)
-        if t in g.outputs:
-            continue  # never gate a model output
+        t, name = g.gate_point(node, points)
+        if t is None or t in g.outputs:
+            continue  # gated with another factor; never gate a model output
         blocker = g.blocker(t)
         if blocker is not None:
-            warnings.warn(
-                f"add_gates: layer {layer.name!r} ({type(layer).__name__}) is "
-                f"left ungated: its units reach layer {blocker.name!r} of "
-                f"class {type(blocker).__name__}, which keras_vib cannot "
-                "slim through.",
-                stacklevel=2,
-            )
+            ungated.append((layer, blocker))
             continue
         points.setdefault(t, name)
+    if ungated:
+        warnings.warn(_ungated_message(ungated), stacklevel=2)
 
     # Rebuild the graph with the gates in.
-    new = {}
-    new_inputs = []
     names = {node.layer.name for node in analysis.nodes}
+    used = set()
+
+    def unique(base, pattern, reserved=()):
+        name, k = pattern.format(base=base, k=""), 1
+        while name in used or name in reserved:
+            name, k = pattern.format(base=base, k=f"_{k}"), k + 1
+        used.add(name)
+        return name
 
     def gate(t, tensor):
         base = points[t]
-        name, k = f"{base}_gate", 1
-        while name in names:
-            name, k = f"{base}_gate_{k}", k + 1
-        names.add(name)
         layer = VIBGate(
             kl_weight=weight_for(base),
             mu_initializer=mu_initializer,
             log_sigma2_initializer=log_sigma2_initializer,
             kl_spatial_scaling=kl_spatial_scaling,
             seed=seed,
-            name=name,
+            name=unique(base, "{base}_gate{k}", names),
         )
         return layer(tensor)
 
+    def rebuild_node(node, values):
+        layer = node.layer
+        clone = graph.clone(layer, unique(layer.name, "{base}{k}"))
+        outputs = graph.call(node, clone, values)
+        if clone is not layer and layer.weights:
+            clone.set_weights(layer.get_weights())
+        return [
+            gate(t, out) if t in points else out
+            for t, out in zip(node.outputs, outputs)
+        ]
+
+    new_inputs, values = [], {}
     for t in analysis.inputs:
         x = analysis.symbols[t]
         inp = keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
         new_inputs.append(inp)
-        new[t] = gate(t, inp) if t in points else inp
-    for node in analysis.nodes:
-        layer = node.layer
-        clone = clone_layer(layer)
-        mapping = {id(analysis.symbols[t]): new[t] for t in node.inputs}
-        args, kwargs = node.keras_node.arguments.fill_in(mapping)
-        outputs = keras.tree.flatten(clone(*args, **kwargs))
-        if clone is not layer:
-            clone.set_weights(layer.get_weights())
-        for t, out in zip(node.outputs, outputs):
-            new[t] = gate(t, out) if t in points else out
-    outputs = [new[t] for t in analysis.outputs]
+        values[t] = gate(t, inp) if t in points else inp
+    values = graph.rebuild(analysis.graph, values, rebuild_node)
+    outputs = [values[t] for t in analysis.outputs]
     return keras.Model(
         new_inputs if len(new_inputs) > 1 else new_inputs[0],
         outputs if len(outputs) > 1 else outputs[0],
         name=f"{model.name}_gated",
+    )
+
+
+def _ungated_message(ungated):
+    """One line naming the layers left ungated and what blocks them."""
+
+    def one(layer, blocker):
+        return (
+            f"layer {layer.name!r} ({type(layer).__name__}) reaches "
+            f"{graph.describe(blocker.layer)}"
+        )
+
+    shown = "; ".join(one(layer, blocker) for layer, blocker in ungated[:3])
+    more = f"; and {len(ungated) - 3} more" if len(ungated) > 3 else ""
+    count = "1 layer is" if len(ungated) == 1 else f"{len(ungated)} layers are"
+    return (
+        f"add_gates: {count} left ungated because their units reach a layer "
+        f"keras_vib cannot slim through: {shown}{more}."
     )

@@ -1,7 +1,12 @@
-"""Channel analysis of a Keras functional graph: which channel feeds which.
+"""The graph of a Keras model as keras_vib sees it, and its channel analysis.
 
-This module reads a model; it never changes one. For every tensor of the
-graph it computes, per channel of the last axis:
+`Graph(model)` flattens a Sequential or functional model, nested functional
+and Sequential models included (at any depth), into one list of layer calls
+in topological order; `rebuild` walks it to compute or rebuild anything
+(the gated clone, the slim model, the tf_keras twin, the constant probe).
+
+`analyze(model)` then computes, per channel of the last axis of every
+tensor:
 
 - `var`: the channel may vary with the input (False: it is a constant, for
   example the output of a closed gate or what a layer makes of one);
@@ -12,9 +17,8 @@ graph it computes, per channel of the last axis:
   carry the channels its output carries, channel-wise layers keep their
   input and output channels in step, and model outputs keep every channel.
 
-How a layer kind relates its output channels to its input channels is one
-small rule in `_rule` below; `report.py` counts with the result and
-`slim.py` cuts weights with it.
+What each layer kind does to channels comes from its handler
+(`keras_vib.handlers`); this module never tests layer classes.
 """
 
 import dataclasses
@@ -22,92 +26,192 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
+from keras_vib.handlers import COUPLED, MIXING, OPAQUE, handler_for
+from keras_vib.handlers.base import passes
 
-# How an output channel reads its inputs.
-COUPLED = "coupled"  # output channel k reads input channel sources[i][k]
-MIXING = "mixing"  # every output channel reads every input channel (a kernel)
-OPAQUE = "opaque"  # unknown: nothing can be said, nothing can be cut
-
-L = keras.layers
+__all__ = ["Graph", "analyze", "rebuild", "describe"]
 
 
-def _nd(name):
-    """`Name1D, Name2D, Name3D` layer classes."""
-    return tuple(getattr(L, f"{name}{d}D") for d in (1, 2, 3))
+def describe(layer):
+    """`layer 'name' of class X`, or `keras.ops call 'name' (X)` for an op."""
+    if isinstance(layer, keras.layers.Layer):
+        return f"layer {layer.name!r} of class {type(layer).__name__}"
+    return f"keras.ops call {layer.name!r} ({type(layer).__name__})"
 
 
-# Identity at inference.
-_DROPOUTS = (
-    L.Dropout,
-    L.GaussianDropout,
-    L.GaussianNoise,
-    L.AlphaDropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
-    L.Identity,
-)
-_MAX_POOLS = _nd("MaxPooling") + _nd("GlobalMaxPooling")
-_AVG_POOLS = _nd("AveragePooling") + _nd("GlobalAveragePooling")
-# Move values around without mixing channels.
-_REARRANGING = _nd("Cropping") + _nd("UpSampling")
-# Channel-wise, but a constant channel comes out varying (zeros at the border).
-_PADDING = _nd("ZeroPadding")
-_CHANNELWISE = (
-    (L.BatchNormalization, L.Activation, L.ReLU, L.LeakyReLU, L.PReLU, L.ELU)
-    + _DROPOUTS
-    + _MAX_POOLS
-    + _AVG_POOLS
-    + _REARRANGING
-)
-_MERGE = (L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum, L.Multiply)
-CONV_LAYERS = _nd("Conv")
-# Layers that map a zero channel to zero (activations are probed instead).
-_ZERO_PRESERVING = (
-    (L.PReLU, L.Flatten, L.Concatenate)
-    + _DROPOUTS
-    + _MAX_POOLS
-    + _AVG_POOLS
-    + _REARRANGING
-    + _PADDING
-)
-# Layers that commute with a per-channel scale of any sign (max-pools and
-# ReLU-like activations only with a scale >= 0).
-_SCALE_COMMUTING = (
-    (L.Flatten, L.Reshape, L.Concatenate)
-    + _DROPOUTS
-    + _AVG_POOLS
-    + _REARRANGING
-    + _PADDING
-)
-
-
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Node:
-    """One call of a layer in the graph.
+    """One call of a layer (or operation) in the flattened graph.
 
     Attributes:
-        layer: the layer called.
-        inputs: ids of the input tensors (keys of `Analysis.tensors`).
-        outputs: ids of the output tensors.
-        kind: `COUPLED`, `MIXING` or `OPAQUE`.
-        sources: for `COUPLED` nodes, one int array per input giving, for
-            each output channel, the input channel it reads (-1: none).
-        gate: for gates, the boolean kept mask applied to the channels.
-        pad_sensitive: a conv with zero padding: a constant but nonzero
-            input channel does not give a constant output.
-        keras_node: the Keras node of the call (its arguments, to call a
-            replacement layer the same way).
+        layer: the layer or operation called.
+        keras_node: the Keras node of the call (its arguments).
+        inputs: keys of the input tensors (keys of `Graph.symbols`).
+        outputs: keys of the output tensors.
+        training: a `training` value forced by an enclosing model call
+            (`base(x, training=False)`), else None.
+        handler: the layer kind's handler.
+        index: position in `Graph.nodes`.
+        in_shapes, out_shape: static shapes.
+        kind, sources, pad_sensitive: the channel rule (`handlers.Rule`).
+        gate: for gated layers, the boolean kept mask of their outputs.
+        extra: facts a handler keeps about this call.
     """
 
-    layer: keras.layers.Layer
+    layer: object
+    keras_node: object
     inputs: list
     outputs: list
-    kind: str
+    training: object = None
+    handler: object = None
+    index: int = 0
+    in_shapes: list = None
+    out_shape: tuple = None
+    kind: str = OPAQUE
     sources: list = None
-    gate: np.ndarray = None
     pad_sensitive: bool = False
-    keras_node: object = None
+    gate: np.ndarray = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def in_tensors(self):
+        return list(self.keras_node.input_tensors)
+
+
+def _graph_of(model):
+    graph = model
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+    nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
+    if graph is None or nodes_by_depth is None:
+        return None
+    nodes = []
+    for depth in sorted(nodes_by_depth, reverse=True):
+        for node in nodes_by_depth[depth]:
+            if node.operation is not None and not node.is_input:
+                nodes.append(node)
+    return list(graph.inputs), list(graph.outputs), nodes
+
+
+class Graph:
+    """A model's layer calls, nested models flattened, in topological order.
+
+    Attributes:
+        model: the model.
+        inputs, outputs: keys of the model's input and output tensors.
+        nodes: the `Node`s.
+        symbols: the Keras tensor of each key.
+    """
+
+    def __init__(self, model):
+        found = _graph_of(model) if isinstance(model, keras.Model) else None
+        if found is None:
+            raise ValueError(
+                "Expected a built Sequential or functional Keras model (one that "
+                "starts from `keras.Input`). Received: "
+                f"model={getattr(model, 'name', model)!r} of class "
+                f"{type(model).__name__}. A subclassed model has no graph to "
+                "read: build the same network with the functional API."
+            )
+        self.model = model
+        self.nodes = []
+        self.symbols = {}
+        inputs = found[0]
+        self.inputs = [((), id(x)) for x in inputs]
+        for x, key in zip(inputs, self.inputs):
+            self.symbols[key] = x
+        self.outputs = self._walk(found, (), self.inputs, None)
+        for i, node in enumerate(self.nodes):
+            node.index = i
+
+    def _walk(self, found, scope, feeds, training):
+        inputs, outputs, keras_nodes = found
+        alias = {id(x): key for x, key in zip(inputs, feeds)}
+
+        def key(t):
+            return alias.get(id(t), (scope, id(t)))
+
+        for keras_node in keras_nodes:
+            op = keras_node.operation
+            ins = [key(t) for t in keras_node.input_tensors]
+            inner = _graph_of(op) if isinstance(op, keras.Model) else None
+            forced = keras_node.arguments.kwargs.get("training", training)
+            if inner is not None:
+                if len(inner[0]) != len(ins):
+                    inner = None
+            if inner is not None:
+                outs = self._walk(inner, scope + (id(keras_node),), ins, forced)
+                for t, k in zip(keras_node.outputs, outs):
+                    alias[id(t)] = k
+                continue
+            outs = [key(t) for t in keras_node.outputs]
+            for t, k in zip(keras_node.outputs, outs):
+                self.symbols[k] = t
+            self.nodes.append(
+                Node(op, keras_node, ins, outs, training=training, handler=None)
+            )
+        return [key(t) for t in outputs]
+
+
+def call(node, op, values):
+    """Calls `op` as `node` was called, on `values` (key -> tensor).
+
+    Returns the list of outputs.
+    """
+    mapping = {id(t): values[k] for t, k in zip(node.in_tensors, node.inputs)}
+    args, kwargs = node.keras_node.arguments.fill_in(mapping)
+    if node.training is not None and getattr(op, "_call_has_training_arg", False):
+        kwargs["training"] = node.training
+    return keras.tree.flatten(op(*args, **kwargs))
+
+
+def rebuild(graph, inputs, fn):
+    """The one graph walker: computes every tensor of `graph` anew.
+
+    Args:
+        graph: a `Graph`.
+        inputs: dict, key -> new value of each model input.
+        fn: `fn(node, values) -> list of outputs` for each node in order,
+            `values` holding the new value of every tensor computed so far.
+
+    Returns:
+        The dict of new values (key -> value).
+    """
+    values = dict(inputs)
+    for node in graph.nodes:
+        for k, out in zip(node.outputs, fn(node, values)):
+            values[k] = out
+    return values
+
+
+def clone(layer, name=None):
+    """A new layer with the config (not yet the weights) of `layer`.
+
+    A stateless layer or operation Keras will not rebuild from its config
+    (a `Lambda` in safe mode, a `keras.ops` call) is returned as it is, to
+    be called again.
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        return layer
+    config = layer.get_config()
+    if name is not None:
+        config["name"] = name
+    try:
+        return type(layer).from_config(config)
+    except Exception:
+        if layer.weights:
+            raise
+        return layer
+
+
+def evaluate(graph, feeds, keys):
+    """The values of tensors `keys` of `graph` for the input arrays `feeds`."""
+    values = rebuild(
+        graph,
+        dict(zip(graph.inputs, feeds)),
+        lambda node, values: call(node, node.layer, values),
+    )
+    return [keras.ops.convert_to_numpy(values[k]) for k in keys]
 
 
 @dataclasses.dataclass
@@ -115,8 +219,8 @@ class TensorInfo:
     """Per-channel facts about one tensor of the graph (see module doc)."""
 
     shape: tuple
-    var: np.ndarray
-    zero: np.ndarray
+    var: np.ndarray = None
+    zero: np.ndarray = None
     live: np.ndarray = None
     present: np.ndarray = None
 
@@ -127,31 +231,43 @@ class TensorInfo:
 
 @dataclasses.dataclass
 class Analysis:
-    """The result of `analyze`: nodes in topological order and tensor facts.
+    """The result of `analyze`: the graph, tensor facts and gate folds.
 
     Attributes:
-        model: the model analysed.
-        inputs: ids of the model's input tensors.
-        outputs: ids of the model's output tensors.
-        nodes: the layer calls, inputs first.
-        tensors: `TensorInfo` by tensor id.
-        folds: for each gated node (by index in `nodes`), where its scale
-            `mu` goes in the slim model: `BACKWARD` (into the layer that
-            produces its input), `FORWARD` (into the layers that read it) or
-            `EXPLICIT` (a per-channel scale layer). See `plan_folds`.
-        symbols: the Keras tensor of each tensor id.
+        graph: the `Graph`.
+        tensors: `TensorInfo` by tensor key.
+        folds: for each gated node (by index), where its scale `mu` goes in
+            the slim model: `BACKWARD` (into the layer that produces its
+            input), `FORWARD` (into the layers that read it) or `EXPLICIT`
+            (a per-channel scale layer). See `plan_folds`.
     """
 
-    model: keras.Model
-    inputs: list
-    outputs: list
-    nodes: list
+    graph: Graph
     tensors: dict
     folds: dict = None
-    symbols: dict = None
+
+    @property
+    def model(self):
+        return self.graph.model
+
+    @property
+    def nodes(self):
+        return self.graph.nodes
+
+    @property
+    def inputs(self):
+        return self.graph.inputs
+
+    @property
+    def outputs(self):
+        return self.graph.outputs
+
+    @property
+    def symbols(self):
+        return self.graph.symbols
 
     def consumers(self):
-        """Maps each tensor id to the list of `(node index, input index)` reading it."""
+        """Maps each tensor key to the `(node index, input index)` pairs reading it."""
         readers = {}
         for i, node in enumerate(self.nodes):
             for j, t in enumerate(node.inputs):
@@ -159,138 +275,19 @@ class Analysis:
         return readers
 
     def producers(self):
-        """Maps each tensor id to the index of the node producing it."""
+        """Maps each tensor key to the index of the node producing it."""
         return {t: i for i, node in enumerate(self.nodes) for t in node.outputs}
-
-
-def functional_graph(model):
-    """Returns `(inputs, outputs, nodes)` of a built Sequential or functional model.
-
-    `nodes` are Keras nodes in topological order, input layers left out.
-    """
-    graph = model
-    if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
-    nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
-    if graph is None or nodes_by_depth is None:
-        raise ValueError(
-            "Expected a built Sequential or functional Keras model (one that "
-            "starts from `keras.Input`). Received: "
-            f"model={getattr(model, 'name', model)!r} of class "
-            f"{type(model).__name__}"
-        )
-    nodes = []
-    for depth in sorted(nodes_by_depth, reverse=True):
-        for node in nodes_by_depth[depth]:
-            if node.operation is not None and not node.is_input:
-                nodes.append(node)
-    return list(graph.inputs), list(graph.outputs), nodes
 
 
 def _static_shape(tensor, layer):
     shape = tuple(tensor.shape)
     if len(shape) < 1 or shape[-1] is None:
         raise ValueError(
-            f"Layer {layer.name!r} ({type(layer).__name__}) has an output of "
-            f"unknown channel dimension: shape={shape}. keras_vib needs the "
-            "last axis of every tensor to be known."
+            f"{describe(layer).capitalize()} has an output of unknown channel "
+            f"dimension: shape={shape}. keras_vib needs the last axis of every "
+            "tensor to be known."
         )
     return shape
-
-
-def _merge_sources(in_shapes, out_shape):
-    channels = out_shape[-1]
-    if any(shape[-1] != channels for shape in in_shapes):
-        return None  # broadcasting over channels: not a plain merge
-    return [np.arange(channels) for _ in in_shapes]
-
-
-def _concat_sources(layer, in_shapes, out_shape):
-    rank = len(out_shape)
-    if layer.axis not in (-1, rank - 1):
-        return None
-    sources, offset = [], 0
-    for shape in in_shapes:
-        src = np.full(out_shape[-1], -1)
-        src[offset : offset + shape[-1]] = np.arange(shape[-1])
-        sources.append(src)
-        offset += shape[-1]
-    return sources
-
-
-def _flatten_sources(in_shape, out_shape):
-    channels = in_shape[-1]
-    if out_shape[-1] is None or out_shape[-1] % channels:
-        return None
-    # Channels-last flattening: feature index = position * channels + c.
-    return [np.tile(np.arange(channels), out_shape[-1] // channels)]
-
-
-def _rule(layer, in_shapes, out_shape):
-    """Returns `(kind, sources, pad_sensitive)` for one layer call."""
-    one = [np.arange(out_shape[-1])]
-    if isinstance(layer, keras.layers.BatchNormalization):
-        if layer.axis not in (-1, len(out_shape) - 1):
-            return OPAQUE, None, False
-    if isinstance(layer, keras.layers.Activation):
-        name = getattr(layer.activation, "__name__", "")
-        if name in ("softmax", "log_softmax"):
-            return OPAQUE, None, False
-    if isinstance(layer, VIBGate) or isinstance(layer, _CHANNELWISE + _PADDING):
-        if len(in_shapes) == 1 and in_shapes[0][-1] == out_shape[-1]:
-            return COUPLED, one, False
-        return OPAQUE, None, False
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        multiplier = layer.depth_multiplier
-        pads = layer.padding != "valid" and any(k > 1 for k in layer.kernel_size)
-        return COUPLED, [np.arange(out_shape[-1]) // multiplier], pads
-    if isinstance(layer, (VIBDense, keras.layers.Dense)):
-        return MIXING, None, False
-    if isinstance(layer, (VIBConv2D,) + CONV_LAYERS):
-        conv = layer.conv if isinstance(layer, VIBConv2D) else layer
-        if conv.groups != 1:
-            return OPAQUE, None, False
-        pads = conv.padding != "valid" and any(k > 1 for k in conv.kernel_size)
-        return MIXING, None, pads
-    if isinstance(layer, keras.layers.Flatten):
-        sources = _flatten_sources(in_shapes[0], out_shape)
-        return (COUPLED if sources else OPAQUE), sources, False
-    if isinstance(layer, keras.layers.Reshape):
-        if in_shapes[0][-1] == out_shape[-1]:
-            return COUPLED, one, False
-        return OPAQUE, None, False
-    if isinstance(layer, _MERGE):
-        sources = _merge_sources(in_shapes, out_shape)
-        return (COUPLED if sources else OPAQUE), sources, False
-    if isinstance(layer, keras.layers.Concatenate):
-        sources = _concat_sources(layer, in_shapes, out_shape)
-        return (COUPLED if sources else OPAQUE), sources, False
-    return OPAQUE, None, False
-
-
-def _gate_mask(layer):
-    if isinstance(layer, VIBGate):
-        return layer.kept_mask()
-    if isinstance(layer, (VIBDense, VIBConv2D)):
-        return layer.kept_mask()
-    return None
-
-
-def _keeps_zero(layer):
-    """Whether the channel-wise `layer` maps a zero channel to zero."""
-    if isinstance(layer, _ZERO_PRESERVING) or isinstance(layer, VIBGate):
-        return True
-    activation = None
-    if isinstance(layer, keras.layers.Activation):
-        activation = layer.activation
-    elif isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU)):
-        activation = layer
-    elif isinstance(layer, keras.layers.ELU):
-        return True
-    if activation is None:
-        return False
-    value = keras.ops.convert_to_numpy(activation(keras.ops.zeros((1, 1))))
-    return bool(np.all(value == 0))
 
 
 def _gather(mask, src):
@@ -311,7 +308,6 @@ def _forward(node, tensors):
     ins = [tensors[t] for t in node.inputs]
     out = tensors[node.outputs[0]]
     channels = out.channels
-    layer = node.layer
     if node.kind == OPAQUE:
         out.var = np.ones(channels, bool)
         out.zero = np.zeros(channels, bool)
@@ -326,17 +322,11 @@ def _forward(node, tensors):
         var = [_gather(t.var, s) for t, s in zip(ins, node.sources)]
         zero = [_gather(t.zero, s) for t, s in zip(ins, node.sources)]
         out.var = np.logical_or.reduce(var)
-        if isinstance(layer, _PADDING) or node.pad_sensitive:
+        if node.pad_sensitive:
             # Zero padding makes a nonzero constant vary over the positions.
             out.var = out.var | ~zero[0]
-        if isinstance(layer, (keras.layers.Multiply, keras.layers.Concatenate)):
-            # A product is zero if a factor is; a concatenated channel comes
-            # from one input (the others gather False).
-            out.zero = np.logical_or.reduce(zero)
-        elif isinstance(layer, _MERGE):
-            out.zero = np.logical_and.reduce(zero)
-        else:
-            out.zero = zero[0] if _keeps_zero(layer) else np.zeros(channels, bool)
+        out.zero = np.asarray(node.handler.output_zero(node, zero), bool)
+        out.var = out.var & ~out.zero  # a product with a zero factor, say
     if node.gate is not None:
         out.var = out.var & node.gate
         out.zero = out.zero | ~node.gate
@@ -369,12 +359,12 @@ def _couple(node, tensors):
         return False
     out = tensors[node.outputs[0]]
     changed = False
+    selectable = getattr(node.handler, "selectable", False)
     for t, src in zip((tensors[i] for i in node.inputs), node.sources):
         want_out = out.present | _gather(t.present, src)
-        if isinstance(node.layer, keras.layers.Flatten):
-            # A flattened feature can go on its own (slim_model selects the
-            # kept features after the Flatten): its channel only has to stay
-            # while any of its features does.
+        if selectable:
+            # An output feature can go on its own (slim_model selects the
+            # kept ones): its channel only has to stay while any does.
             want_out = out.present
         want_in = t.present | _scatter_any(out.present, src, t.channels)
         if not np.array_equal(want_out, out.present):
@@ -382,103 +372,6 @@ def _couple(node, tensors):
         if not np.array_equal(want_in, t.present):
             t.present, changed = want_in, True
     return changed
-
-
-def analyze(model):
-    """Analyses the channels of a built Sequential or functional model.
-
-    Args:
-        model: a built `keras.Sequential` or functional `keras.Model`.
-
-    Returns:
-        An `Analysis`.
-    """
-    inputs, outputs, keras_nodes = functional_graph(model)
-    tensors, nodes = {}, []
-    symbols = {id(x): x for x in inputs}
-    for x in inputs:
-        shape = tuple(x.shape)
-        channels = shape[-1] if shape and shape[-1] is not None else 0
-        tensors[id(x)] = TensorInfo(
-            shape, np.ones(channels, bool), np.zeros(channels, bool)
-        )
-    for keras_node in keras_nodes:
-        layer = keras_node.operation
-        in_tensors = list(keras_node.input_tensors)
-        out_tensors = list(keras_node.outputs)
-        out_shape = _static_shape(out_tensors[0], layer)
-        in_shapes = [tuple(t.shape) for t in in_tensors]
-        if len(out_tensors) == 1 and all(s and s[-1] for s in in_shapes):
-            kind, sources, pads = _rule(layer, in_shapes, out_shape)
-        else:
-            kind, sources, pads = OPAQUE, None, False
-        node = Node(
-            layer=layer,
-            inputs=[id(t) for t in in_tensors],
-            outputs=[id(t) for t in out_tensors],
-            kind=kind,
-            sources=sources,
-            gate=_gate_mask(layer),
-            pad_sensitive=pads,
-            keras_node=keras_node,
-        )
-        for t in out_tensors:
-            symbols[id(t)] = t
-            shape = _static_shape(t, layer)
-            tensors[id(t)] = TensorInfo(shape, None, None)
-        if kind == OPAQUE and len(out_tensors) > 1:
-            for t in out_tensors:
-                info = tensors[id(t)]
-                info.var = np.ones(info.channels, bool)
-                info.zero = np.zeros(info.channels, bool)
-        else:
-            _forward(node, tensors)
-        nodes.append(node)
-
-    for x in outputs:
-        info = tensors[id(x)]
-        info.live = np.ones(info.channels, bool)
-    for node in reversed(nodes):
-        for t in node.outputs:
-            info = tensors[t]
-            if info.live is None:  # an output nobody reads
-                info.live = np.zeros(info.channels, bool)
-        _backward(node, tensors)
-
-    for info in tensors.values():
-        info.present = info.var & info.live
-    for x in outputs:
-        info = tensors[id(x)]
-        info.present = np.ones(info.channels, bool)
-    changed = True
-    while changed:
-        changed = False
-        for node in reversed(nodes):
-            changed |= _couple(node, tensors)
-        for node in nodes:
-            changed |= _couple(node, tensors)
-        changed |= _feed_starved(nodes, tensors)
-    analysis = Analysis(
-        model=model,
-        inputs=[id(x) for x in inputs],
-        outputs=[id(x) for x in outputs],
-        nodes=nodes,
-        tensors=tensors,
-        symbols=symbols,
-    )
-    analysis.folds = plan_folds(analysis)
-    return analysis
-
-
-def folds_constants(node, tensors):
-    """Whether a kernel layer folds constant inputs into its bias.
-
-    True when some input channel it drops is a nonzero constant: the slim
-    layer then needs a bias even if the original had none.
-    """
-    if node.kind != MIXING:
-        return False
-    return any((~tensors[t].present & ~tensors[t].zero).any() for t in node.inputs)
 
 
 def _feed_starved(nodes, tensors):
@@ -498,8 +391,6 @@ def _feed_starved(nodes, tensors):
             continue
         ins = [tensors[t] for t in node.inputs]
         if node.pad_sensitive:
-            # Zero padding: a nonzero constant input channel is not constant
-            # at the border of the output, so it stays.
             for t in ins:
                 want = t.present | ~t.zero
                 if not np.array_equal(want, t.present):
@@ -512,49 +403,96 @@ def _feed_starved(nodes, tensors):
     return changed
 
 
+def _set_rule(node):
+    layer = node.layer
+    node.handler = handler_for(layer)
+    out_tensors = list(node.keras_node.outputs)
+    node.out_shape = _static_shape(out_tensors[0], layer)
+    node.in_shapes = [tuple(t.shape) for t in node.in_tensors]
+    if len(out_tensors) == 1 and all(s and s[-1] for s in node.in_shapes):
+        rule = node.handler.rule(node)
+        node.kind, node.sources = rule.kind, rule.sources
+        node.pad_sensitive = rule.pad_sensitive
+    gate = node.handler.gate(layer)
+    node.gate = gate.kept_mask() if gate is not None else None
+
+
+def analyze(model):
+    """Analyses the channels of a built Sequential or functional model.
+
+    Args:
+        model: a built `keras.Sequential` or functional `keras.Model` (or a
+            `Graph` of one).
+
+    Returns:
+        An `Analysis`.
+    """
+    graph = model if isinstance(model, Graph) else Graph(model)
+    tensors = {}
+    for k in graph.inputs:
+        shape = tuple(graph.symbols[k].shape)
+        channels = shape[-1] if shape and shape[-1] is not None else 0
+        tensors[k] = TensorInfo(
+            shape, np.ones(channels, bool), np.zeros(channels, bool)
+        )
+    for node in graph.nodes:
+        _set_rule(node)
+        for k in node.outputs:
+            tensors[k] = TensorInfo(_static_shape(graph.symbols[k], node.layer))
+        if node.kind == OPAQUE and len(node.outputs) > 1:
+            for k in node.outputs:
+                info = tensors[k]
+                info.var = np.ones(info.channels, bool)
+                info.zero = np.zeros(info.channels, bool)
+        else:
+            _forward(node, tensors)
+
+    for k in graph.outputs:
+        tensors[k].live = np.ones(tensors[k].channels, bool)
+    for node in reversed(graph.nodes):
+        for k in node.outputs:
+            info = tensors[k]
+            if info.live is None:  # an output nobody reads
+                info.live = np.zeros(info.channels, bool)
+        _backward(node, tensors)
+
+    for info in tensors.values():
+        info.present = info.var & info.live
+    for k in graph.outputs:
+        tensors[k].present = np.ones(tensors[k].channels, bool)
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(graph.nodes):
+            changed |= _couple(node, tensors)
+        for node in graph.nodes:
+            changed |= _couple(node, tensors)
+        changed |= _feed_starved(graph.nodes, tensors)
+    analysis = Analysis(graph=graph, tensors=tensors)
+    analysis.folds = plan_folds(analysis)
+    return analysis
+
+
+def folds_constants(node, tensors):
+    """Whether a kernel layer folds constant inputs into its bias.
+
+    True when some input channel it drops is a nonzero constant: the slim
+    layer then needs a bias even if the original had none.
+    """
+    if node.kind != MIXING:
+        return False
+    return any((~tensors[t].present & ~tensors[t].zero).any() for t in node.inputs)
+
+
 # Where a gate's scale goes in the slim model.
-BACKWARD = "backward"  # into the kernel/bias/BN of the layer that produces its input
-FORWARD = "forward"  # into the input rows of the layers that read its output
+BACKWARD = "backward"  # into the weights of the layer that produces its input
+FORWARD = "forward"  # into the weights of the layers that read its output
 EXPLICIT = "explicit"  # a per-channel scale layer (BatchNormalization) in its place
 
-_PROBE = np.linspace(-3.0, 3.0, 13, dtype="float32").reshape(1, 13)
 
-
-def _scaling_behaviour(fn):
-    """`"linear"`, `"positive"` (f(a x) = a f(x) for a >= 0) or None."""
-    if fn is None:
-        return "linear"
-    x = keras.ops.convert_to_tensor(_PROBE)
-    fx = keras.ops.convert_to_numpy(fn(x))
-    homogeneous = np.allclose(
-        keras.ops.convert_to_numpy(fn(2.5 * x)), 2.5 * fx, rtol=1e-6, atol=1e-6
-    ) and np.allclose(keras.ops.convert_to_numpy(fn(0.0 * x)), 0.0)
-    if not homogeneous:
-        return None
-    odd = np.allclose(keras.ops.convert_to_numpy(fn(-x)), -fx, rtol=1e-6, atol=1e-6)
-    return "linear" if odd else "positive"
-
-
-def activation_scaling(layer):
-    """How the activation of `layer` commutes with a per-channel scale.
-
-    Returns `"linear"` (any scale), `"positive"` (scales >= 0 only: ReLU,
-    leaky ReLU, PReLU) or None (no scale commutes: tanh, ReLU6...).
-    """
-    if isinstance(layer, (VIBDense, VIBConv2D, keras.layers.Activation)):
-        return _scaling_behaviour(layer.activation)
-    if isinstance(layer, (keras.layers.Dense,) + CONV_LAYERS):
-        return _scaling_behaviour(layer.activation)
-    if isinstance(layer, keras.layers.PReLU):
-        return "positive"
-    if isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU)):
-        return _scaling_behaviour(layer)
-    return None
-
-
-def gate_scale(layer):
-    """The per-channel factor a gate applies at inference: `mu` or 0."""
-    gate = layer.gate if isinstance(layer, (VIBDense, VIBConv2D)) else layer
+def gate_scale(node):
+    """The per-channel factor the gate of `node` applies at inference: `mu` or 0."""
+    gate = node.handler.gate(node.layer)
     mu = keras.ops.convert_to_numpy(gate.mu).astype("float64")
     return np.where(gate.kept_mask(), mu, 0.0)
 
@@ -566,9 +504,10 @@ def _single_reader(analysis, readers, tensor):
 def _backward_absorber(analysis, index, positive, readers, producers):
     """Index of the node that can absorb gate `index`'s scale, or None."""
     node = analysis.nodes[index]
-    if isinstance(node.layer, (VIBDense, VIBConv2D)):
-        scaling = activation_scaling(node.layer)
-        ok = scaling == "linear" or (scaling == "positive" and positive)
+    if node.handler.gate(node.layer) is not node.layer:
+        # A gated kernel layer (VIBDense): its own weights, if its
+        # activation lets the scale through.
+        ok = passes(node.handler.output_scaling(node), positive)
         return index if ok else None
     source = node.inputs[0]
     for _ in range(2):  # [activation layer ->] Dense/Conv/BN
@@ -576,19 +515,15 @@ def _backward_absorber(analysis, index, positive, readers, producers):
             return None
         p = producers[source]
         producer = analysis.nodes[p]
-        layer = producer.layer
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return p if producer.kind == COUPLED else None
-        if isinstance(layer, (keras.layers.Dense,) + CONV_LAYERS):
-            if producer.kind != MIXING:
-                return None
-            scaling = activation_scaling(layer)
-            ok = scaling == "linear" or (scaling == "positive" and positive)
-            return p if ok else None
-        scaling = activation_scaling(layer)
-        if producer.kind != COUPLED or not (
-            scaling == "linear" or (scaling == "positive" and positive)
-        ):
+        if producer.kind == OPAQUE or producer.gate is not None:
+            return None
+        absorbs = producer.handler.output_scaling(producer)
+        if absorbs is not None:
+            return p if passes(absorbs, positive) else None
+        scaling = producer.handler.scaling(producer)
+        if producer.kind != COUPLED or len(producer.inputs) != 1:
+            return None
+        if not passes(scaling, positive):
             return None
         if scaling == "positive":
             # The activation lets a scale >= 0 through; the producer before
@@ -605,23 +540,11 @@ def _forward_ok(analysis, tensor, positive, readers, seen=None):
     seen = set() if seen is None else seen
     for i, _ in readers.get(tensor, []):
         node = analysis.nodes[i]
-        layer = node.layer
-        if node.kind == MIXING:
-            continue  # scales its input rows
-        if node.kind != COUPLED:
+        if node.kind == OPAQUE:
             return False
-        if isinstance(
-            layer, (keras.layers.BatchNormalization, keras.layers.DepthwiseConv2D)
-        ):
-            continue  # absorbs it per channel
-        passes = isinstance(layer, _SCALE_COMMUTING + (VIBGate,))
-        if not passes and positive:
-            passes = isinstance(layer, _MAX_POOLS) or (
-                activation_scaling(layer) is not None
-            )
-        elif not passes:
-            passes = activation_scaling(layer) == "linear"
-        if not passes:
+        if node.handler.absorbs_input_scale(node):
+            continue  # scales its input rows or channels
+        if node.kind != COUPLED or not passes(node.handler.scaling(node), positive):
             return False
         if i in seen:
             continue
@@ -654,7 +577,7 @@ def plan_folds(analysis):
         if node.gate is None:
             continue
         present = analysis.tensors[node.outputs[0]].present
-        positive = bool(np.all(gate_scale(node.layer)[present] >= 0))
+        positive = bool(np.all(gate_scale(node)[present] >= 0))
         absorber = _backward_absorber(analysis, i, positive, readers, producers)
         if absorber is not None:
             folds[i] = (BACKWARD, absorber)

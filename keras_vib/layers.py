@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import activations, initializers, ops
 
-__all__ = ["VIBGate", "VIBDense", "VIBConv2D"]
+__all__ = ["VIBGate", "VIBDense", "VIBConv2D", "SelectFeatures"]
 
 _register = keras.saving.register_keras_serializable(package="keras_vib")
 _KL_EPS = 1e-8
@@ -531,4 +531,40 @@ class VIBConv2D(_GatedLayer):
         config["batch_norm_momentum"] = self.batch_norm_momentum
         config["batch_norm_epsilon"] = self.batch_norm_epsilon
         config.update(self._gate_config())
+        return config
+
+
+@_register
+class SelectFeatures(keras.layers.Layer):
+    """Keeps the given indices of the last axis (an input gate's survivors).
+
+    Args:
+        indices: list of ints, the kept indices of the last axis.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    >>> layer = keras_vib.layers.SelectFeatures([0, 2])
+    >>> layer(np.array([[1.0, 2.0, 3.0]])).shape
+    (1, 2)
+    """
+
+    def __init__(self, indices, **kwargs):
+        super().__init__(**kwargs)
+        self.indices = [int(i) for i in indices]
+        if not self.indices:
+            raise ValueError(
+                "Expected `indices` to hold at least one index. "
+                f"Received: indices={indices!r}"
+            )
+
+    def call(self, inputs):
+        return keras.ops.take(inputs, self.indices, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (len(self.indices),)
+
+    def get_config(self):
+        config = super().get_config()
+        config["indices"] = list(self.indices)
         return config

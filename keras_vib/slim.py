@@ -1,72 +1,22 @@
 """Slimming: rebuild a gated model with its closed units physically removed.
 
 `graph.analyze` says which channel of which tensor survives and where each
-gate's scale goes (`graph.plan_folds`); this module does the weight
-surgery and builds a functional model of stock Keras layers.
+gate's scale goes (`graph.plan_folds`); each layer kind's handler
+(`keras_vib.handlers`) does its own weight surgery through the `_Builder`
+below, which walks the graph once (`graph.rebuild`) and assembles a
+functional model of stock Keras layers. The same walk, without building
+layers, counts the slim model's parameters for `compression_report`.
 """
 
 import keras
 import numpy as np
 
 from keras_vib import graph
-from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
+from keras_vib.handlers import COUPLED, MIXING, OPAQUE
+from keras_vib.handlers.kernels import FLOAT
+from keras_vib.layers import SelectFeatures
 
-__all__ = ["SelectFeatures", "slim_model", "kept_input_indices", "clone_layer"]
-
-_FLOAT = "float64"  # surgery in float64, weights cast back to float32
-
-
-@keras.saving.register_keras_serializable(package="keras_vib")
-class SelectFeatures(keras.layers.Layer):
-    """Keeps the given indices of the last axis (an input gate's survivors).
-
-    Args:
-        indices: list of ints, the kept indices of the last axis.
-        **kwargs: base layer keyword arguments.
-
-    Example:
-
-    >>> layer = keras_vib.slim.SelectFeatures([0, 2])
-    >>> layer(np.array([[1.0, 2.0, 3.0]])).shape
-    (1, 2)
-    """
-
-    def __init__(self, indices, **kwargs):
-        super().__init__(**kwargs)
-        self.indices = [int(i) for i in indices]
-        if not self.indices:
-            raise ValueError(
-                "Expected `indices` to hold at least one index. "
-                f"Received: indices={indices!r}"
-            )
-
-    def call(self, inputs):
-        return keras.ops.take(inputs, self.indices, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (len(self.indices),)
-
-    def get_config(self):
-        config = super().get_config()
-        config["indices"] = list(self.indices)
-        return config
-
-
-def clone_layer(layer, name=None):
-    """A new layer with the config of `layer` (weights are set once built).
-
-    A stateless layer Keras will not rebuild from its config (a `Lambda` in
-    safe mode) is returned as it is, to be called again.
-    """
-    config = layer.get_config()
-    if name is not None:
-        config["name"] = name
-    try:
-        return type(layer).from_config(config)
-    except Exception:
-        if layer.weights:
-            raise
-        return layer
+__all__ = ["SelectFeatures", "slim_model", "kept_input_indices"]
 
 
 def kept_input_indices(model):
@@ -88,32 +38,30 @@ def kept_input_indices(model):
 def _check_supported(analysis):
     """Raises if a layer the slimmer cannot see through loses channels."""
     for node in analysis.nodes:
-        if node.kind != graph.OPAQUE:
+        if node.kind != OPAQUE:
             continue
         for t in node.inputs:
             info = analysis.tensors[t]
             if not info.present.all():
-                layer = node.layer
                 raise ValueError(
-                    f"Cannot slim through layer {layer.name!r} of class "
-                    f"{type(layer).__name__}: it reads {info.channels} channels "
-                    f"of which gates closed {int((~info.present).sum())}, and "
-                    "keras_vib does not know how it maps its input channels to "
-                    "its outputs. Move the gate so that it does not feed this "
-                    "layer, or keep those channels open. The model was not "
-                    "changed."
+                    f"Cannot slim through {graph.describe(node.layer)}: it "
+                    f"reads {info.channels} channels of which gates closed "
+                    f"{int((~info.present).sum())}, and "
+                    f"{node.handler.blocked_reason(node.layer)}. Move the gate "
+                    "so that it does not feed this layer, or keep those channels "
+                    "open. The model was not changed."
                 )
 
 
 def _constants(analysis):
     """Values of the constant channels that layers fold into their biases.
 
-    Returns a dict: tensor id -> float64 vector over its channels (0 where the
-    channel is not a folded constant).
+    Returns a dict: tensor key -> float64 vector over its channels (0 where
+    the channel is not a folded constant).
     """
     wanted = []
     for node in analysis.nodes:
-        if node.kind != graph.MIXING:
+        if node.kind != MIXING:
             continue
         if not any(analysis.tensors[t].present.any() for t in node.outputs):
             continue
@@ -123,27 +71,18 @@ def _constants(analysis):
                 wanted.append(t)
     if not wanted:
         return {}
-    graph_inputs = [analysis.symbols[t] for t in analysis.inputs]
-    probe = keras.Model(graph_inputs, [analysis.symbols[t] for t in wanted])
-    feeds = [
-        np.zeros(
-            (1,) + tuple(d if d is not None else 32 for d in x.shape[1:]),
-            dtype=x.dtype,
-        )
-        for x in graph_inputs
-    ]
-    values = keras.tree.flatten(probe(feeds, training=False))
+    feeds = []
+    for t in analysis.inputs:
+        x = analysis.symbols[t]
+        shape = (1,) + tuple(d if d is not None else 32 for d in x.shape[1:])
+        feeds.append(np.zeros(shape, dtype=x.dtype))
+    values = graph.evaluate(analysis.graph, feeds, wanted)
     constants = {}
     for t, value in zip(wanted, values):
         info = analysis.tensors[t]
-        first = keras.ops.convert_to_numpy(value).reshape(-1, info.channels)[0]
-        constants[t] = np.where(info.present | info.zero, 0.0, first).astype(_FLOAT)
+        first = np.asarray(value).reshape(-1, info.channels)[0]
+        constants[t] = np.where(info.present | info.zero, 0.0, first).astype(FLOAT)
     return constants
-
-
-def _gather_mask(mask, src):
-    """`mask[src]`, False where `src` is -1."""
-    return np.where(src >= 0, mask[np.maximum(src, 0)], False)
 
 
 def _affine_bn(scale, name, dtype):
@@ -156,35 +95,66 @@ def _affine_bn(scale, name, dtype):
     )
     n = len(scale)
     weights = [
-        np.asarray(scale, "float32"),
-        np.zeros(n, "float32"),
-        np.zeros(n, "float32"),
-        np.full(n, 1.0 - eps, "float32"),
+        np.asarray(scale, FLOAT),
+        np.zeros(n, FLOAT),
+        np.zeros(n, FLOAT),
+        np.full(n, 1.0 - eps, FLOAT),
     ]
     return layer, weights
 
 
-class _Builder:
-    """Walks the analysed graph and emits the slim layers."""
+class _Placeholder:
+    """Stands for a slim tensor when the builder only counts."""
 
-    def __init__(self, analysis, keep_input_shape):
+
+_COUNTED = _Placeholder()
+
+
+class _Builder:
+    """Emits the slim layers, as the handlers ask (see `keras_vib.handlers`).
+
+    With `build=False` no layer is called: the builder only adds up the
+    parameters of the layers the handlers emit (`params`), which is how
+    `compression_report` predicts the slim model's parameter count.
+
+    What a handler's `slim(ctx, node)` uses:
+
+    - `present(key)`: the kept channels of a tensor (boolean mask);
+    - `scale_of(key)` / `set_scale(key, s)`: per channel, the factor by which
+      the original tensor differs from the slim one (a gate's scale that
+      still has to be folded in downstream);
+    - `constant(key)`: values of the dropped constant channels a kernel
+      layer folds into its bias; `fold_rows` does it for a kernel;
+    - `output_scale(node)`: the scale the layer must multiply its kept
+      outputs by (a gate folded backward into it), or None;
+    - `emit(layer, weights, inputs)`: calls a new layer, sets its weights;
+    - `recall(node)`: calls the layer (a clone) as the original was called;
+      `copy(node)`: the same with its weights, for a layer nothing changes;
+    - `finish(node, out)`: adds the explicit scale of the node's own gate;
+    - `sym[key]`: the slim tensor of each key; `name(base)`: a unique name.
+    """
+
+    def __init__(self, analysis, keep_input_shape, build=True):
         self.a = analysis
         self.keep_input_shape = keep_input_shape
+        self.build = build
+        self.params = 0
         self.tensors = analysis.tensors
         self.constants = _constants(analysis)
-        self.sym = {}  # tensor id -> slim Keras tensor (None: no channel left)
-        self.scale = {}  # tensor id -> original = scale * slim, per channel
+        self.sym = {}  # key -> slim tensor (None: no channel left)
+        self.scale = {}  # key -> original = scale * slim, per channel
         self.reserved = {node.layer.name for node in analysis.nodes}
         self.names = set()
         self.absorbed = {}  # node index -> scale a backward fold asks it to apply
         for i, (mode, absorber) in analysis.folds.items():
             if mode == graph.BACKWARD:
-                gate_layer = analysis.nodes[i].layer
-                self.absorbed[absorber] = graph.gate_scale(gate_layer)
+                s = graph.gate_scale(analysis.nodes[i])
+                previous = self.absorbed.get(absorber)
+                self.absorbed[absorber] = s if previous is None else previous * s
 
-    # -- helpers ---------------------------------------------------------
+    # -- the handlers' interface ------------------------------------------
 
-    def _name(self, base, original=False):
+    def name(self, base, original=False):
         """A unique layer name: an original layer keeps its own."""
         name, k = base, 1
         while name in self.names or (not original and name in self.reserved):
@@ -192,59 +162,44 @@ class _Builder:
         self.names.add(name)
         return name
 
-    def _emit(self, layer, weights, inputs):
+    def emit(self, layer, weights, inputs):
         """Calls a new layer on slim tensors and sets its weights."""
+        weights = [np.asarray(w, "float32") for w in weights or []]
+        self.params += sum(w.size for w in weights)
+        if not self.build:
+            return _COUNTED
         out = layer(inputs)
-        if weights is not None:
-            layer.set_weights([np.asarray(w, "float32") for w in weights])
+        if weights:
+            layer.set_weights(weights)
         return out
 
-    def _present(self, t):
-        return self.tensors[t].present
+    def present(self, key):
+        return self.tensors[key].present
 
-    def _scale_of(self, t):
-        if t not in self.scale:
-            self.scale[t] = np.ones(self.tensors[t].channels, _FLOAT)
-        return self.scale[t]
+    def scale_of(self, key):
+        if key not in self.scale:
+            self.scale[key] = np.ones(self.tensors[key].channels, FLOAT)
+        return self.scale[key]
 
-    # -- inputs ----------------------------------------------------------
+    def set_scale(self, key, scale):
+        self.scale[key] = np.asarray(scale, FLOAT)
 
-    def inputs(self):
-        new_inputs = []
-        for t in self.a.inputs:
-            x = self.a.symbols[t]
-            present = self._present(t)
-            shape = tuple(x.shape[1:])
-            name = x.name if hasattr(x, "name") else None
-            if present.all() or self.keep_input_shape:
-                inp = keras.Input(shape=shape, dtype=x.dtype, name=name)
-                out = inp
-                if not present.all():
-                    select = SelectFeatures(
-                        np.flatnonzero(present), name=self._name(f"{name}_select")
-                    )
-                    out = select(inp)
-            else:
-                inp = keras.Input(
-                    shape=shape[:-1] + (int(present.sum()),), dtype=x.dtype, name=name
-                )
-                out = inp
-            new_inputs.append(inp)
-            self.sym[t] = out
-        return new_inputs
+    def constant(self, key):
+        return self.constants.get(key)
 
-    # -- the rules -------------------------------------------------------
+    def folds_constants(self, node):
+        return graph.folds_constants(node, self.tensors)
 
-    def _fold_rows(self, kernel, bias, t):
+    def fold_rows(self, kernel, bias, key):
         """Applies the input scale and folds the constant input channels.
 
         `kernel` has the input channels on axis -2 (Dense: (in, out); conv:
         (..., in, out)). Returns the kernel restricted to the present input
         channels and the bias with the constants folded in.
         """
-        present = self._present(t)
-        scale = self._scale_of(t)
-        const = self.constants.get(t)
+        present = self.present(key)
+        scale = self.scale_of(key)
+        const = self.constant(key)
         if const is not None and const.any():
             window = kernel.sum(axis=tuple(range(kernel.ndim - 2)))  # (in, out)
             bias = bias + const @ window
@@ -252,148 +207,91 @@ class _Builder:
         kernel = kernel * scale[present][:, None]
         return kernel, bias
 
-    def _mixing(self, i, node):
-        layer = node.layer
-        t_in, t_out = node.inputs[0], node.outputs[0]
-        out_present = self._present(t_out)
-        inner = layer
-        if isinstance(layer, VIBDense):
-            inner = layer.dense
-        elif isinstance(layer, VIBConv2D):
-            inner = layer.conv
-        kernel = keras.ops.convert_to_numpy(inner.kernel).astype(_FLOAT)
-        units = kernel.shape[-1]
-        bias = (
-            keras.ops.convert_to_numpy(inner.bias).astype(_FLOAT)
-            if inner.use_bias
-            else np.zeros(units, _FLOAT)
-        )
-        kernel, bias = self._fold_rows(kernel, bias, t_in)
-        kernel, bias = kernel[..., out_present], bias[out_present]
-        use_bias = inner.use_bias or graph.folds_constants(node, self.tensors)
+    def output_scale(self, node):
+        """The scale `node`'s slim layer applies to its kept outputs, or None.
 
-        bn = layer.bn if isinstance(layer, VIBConv2D) else None
-        bn_weights = self._bn_weights(bn, out_present) if bn is not None else None
-        s_backward = self.absorbed.get(i)
+        A gate folded backward into it, its own gate's included; its own
+        gate folded forward is recorded as the output's scale instead.
+        """
+        s = self.absorbed.get(node.index)  # its own gate's too, if backward
+        t_out = node.outputs[0]
         if node.gate is not None:
-            mode = self.a.folds[i][0]
-            s = graph.gate_scale(layer)
-            if mode == graph.BACKWARD:
-                s_backward = s
-            elif mode == graph.FORWARD:
-                scale = np.ones(len(out_present), _FLOAT)
-                scale[out_present] = s[out_present]
+            mode = self.a.folds[node.index][0]
+            g = graph.gate_scale(node)
+            if mode == graph.FORWARD:
+                scale = np.ones(len(g), FLOAT)
+                present = self.present(t_out)
+                scale[present] = g[present]
                 self.scale[t_out] = scale
-        if s_backward is not None:
-            s_kept = s_backward[out_present]
-            if bn_weights is not None:
-                bn_weights[0] = bn_weights[0] * s_kept
-                bn_weights[1] = bn_weights[1] * s_kept
-            else:
-                kernel, bias = kernel * s_kept, bias * s_kept
+        return None if s is None else s[self.present(t_out)]
 
-        activation = keras.activations.serialize(inner.activation)
-        if isinstance(layer, VIBConv2D) and bn is not None:
-            activation = keras.activations.serialize(layer.activation)
-        units = int(out_present.sum())
-        name = self._name(layer.name, original=True)
-        dtype = layer.dtype_policy
-        if isinstance(inner, keras.layers.Dense):
-            new = keras.layers.Dense(
-                units,
-                activation=activation,
-                use_bias=use_bias,
-                name=name,
-                dtype=dtype,
-            )
-        else:
-            config = inner.get_config()
-            config.update(
-                name=name,
-                filters=units,
-                use_bias=use_bias,
-                activation=None if bn is not None else activation,
-            )
-            new = type(inner).from_config(config)
-        x = self.sym[t_in]
-        out = self._emit(new, [kernel, bias] if use_bias else [kernel], x)
-        if bn is not None:
-            out = self._emit(
-                keras.layers.BatchNormalization(
-                    epsilon=bn.epsilon, name=self._name(f"{layer.name}_bn"), dtype=dtype
-                ),
-                bn_weights,
-                out,
-            )
-            out = keras.layers.Activation(
-                activation, name=self._name(f"{layer.name}_act"), dtype=dtype
-            )(out)
-        if node.gate is not None and self.a.folds[i][0] == graph.EXPLICIT:
-            s = graph.gate_scale(layer)[out_present]
-            scale_layer, weights = _affine_bn(
-                s, self._name(f"{layer.name}_scale"), dtype
-            )
-            out = self._emit(scale_layer, weights, out)
-        self.sym[t_out] = out
-
-    def _bn_weights(self, bn, present):
-        """[gamma, beta, moving_mean, moving_variance] of the kept channels."""
-        n = len(present)
-        gamma = (
-            keras.ops.convert_to_numpy(bn.gamma) if bn.scale else np.ones(n)
-        ).astype(_FLOAT)
-        beta = (
-            keras.ops.convert_to_numpy(bn.beta) if bn.center else np.zeros(n)
-        ).astype(_FLOAT)
-        mean = keras.ops.convert_to_numpy(bn.moving_mean).astype(_FLOAT)
-        var = keras.ops.convert_to_numpy(bn.moving_variance).astype(_FLOAT)
-        return [gamma[present], beta[present], mean[present], var[present]]
-
-    def _batch_norm(self, i, node):
-        layer = node.layer
-        t_in, t_out = node.inputs[0], node.outputs[0]
-        present = self._present(t_out)
-        gamma, beta, mean, var = self._bn_weights(layer, present)
-        scale = self._scale_of(t_in)[present]
-        if not np.all(scale == 1.0):
-            # gamma * (s x - m) / sd + beta == (gamma s) (x - 0) / sd + beta'
-            sd = np.sqrt(var + layer.epsilon)
-            beta = beta - gamma * mean / sd
-            gamma = gamma * scale
-            mean = np.zeros_like(mean)
-        s = self.absorbed.get(i)
-        if s is not None:
-            gamma, beta = gamma * s[present], beta * s[present]
-        new = keras.layers.BatchNormalization(
-            axis=-1,
-            epsilon=layer.epsilon,
-            name=self._name(layer.name, original=True),
-            dtype=layer.dtype_policy,
+    def finish(self, node, out):
+        """Adds the per-channel scale layer of a gate folded nowhere."""
+        if node.gate is None or self.a.folds[node.index][0] != graph.EXPLICIT:
+            return out
+        present = self.present(node.outputs[0])
+        scale = (self.scale_of(node.inputs[0]) if node.kind == COUPLED else 1.0) * (
+            graph.gate_scale(node)
         )
-        self.sym[t_out] = self._emit(new, [gamma, beta, mean, var], self.sym[t_in])
+        layer, weights = _affine_bn(
+            np.broadcast_to(scale, present.shape)[present],
+            self.name(f"{node.layer.name}_scale"),
+            node.layer.dtype_policy,
+        )
+        return self.emit(layer, weights, out)
 
-    def _depthwise(self, i, node):
+    def combined_scale(self, node):
+        """The output scale of a coupled node from its inputs' scales."""
+        scales = []
+        for t, src in zip(node.inputs, node.sources):
+            s = self.scale_of(t)[np.maximum(src, 0)]
+            scales.append(np.where(src >= 0, s, 1.0))
+        return node.handler.combine_scales(node, scales)
+
+    def _call(self, node, layer, weights):
+        if not self.build:
+            self.emit(None, weights, None)
+            return [_COUNTED] * len(node.outputs)
+        values = {t: self.sym[t] for t in node.inputs}
+        outputs = graph.call(node, layer, values)
+        if weights:
+            layer.set_weights([np.asarray(w, "float32") for w in weights])
+            self.params += sum(np.size(w) for w in weights)
+        return outputs
+
+    def recall(self, node):
+        """Calls a clone of the layer as the original was (weights kept)."""
+        self.set_scale(node.outputs[0], self.combined_scale(node))
+        new = self._clone(node)
+        weights = [keras.ops.convert_to_numpy(w) for w in new_weights(node.layer)]
+        (self.sym[node.outputs[0]],) = self._call(node, new, weights)[:1]
+
+    def copy(self, node):
+        """A layer no gate changes: copied with its weights, called as before."""
         layer = node.layer
-        t_in, t_out = node.inputs[0], node.outputs[0]
-        in_present, out_present = self._present(t_in), self._present(t_out)
-        kernel = keras.ops.convert_to_numpy(layer.kernel).astype(_FLOAT)
-        scale = self._scale_of(t_in)
-        kernel = kernel * scale[None, None, :, None]
-        kernel = kernel[:, :, in_present, :]
-        weights = [kernel]
-        if layer.use_bias:
-            bias = keras.ops.convert_to_numpy(layer.bias).astype(_FLOAT)
-            weights.append(bias[out_present])
-        config = layer.get_config()
-        config["name"] = self._name(layer.name, original=True)
-        new = type(layer).from_config(config)
-        self.sym[t_out] = self._emit(new, weights, self.sym[t_in])
+        for t in node.inputs:
+            if self.build and not np.all(self.scale_of(t) == 1.0):
+                raise ValueError(
+                    f"Cannot slim through {graph.describe(layer)}: a gate's "
+                    "scale would have to pass through it."
+                )
+        new = self._clone(node)
+        weights = [keras.ops.convert_to_numpy(w) for w in new_weights(layer)]
+        for t, out in zip(node.outputs, self._call(node, new, weights)):
+            self.sym[t] = out
 
-    def _gate(self, i, node):
+    def _clone(self, node):
+        layer = node.layer
+        if not self.build:
+            return layer
+        return graph.clone(layer, self.name(layer.name, original=True))
+
+    def gate(self, node):
+        """A standalone `VIBGate`: folded away, or an explicit scale."""
         t_in, t_out = node.inputs[0], node.outputs[0]
-        mode = self.a.folds[i][0]
-        s = graph.gate_scale(node.layer)
-        scale_in = self._scale_of(t_in)
+        mode = self.a.folds[node.index][0]
+        s = graph.gate_scale(node)
+        scale_in = self.scale_of(t_in)
         x = self.sym[t_in]
         if mode == graph.FORWARD:
             self.scale[t_out] = scale_in * s
@@ -402,101 +300,57 @@ class _Builder:
             self.scale[t_out] = scale_in
             self.sym[t_out] = x
         else:
-            present = self._present(t_out)
-            layer, weights = _affine_bn(
-                (scale_in * s)[present],
-                self._name(f"{node.layer.name}_scale"),
-                node.layer.dtype_policy,
-            )
-            self.sym[t_out] = self._emit(layer, weights, x)
+            self.sym[t_out] = self.finish(node, x)
 
-    def _coupled(self, i, node):
-        """Channel-wise layers, merges and concatenations: clone and rewire."""
-        layer = node.layer
-        t_out = node.outputs[0]
-        out_present = self._present(t_out)
-        scale = np.ones(len(out_present), _FLOAT)
-        for t, src in zip(node.inputs, node.sources):
-            valid = src >= 0
-            scale[valid] = self._scale_of(t)[src[valid]]
-        self.scale[t_out] = scale
-        live_inputs = [t for t in node.inputs if self.sym.get(t) is not None]
-        if isinstance(layer, keras.layers.Concatenate) and len(live_inputs) == 1:
-            self.sym[t_out] = self.sym[live_inputs[0]]
-            return
-        config = layer.get_config()
-        config["name"] = self._name(layer.name, original=True)
-        if isinstance(layer, keras.layers.Reshape):
-            config["target_shape"] = tuple(config["target_shape"][:-1]) + (
-                int(out_present.sum()),
-            )
-        new = type(layer).from_config(config)
-        weights = None
-        if layer.weights:  # PReLU: per-channel parameters on the last axis
-            weights = [
-                keras.ops.convert_to_numpy(w)[..., out_present] for w in layer.weights
-            ]
-        if isinstance(layer, keras.layers.Concatenate):
-            args = [self.sym[t] for t in live_inputs]
-        elif len(node.inputs) > 1:
-            args = [self.sym[t] for t in node.inputs]
-        else:
-            args = self.sym[node.inputs[0]]
-        out = self._emit(new, weights, args)
-        if isinstance(layer, keras.layers.Flatten):
-            # The flattened features of the kept channels, less those dropped
-            # one by one (an input gate after a Flatten).
-            flat = _gather_mask(self._present(node.inputs[0]), node.sources[0])
-            if not np.array_equal(flat, out_present):
+    # -- the walk --------------------------------------------------------
+
+    def inputs(self):
+        new_inputs, values = [], {}
+        for t in self.a.inputs:
+            x = self.a.symbols[t]
+            present = self.present(t)
+            shape = tuple(x.shape[1:])
+            name = getattr(x, "name", None)
+            keep = present.all() or self.keep_input_shape
+            if not keep:
+                shape = shape[:-1] + (int(present.sum()),)
+            inp = keras.Input(shape=shape, dtype=x.dtype, name=name)
+            out = inp
+            if keep and not present.all():
                 select = SelectFeatures(
-                    np.flatnonzero(out_present[flat]),
-                    name=self._name(f"{layer.name}_select"),
+                    np.flatnonzero(present), name=self.name(f"{name}_select")
                 )
-                out = select(out)
-        self.sym[t_out] = out
+                out = self.emit(select, None, inp)
+            new_inputs.append(inp)
+            values[t] = out
+        return new_inputs, values
 
-    def _opaque(self, i, node):
-        """A layer no gate changes: copied with its weights, called as before."""
-        layer = node.layer
-        for t in node.inputs:
-            if not np.all(self._scale_of(t) == 1.0):
-                raise ValueError(
-                    f"Cannot slim through layer {layer.name!r} of class "
-                    f"{type(layer).__name__}: a gate's scale would have to pass "
-                    "through it."
-                )
-        new = clone_layer(layer, self._name(layer.name, original=True))
-        mapping = {id(self.a.symbols[t]): self.sym[t] for t in node.inputs}
-        args, kwargs = node.keras_node.arguments.fill_in(mapping)
-        outputs = new(*args, **kwargs)
-        if new is not layer:
-            new.set_weights(layer.get_weights())
-        outputs = keras.tree.flatten(outputs)
-        for t, out in zip(node.outputs, outputs):
-            self.sym[t] = out
+    def node(self, node, values):
+        self.sym = values
+        if not any(self.present(t).any() for t in node.outputs):
+            return [None] * len(node.outputs)
+        node.handler.slim(self, node)
+        return [self.sym[t] for t in node.outputs]
 
     def run(self):
-        new_inputs = self.inputs()
-        for i, node in enumerate(self.a.nodes):
-            if not any(self._present(t).any() for t in node.outputs):
-                for t in node.outputs:
-                    self.sym[t] = None
-                continue
-            layer = node.layer
-            if isinstance(layer, VIBGate):
-                self._gate(i, node)
-            elif node.kind == graph.MIXING:
-                self._mixing(i, node)
-            elif isinstance(layer, keras.layers.BatchNormalization):
-                self._batch_norm(i, node)
-            elif isinstance(layer, keras.layers.DepthwiseConv2D):
-                self._depthwise(i, node)
-            elif node.kind == graph.COUPLED:
-                self._coupled(i, node)
-            else:
-                self._opaque(i, node)
-        outputs = [self.sym[t] for t in self.a.outputs]
-        return new_inputs, outputs
+        if self.build:
+            new_inputs, values = self.inputs()
+        else:
+            new_inputs, values = [], {t: _COUNTED for t in self.a.inputs}
+        values = graph.rebuild(self.a.graph, values, self.node)
+        return new_inputs, [values[t] for t in self.a.outputs]
+
+
+def new_weights(layer):
+    """The weights a copied layer carries (none for a `keras.ops` call)."""
+    return getattr(layer, "weights", [])
+
+
+def slim_params(analysis):
+    """The parameter count of the slim model of an analysed model."""
+    builder = _Builder(analysis, keep_input_shape=True, build=False)
+    builder.run()
+    return builder.params
 
 
 def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
@@ -506,13 +360,15 @@ def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
     (`Dense`, `Conv2D`, `BatchNormalization`, pooling, `Add`...), in which
     the closed units of every gate are gone from their layer, and the
     matching input rows or slices are gone from every layer that reads them
-    (through `Flatten`, pooling, `Add`, `Concatenate`, `DepthwiseConv2D`...).
-    The kept gate means `mu` are folded into neighbouring weights (into the
-    layer before the gate when its activation allows, else into the layers
-    after it, else into a per-channel scale `BatchNormalization`), and the
-    constant value a closed unit leaves behind is folded into downstream
-    biases, so the slim model computes what `model(x, training=False)`
-    computes. The original model is not modified.
+    (through `Flatten`, pooling, `Add`, `Concatenate`, `DepthwiseConv2D`,
+    `SeparableConv2D`, raw `keras.ops` calls...). The kept gate means `mu`
+    are folded into neighbouring weights (into the layer before the gate
+    when its activation allows, else into the layers after it, else into a
+    per-channel scale `BatchNormalization`), and the constant value a closed
+    unit leaves behind is folded into downstream biases, so the slim model
+    computes what `model(x, training=False)` computes. Nested models are
+    flattened: the slim model is one functional graph. The original model
+    is not modified.
 
     An input gate that closed input features: by default the slim model
     still takes the original input and starts with a `SelectFeatures`
@@ -525,14 +381,13 @@ def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
         keep_input_shape: whether the slim model takes the original inputs.
 
     Returns:
-        The slim `keras.Model`. `keras_vib.compression_report(slim)` gives
-        the same figures as on `model` while the slim model lives in this
-        process (the figures of the original are not saved with it).
+        The slim `keras.Model`. `keras_vib.compression_report(slim,
+        reference=model)` measures it against the gated model.
 
     Raises:
         ValueError: if a layer keras_vib cannot see through (an LSTM, a
-            Lambda, an unknown custom layer) would lose channels: the error
-            names it.
+            Lambda, a custom layer with no registered handler) would lose
+            channels: the error names it.
 
     Example:
 
@@ -549,12 +404,8 @@ def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
     _check_supported(analysis)
     builder = _Builder(analysis, keep_input_shape)
     inputs, outputs = builder.run()
-    slim = keras.Model(
+    return keras.Model(
         inputs if len(inputs) > 1 else inputs[0],
         outputs if len(outputs) > 1 else outputs[0],
         name=f"{model.name}_slim",
     )
-    from keras_vib import report
-
-    slim._keras_vib_source = report.compression_report(model)
-    return slim

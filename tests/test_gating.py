@@ -139,7 +139,7 @@ def check_end_to_end(model, x, y, rng, tol=1e-5):
     report = kv.compression_report(gated)
     assert slim.count_params() == report.kept_params
     assert slim.count_params() < model.count_params()
-    assert kv.compression_report(slim).structure == report.structure
+    assert kv.compression_report(slim, reference=gated).structure == report.structure
     return gated, slim
 
 
@@ -214,18 +214,21 @@ def squeeze_excite():
     return keras.Model(inputs, L.Dense(2, name="out")(x))
 
 
-def test_squeeze_and_excitation_is_left_ungated_with_a_warning():
+def test_squeeze_and_excitation_is_one_channel_group():
+    # The feature map's gate also prunes the excitation units that scale it:
+    # no gate of their own, no warning, and slimming cuts both.
     model = squeeze_excite()
-    with pytest.warns(UserWarning, match="'conv'.*'attention' of class Multiply"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         gated = kv.add_gates(model)
     names = gate_names(gated)
-    assert "conv_gate" not in names and "excite_gate" not in names
-    assert "conv_after_gate" in names
+    assert names == ["conv_gate", "squeeze_gate", "conv_after_gate"]
     rng = np.random.default_rng(4)
     x = rng.normal(size=(4, 8, 8, 3)).astype("float32")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        check_end_to_end(model, x, np.array([0, 1, 1, 0]), rng)
+    gated, slim = check_end_to_end(model, x, np.array([0, 1, 1, 0]), rng)
+    kept = int(gated.get_layer("conv_gate").num_kept())
+    assert slim.get_layer("conv").filters == kept < 8
+    assert slim.get_layer("excite").units == kept
 
 
 def test_recurrent_consumer_is_left_ungated_with_a_warning():
@@ -233,7 +236,10 @@ def test_recurrent_consumer_is_left_ungated_with_a_warning():
     x = L.Dense(5, activation="relu", name="proj")(inputs)
     x = L.LSTM(3, name="lstm")(x)
     model = keras.Model(inputs, L.Dense(2, name="out")(x))
-    with pytest.warns(UserWarning, match="'proj'.*'lstm' of class LSTM"):
+    with pytest.warns(UserWarning, match="'proj'.*'lstm' of class LSTM") as record:
+        gated = kv.add_gates(model)
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    with pytest.warns(UserWarning):
         gated = kv.add_gates(model)
     assert gate_names(gated) == []
     kv.slim_model(gated)  # nothing to cut, and no refusal

@@ -97,11 +97,11 @@ def select_features_layers(slim):
 def assert_no_zero_width(slim):
     for v in slim.weights:
         assert all(d > 0 for d in v.shape), (v.path, v.shape)
-    _, outputs, nodes = graph.functional_graph(slim)
-    for node in nodes:
+    g = graph.Graph(slim)
+    for node in g.nodes:
         for t in node.outputs:
-            assert t.shape[-1] != 0, (node.operation.name, t.shape)
-    for t in outputs:
+            assert g.symbols[t].shape[-1] != 0, (node.layer.name, g.symbols[t].shape)
+    for t in slim.outputs:
         assert t.shape[-1] != 0
 
 
@@ -137,7 +137,7 @@ def check_slim(model, x, keep_input_shape=True, fewer=True):
     assert_same_function(slim(slim_x, training=False), ref)
 
     # Same accounting, and the parameter count the report predicts.
-    slim_report = kv.compression_report(slim)
+    slim_report = kv.compression_report(slim, reference=model)
     assert slim_report.structure == report.structure
     assert slim_report.r_w == pytest.approx(report.r_w)
     assert slim_report.r_n == pytest.approx(report.r_n)

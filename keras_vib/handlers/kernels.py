@@ -1,0 +1,448 @@
+"""Kernel layers: Dense, Conv, transposed, depthwise and separable convs."""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_vib.handlers.base import (
+    COUPLED,
+    MIXING,
+    OPAQUE_RULE,
+    LayerHandler,
+    Rule,
+    scaling_of,
+)
+
+FLOAT = "float64"  # surgery in float64, weights cast back to float32
+
+
+def numpy(variable):
+    return keras.ops.convert_to_numpy(variable).astype(FLOAT)
+
+
+def _count(mask):
+    return int(np.sum(mask))
+
+
+def twin_kwargs(layer, names):
+    """The config entries `names` of `layer` that tf_keras takes too."""
+    config = layer.get_config()
+    return {k: config[k] for k in names if k in config}
+
+
+def _pads(layer):
+    """Whether zero padding makes a constant input vary over the output."""
+    padding = getattr(layer, "padding", "valid")
+    return padding != "valid" and any(k > 1 for k in layer.kernel_size)
+
+
+class Kernel(LayerHandler):
+    """A layer whose every output unit reads every input channel.
+
+    Subclasses say where the kernel is (`inner`), its layout (`to_io`,
+    `from_io`: input channels on axis -2, outputs on -1), its window and
+    positions (for the counts) and how to build the slim layer.
+    """
+
+    twin_args = ()
+
+    def inner(self, layer):
+        """The stock layer holding kernel, bias and activation."""
+        return layer
+
+    def rule(self, node):
+        return Rule(MIXING, pad_sensitive=self.pad_sensitive(node.layer))
+
+    def pad_sensitive(self, layer):
+        return False
+
+    def absorbs_input_scale(self, node):
+        return True
+
+    def output_scaling(self, node):
+        return scaling_of(self.activation(node.layer))
+
+    def activation(self, layer):
+        """The activation applied to the slim layer's output."""
+        return self.inner(layer).activation
+
+    def prunable(self, node):
+        return True
+
+    def window(self, layer):
+        return 1
+
+    def positions(self, node):
+        """Output positions (per example) at which the kernel is applied."""
+        return math.prod(node.in_shapes[0][1:-1])
+
+    def counts(self, node, tensors):
+        cin = tensors[node.inputs[0]]
+        cout = tensors[node.outputs[0]]
+        window = self.window(node.layer)
+        positions = self.positions(node)
+        kept = window * _count(cin.present) * _count(cout.present)
+        total = window * cin.channels * cout.channels
+        return kept, total, kept * positions, total * positions
+
+    def to_io(self, kernel):
+        return kernel
+
+    def from_io(self, kernel):
+        return kernel
+
+    def bn(self, layer):
+        """A batch norm between the kernel and the activation (VIBConv2D)."""
+        return None
+
+    def new_layer(self, layer, units, use_bias, activation, name):
+        inner = self.inner(layer)
+        config = inner.get_config()
+        config.update(
+            name=name,
+            use_bias=use_bias,
+            activation=activation,
+            dtype=layer.dtype_policy,
+        )
+        config[self.units_arg] = units
+        return type(inner).from_config(config)
+
+    units_arg = "filters"
+
+    def slim(self, ctx, node):
+        layer = node.layer
+        inner = self.inner(layer)
+        t_in, t_out = node.inputs[0], node.outputs[0]
+        out_present = ctx.present(t_out)
+        kernel = self.to_io(numpy(inner.kernel))
+        units = kernel.shape[-1]
+        bias = numpy(inner.bias) if inner.use_bias else np.zeros(units, FLOAT)
+        kernel, bias = ctx.fold_rows(kernel, bias, t_in)
+        kernel, bias = kernel[..., out_present], bias[out_present]
+        use_bias = inner.use_bias or ctx.folds_constants(node)
+        bn = self.bn(layer)
+        bn_weights = None
+        if bn is not None:
+            bn_weights = [
+                w[out_present] for w in keras_vib_bn_weights(bn, len(out_present))
+            ]
+        s = ctx.output_scale(node)
+        if s is not None:
+            if bn_weights is not None:
+                bn_weights[0] = bn_weights[0] * s
+                bn_weights[1] = bn_weights[1] * s
+            else:
+                kernel, bias = kernel * s, bias * s
+        activation = keras.activations.serialize(self.activation(layer))
+        name = ctx.name(layer.name, original=True)
+        new = self.new_layer(
+            layer,
+            int(out_present.sum()),
+            use_bias,
+            None if bn is not None else activation,
+            name,
+        )
+        kernel = self.from_io(kernel)
+        out = ctx.emit(new, [kernel, bias] if use_bias else [kernel], ctx.sym[t_in])
+        if bn is not None:
+            dtype = layer.dtype_policy
+            norm = keras.layers.BatchNormalization(
+                epsilon=bn.epsilon, name=ctx.name(f"{layer.name}_bn"), dtype=dtype
+            )
+            out = ctx.emit(norm, bn_weights, out)
+            act = keras.layers.Activation(
+                activation, name=ctx.name(f"{layer.name}_act"), dtype=dtype
+            )
+            out = ctx.emit(act, None, out)
+        ctx.sym[t_out] = ctx.finish(node, out)
+
+    def twin(self, layer, tf_keras):
+        kwargs = twin_kwargs(layer, self.twin_args)
+        return getattr(tf_keras.layers, type(layer).__name__)(
+            name=layer.name, trainable=layer.trainable, **kwargs
+        )
+
+
+def keras_vib_bn_weights(bn, n):
+    """`[gamma, beta, moving_mean, moving_variance]` of a batch norm, float64.
+
+    A batch norm without `scale` (`center`) gives ones (zeros) instead.
+    """
+    gamma = numpy(bn.gamma) if bn.scale else np.ones(n, FLOAT)
+    beta = numpy(bn.beta) if bn.center else np.zeros(n, FLOAT)
+    return [gamma, beta, numpy(bn.moving_mean), numpy(bn.moving_variance)]
+
+
+class Dense(Kernel):
+    """`keras.layers.Dense` (on the last axis of any rank)."""
+
+    units_arg = "units"
+    twin_args = ("units", "activation", "use_bias")
+
+
+class Conv(Kernel):
+    """`Conv1D`, `Conv2D`, `Conv3D` with `groups=1`.
+
+    A grouped conv with one group per channel (`groups == filters == input
+    channels`, ConvNeXt's depthwise conv) acts channel by channel: see
+    `GroupedConv`. Other grouped convs are opaque.
+    """
+
+    twin_args = (
+        "filters",
+        "kernel_size",
+        "strides",
+        "padding",
+        "dilation_rate",
+        "groups",
+        "activation",
+        "use_bias",
+    )
+
+    def rule(self, node):
+        layer = self.inner(node.layer)
+        if layer.groups != 1:
+            return OPAQUE_RULE
+        return Rule(MIXING, pad_sensitive=_pads(layer) or layer.padding == "causal")
+
+    def window(self, layer):
+        return math.prod(self.inner(layer).kernel_size)
+
+    def positions(self, node):
+        return math.prod(node.out_shape[1:-1])
+
+
+class GroupedConv(Conv):
+    """A Conv with `groups == filters == input channels`: per channel."""
+
+    def rule(self, node):
+        layer = node.layer
+        channels = node.in_shapes[0][-1]
+        if layer.groups == 1:
+            return super().rule(node)
+        if not (layer.groups == layer.filters == channels):
+            return OPAQUE_RULE
+        pads = _pads(layer) or layer.padding == "causal"
+        return Rule(COUPLED, [np.arange(channels)], pad_sensitive=pads)
+
+    def _depthwise(self, node):
+        return node.layer.groups != 1
+
+    def output_zero(self, node, zeros):
+        return zeros[0] & (not node.layer.use_bias)
+
+    def prunable(self, node):
+        return not self._depthwise(node)
+
+    def follower(self, node):
+        return self._depthwise(node)
+
+    def counts(self, node, tensors):
+        if not self._depthwise(node):
+            return super().counts(node, tensors)
+        out = tensors[node.outputs[0]]
+        window = self.window(node.layer)
+        positions = self.positions(node)
+        kept, total = window * _count(out.present), window * out.channels
+        return kept, total, kept * positions, total * positions
+
+    def slim(self, ctx, node):
+        if not self._depthwise(node):
+            return super().slim(ctx, node)
+        layer = node.layer
+        t_in, t_out = node.inputs[0], node.outputs[0]
+        present = ctx.present(t_out)
+        kernel = numpy(layer.kernel) * ctx.scale_of(t_in)  # (..., 1, C)
+        weights = [kernel[..., present]]
+        bias = numpy(layer.bias) if layer.use_bias else None
+        s = ctx.output_scale(node)
+        if s is not None:
+            weights[0] = weights[0] * s
+        if bias is not None:
+            weights.append(bias[present] * (1.0 if s is None else s))
+        kept = int(present.sum())
+        config = layer.get_config()
+        config.update(name=ctx.name(layer.name, original=True), filters=kept)
+        config["groups"] = kept
+        new = type(layer).from_config(config)
+        ctx.sym[t_out] = ctx.finish(node, ctx.emit(new, weights, ctx.sym[t_in]))
+
+
+class ConvTranspose(Conv):
+    """`Conv1DTranspose`, `Conv2DTranspose`, `Conv3DTranspose`.
+
+    Their kernel is `(*window, filters, input channels)`; a constant input
+    channel does not give a constant output (the windows overlap unevenly),
+    so one is never folded away.
+    """
+
+    twin_args = (
+        "filters",
+        "kernel_size",
+        "strides",
+        "padding",
+        "output_padding",
+        "dilation_rate",
+        "activation",
+        "use_bias",
+    )
+
+    def rule(self, node):
+        layer = node.layer
+        flat = all(k == 1 for k in layer.kernel_size) and all(
+            s == 1 for s in layer.strides
+        )
+        return Rule(MIXING, pad_sensitive=not flat)
+
+    def positions(self, node):
+        return math.prod(node.in_shapes[0][1:-1])
+
+    def to_io(self, kernel):
+        return np.swapaxes(kernel, -1, -2)
+
+    def from_io(self, kernel):
+        return np.swapaxes(kernel, -1, -2)
+
+
+class Depthwise(LayerHandler):
+    """`DepthwiseConv1D`, `DepthwiseConv2D`: output `k` reads input `k // m`."""
+
+    twin_args = (
+        "kernel_size",
+        "strides",
+        "padding",
+        "depth_multiplier",
+        "dilation_rate",
+        "activation",
+        "use_bias",
+    )
+
+    def rule(self, node):
+        layer = node.layer
+        m = layer.depth_multiplier
+        sources = [np.arange(node.out_shape[-1]) // m]
+        return Rule(COUPLED, sources, pad_sensitive=_pads(layer))
+
+    def output_zero(self, node, zeros):
+        return zeros[0] & (not node.layer.use_bias)
+
+    def absorbs_input_scale(self, node):
+        return True
+
+    def output_scaling(self, node):
+        return scaling_of(node.layer.activation)
+
+    def follower(self, node):
+        return node.layer.depth_multiplier == 1
+
+    def counts(self, node, tensors):
+        out = tensors[node.outputs[0]]
+        window = math.prod(node.layer.kernel_size)
+        positions = math.prod(node.out_shape[1:-1])
+        kept, total = window * _count(out.present), window * out.channels
+        return kept, total, kept * positions, total * positions
+
+    def slim(self, ctx, node):
+        layer = node.layer
+        t_in, t_out = node.inputs[0], node.outputs[0]
+        in_present, out_present = ctx.present(t_in), ctx.present(t_out)
+        kernel = numpy(layer.kernel)  # (..., in, multiplier)
+        kernel = kernel * ctx.scale_of(t_in)[:, None]
+        kernel = kernel[..., in_present, :]
+        s = ctx.output_scale(node)
+        if s is not None:
+            kernel = kernel * s.reshape(-1, layer.depth_multiplier)
+        weights = [kernel]
+        if layer.use_bias:
+            bias = numpy(layer.bias)[out_present]
+            weights.append(bias if s is None else bias * s)
+        config = layer.get_config()
+        config["name"] = ctx.name(layer.name, original=True)
+        new = type(layer).from_config(config)
+        ctx.sym[t_out] = ctx.finish(node, ctx.emit(new, weights, ctx.sym[t_in]))
+
+    def twin(self, layer, tf_keras):
+        kwargs = twin_kwargs(layer, self.twin_args)
+        return getattr(tf_keras.layers, type(layer).__name__)(
+            name=layer.name, trainable=layer.trainable, **kwargs
+        )
+
+
+class Separable(Kernel):
+    """`SeparableConv1D`, `SeparableConv2D`: a depthwise then a pointwise conv.
+
+    Input channel `i` feeds the depthwise channels `i * m ... i * m + m - 1`
+    and, through them, every output; output channels are pointwise columns.
+    """
+
+    twin_args = (
+        "filters",
+        "kernel_size",
+        "strides",
+        "padding",
+        "depth_multiplier",
+        "dilation_rate",
+        "activation",
+        "use_bias",
+    )
+
+    def rule(self, node):
+        return Rule(MIXING, pad_sensitive=_pads(node.layer))
+
+    def counts(self, node, tensors):
+        layer = node.layer
+        cin, cout = tensors[node.inputs[0]], tensors[node.outputs[0]]
+        m = layer.depth_multiplier
+        window = math.prod(layer.kernel_size)
+        positions = math.prod(node.out_shape[1:-1])
+        kin, kout = _count(cin.present), _count(cout.present)
+        kept = window * kin * m + kin * m * kout
+        total = window * cin.channels * m + cin.channels * m * cout.channels
+        return kept, total, kept * positions, total * positions
+
+    def slim(self, ctx, node):
+        layer = node.layer
+        t_in, t_out = node.inputs[0], node.outputs[0]
+        in_present, out_present = ctx.present(t_in), ctx.present(t_out)
+        m = layer.depth_multiplier
+        depthwise = numpy(layer.depthwise_kernel)  # (..., in, m)
+        pointwise = numpy(layer.pointwise_kernel)  # (1.., in * m, out)
+        units = pointwise.shape[-1]
+        bias = numpy(layer.bias) if layer.use_bias else np.zeros(units, FLOAT)
+        depthwise = depthwise * ctx.scale_of(t_in)[:, None]
+        const = ctx.constant(t_in)
+        if const is not None and const.any():
+            # A dropped constant channel c_i adds c_i * sum(window) per
+            # depthwise channel, then goes through the pointwise kernel.
+            spatial = tuple(range(depthwise.ndim - 2))
+            per_depth = (const[:, None] * depthwise.sum(axis=spatial)).reshape(-1)
+            bias = bias + per_depth @ pointwise.reshape(-1, units)
+        depthwise = depthwise[..., in_present, :]
+        rows = np.repeat(in_present, m)
+        pointwise = pointwise[..., rows, :][..., out_present]
+        bias = bias[out_present]
+        s = ctx.output_scale(node)
+        if s is not None:
+            pointwise, bias = pointwise * s, bias * s
+        use_bias = layer.use_bias or ctx.folds_constants(node)
+        config = layer.get_config()
+        config.update(
+            name=ctx.name(layer.name, original=True),
+            filters=int(out_present.sum()),
+            use_bias=use_bias,
+        )
+        new = type(layer).from_config(config)
+        weights = [depthwise, pointwise] + ([bias] if use_bias else [])
+        ctx.sym[t_out] = ctx.finish(node, ctx.emit(new, weights, ctx.sym[t_in]))
+
+
+def register_all(register):
+    L = keras.layers
+    register(L.Dense, Dense())
+    for d in (1, 2, 3):
+        register(getattr(L, f"Conv{d}D"), GroupedConv())
+        register(getattr(L, f"Conv{d}DTranspose"), ConvTranspose())
+    for d in (1, 2):
+        register(getattr(L, f"DepthwiseConv{d}D"), Depthwise())
+        register(getattr(L, f"SeparableConv{d}D"), Separable())

@@ -1,0 +1,238 @@
+"""Layers that move channels around: Flatten, Reshape, merges, Concatenate,
+and keras_vib's `SelectFeatures`."""
+
+import keras
+import numpy as np
+
+from keras_vib.handlers.base import (
+    COUPLED,
+    OPAQUE_RULE,
+    LayerHandler,
+    Rule,
+)
+from keras_vib.layers import SelectFeatures
+
+
+def broadcast_sources(in_shapes, channels):
+    """Sources of an elementwise merge: same channels, or one broadcast."""
+    sources = []
+    for shape in in_shapes:
+        if shape[-1] == channels:
+            sources.append(np.arange(channels))
+        elif shape[-1] == 1:
+            sources.append(np.zeros(channels, int))
+        else:
+            return None
+    return sources
+
+
+def _twin(layer, tf_keras, **kwargs):
+    return getattr(tf_keras.layers, type(layer).__name__)(name=layer.name, **kwargs)
+
+
+class Flatten(LayerHandler):
+    """`Flatten` of a channels-last tensor: feature `p * C + c` reads channel `c`.
+
+    A flattened feature can go on its own (the slim model then selects the
+    kept features after the Flatten).
+    """
+
+    selectable = True
+
+    def rule(self, node):
+        channels = node.in_shapes[0][-1]
+        width = node.out_shape[-1]
+        if width is None or width % channels:
+            return OPAQUE_RULE
+        return Rule(COUPLED, [np.tile(np.arange(channels), width // channels)])
+
+    def output_zero(self, node, zeros):
+        return zeros[0]
+
+    def scaling(self, node):
+        return "linear"
+
+    def slim(self, ctx, node):
+        layer = node.layer
+        t_in, t_out = node.inputs[0], node.outputs[0]
+        out_present = ctx.present(t_out)
+        ctx.set_scale(t_out, ctx.scale_of(t_in)[node.sources[0]])
+        config = layer.get_config()
+        config["name"] = ctx.name(layer.name, original=True)
+        out = ctx.emit(type(layer).from_config(config), None, ctx.sym[t_in])
+        # The flattened features of the kept channels, less those dropped
+        # one by one (an input gate after a Flatten).
+        src = node.sources[0]
+        flat = ctx.present(t_in)[src]
+        if not np.array_equal(flat, out_present):
+            select = SelectFeatures(
+                np.flatnonzero(out_present[flat]),
+                name=ctx.name(f"{layer.name}_select"),
+            )
+            out = ctx.emit(select, None, out)
+        ctx.sym[t_out] = out
+
+    def twin(self, layer, tf_keras):
+        return _twin(layer, tf_keras)
+
+
+class Reshape(LayerHandler):
+    """`Reshape` that keeps the last axis."""
+
+    def rule(self, node):
+        if node.in_shapes[0][-1] != node.out_shape[-1]:
+            return OPAQUE_RULE
+        return Rule(COUPLED, [np.arange(node.out_shape[-1])])
+
+    def output_zero(self, node, zeros):
+        return zeros[0]
+
+    def scaling(self, node):
+        return "linear"
+
+    def slim(self, ctx, node):
+        layer = node.layer
+        t_in, t_out = node.inputs[0], node.outputs[0]
+        ctx.set_scale(t_out, ctx.scale_of(t_in))
+        config = layer.get_config()
+        config["name"] = ctx.name(layer.name, original=True)
+        kept = int(ctx.present(t_out).sum())
+        config["target_shape"] = tuple(config["target_shape"][:-1]) + (kept,)
+        new = type(layer).from_config(config)
+        ctx.sym[t_out] = ctx.emit(new, None, ctx.sym[t_in])
+
+    def twin(self, layer, tf_keras):
+        return _twin(layer, tf_keras, target_shape=tuple(layer.target_shape))
+
+
+class Merge(LayerHandler):
+    """Elementwise merges of same-channel tensors (`Add`, `Multiply`...).
+
+    Args:
+        product: a product (`Multiply`): an output channel is zero when any
+            factor's is, and a scale on one factor passes to the product.
+            Otherwise (`Add`, `Subtract`, `Average`, `Maximum`, `Minimum`) it
+            is zero only when every input's is, no scale passes, and the
+            inputs' channels are one group for `add_gates`.
+    """
+
+    def __init__(self, product=False):
+        self.product = product
+
+    def rule(self, node):
+        if len(node.in_shapes) < 2:
+            return OPAQUE_RULE
+        sources = broadcast_sources(node.in_shapes, node.out_shape[-1])
+        return Rule(COUPLED, sources) if sources else OPAQUE_RULE
+
+    def output_zero(self, node, zeros):
+        if self.product:
+            return np.logical_or.reduce(zeros)
+        return np.logical_and.reduce(zeros)
+
+    def scaling(self, node):
+        return "linear" if self.product else None
+
+    def combine_scales(self, node, scales):
+        if self.product:
+            return np.prod(scales, axis=0)
+        for s in scales[1:]:
+            if not np.allclose(s, scales[0]):
+                raise ValueError(
+                    f"Cannot slim through {node.layer.name!r}: its inputs carry "
+                    "different gate scales."
+                )
+        return scales[0]
+
+    def ties(self, node):
+        return not self.product
+
+    def slim(self, ctx, node):
+        ctx.recall(node)
+
+    def twin(self, layer, tf_keras):
+        return _twin(layer, tf_keras)
+
+
+class Concatenate(LayerHandler):
+    """`Concatenate` on the last axis: each output channel from one input."""
+
+    def rule(self, node):
+        layer = node.layer
+        if layer.axis not in (-1, len(node.out_shape) - 1):
+            return OPAQUE_RULE
+        sources, offset = [], 0
+        for shape in node.in_shapes:
+            src = np.full(node.out_shape[-1], -1)
+            src[offset : offset + shape[-1]] = np.arange(shape[-1])
+            sources.append(src)
+            offset += shape[-1]
+        return Rule(COUPLED, sources)
+
+    def output_zero(self, node, zeros):
+        return np.logical_or.reduce(zeros)
+
+    def scaling(self, node):
+        return "linear"
+
+    def combine_scales(self, node, scales):
+        return np.prod(scales, axis=0)  # the others gather 1
+
+    def slim(self, ctx, node):
+        layer = node.layer
+        live = [t for t in node.inputs if ctx.sym.get(t) is not None]
+        t_out = node.outputs[0]
+        if len(live) == 1:
+            ctx.set_scale(t_out, ctx.combined_scale(node))
+            ctx.sym[t_out] = ctx.sym[live[0]]
+            return
+        ctx.set_scale(t_out, ctx.combined_scale(node))
+        config = layer.get_config()
+        config["name"] = ctx.name(layer.name, original=True)
+        new = type(layer).from_config(config)
+        ctx.sym[t_out] = ctx.emit(new, None, [ctx.sym[t] for t in live])
+
+    def twin(self, layer, tf_keras):
+        return _twin(layer, tf_keras, axis=layer.axis)
+
+
+class Select(LayerHandler):
+    """keras_vib's `SelectFeatures`: output `k` reads input `indices[k]`."""
+
+    def rule(self, node):
+        return Rule(COUPLED, [np.asarray(node.layer.indices)])
+
+    def output_zero(self, node, zeros):
+        return zeros[0]
+
+    def scaling(self, node):
+        return "linear"
+
+    def slim(self, ctx, node):
+        layer = node.layer
+        t_in, t_out = node.inputs[0], node.outputs[0]
+        ctx.set_scale(t_out, ctx.scale_of(t_in)[node.sources[0]])
+        in_present, out_present = ctx.present(t_in), ctx.present(t_out)
+        position = np.cumsum(in_present) - 1  # index among the kept inputs
+        indices = position[np.asarray(layer.indices)[out_present]]
+        if np.array_equal(indices, np.arange(int(in_present.sum()))):
+            ctx.sym[t_out] = ctx.sym[t_in]
+            return
+        new = SelectFeatures(indices, name=ctx.name(layer.name, original=True))
+        ctx.sym[t_out] = ctx.emit(new, None, ctx.sym[t_in])
+
+    def twin(self, layer, tf_keras):
+        from keras_vib.export import select_features_twin
+
+        return select_features_twin(tf_keras)(layer.indices, name=layer.name)
+
+
+def register_all(register):
+    L = keras.layers
+    register(L.Flatten, Flatten())
+    register(L.Reshape, Reshape())
+    for cls in (L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum):
+        register(cls, Merge())
+    register(L.Multiply, Merge(product=True))
+    register(L.Concatenate, Concatenate())
+    register(SelectFeatures, Select())

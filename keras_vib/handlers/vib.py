@@ -1,0 +1,69 @@
+"""keras_vib's own layers: `VIBGate`, `VIBDense`, `VIBConv2D`."""
+
+from keras_vib.handlers.base import (
+    COUPLED,
+    OPAQUE_RULE,
+    LayerHandler,
+    Rule,
+    identity_sources,
+)
+from keras_vib.handlers.kernels import Conv, Dense
+from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
+
+
+class Gate(LayerHandler):
+    """A `VIBGate`: multiplies channel `j` by `mu_j`, or by 0 once closed."""
+
+    def rule(self, node):
+        sources = identity_sources(node)
+        return Rule(COUPLED, sources) if sources else OPAQUE_RULE
+
+    def output_zero(self, node, zeros):
+        return zeros[0]
+
+    def gate(self, layer):
+        return layer
+
+    def scaling(self, node):
+        return "linear"
+
+    def slim(self, ctx, node):
+        ctx.gate(node)
+
+
+class GatedDense(Dense):
+    """`VIBDense`: a `Dense` and its gate."""
+
+    def inner(self, layer):
+        return layer.dense
+
+    def gate(self, layer):
+        return layer.gate
+
+    def prunable(self, node):
+        return False  # gated already
+
+
+class GatedConv2D(Conv):
+    """`VIBConv2D`: a `Conv2D`, an optional batch norm, activation, gate."""
+
+    def inner(self, layer):
+        return layer.conv
+
+    def gate(self, layer):
+        return layer.gate
+
+    def activation(self, layer):
+        return layer.activation
+
+    def bn(self, layer):
+        return layer.bn
+
+    def prunable(self, node):
+        return False
+
+
+def register_all(register):
+    register(VIBGate, Gate())
+    register(VIBDense, GatedDense())
+    register(VIBConv2D, GatedConv2D())
