@@ -295,7 +295,7 @@ def litert_latencies(files, input_shape, args):
 
 def time_inference(gated, plain, x_test, y_test, args):
     slim = kv.slim_model(gated)
-    report = kv.compression_report(slim)
+    report = kv.compression_report(slim, reference=gated)
     models_ = {"plain": plain, "slim": slim}
     one = x_test[:1]
     batch = x_test[: args.keras_batch]

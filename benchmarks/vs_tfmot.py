@@ -144,7 +144,7 @@ def train_vib(args):
     )
     seconds = fit(gated, train, args, [monitor])
     slim = kv.slim_model(gated)
-    return slim, kv.compression_report(slim), seconds
+    return slim, kv.compression_report(slim, reference=gated), seconds
 
 
 def train_plain(args, initial_weights):

@@ -3,6 +3,7 @@
 import warnings
 
 import keras
+import numpy as np
 
 from keras_vib import graph
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE
@@ -80,16 +81,54 @@ class _Graph:
                 # Channels tied by an Add: one gate after the sum (and its
                 # activation), for every branch.
                 name = nxt.layer.name
-            elif len(nxt.inputs) > 1 and handler.scaling(nxt) == "linear":
+            elif len(nxt.inputs) > 1:
                 # A product: if another factor is gated, its gate zeroes the
                 # product's channels, so these units go with it.
-                others = [u for u in nxt.inputs if u != t]
-                if any(u in points for u in others):
+                if any(
+                    u in points and self.forces_zero(nxt, k)
+                    for k, u in enumerate(nxt.inputs)
+                    if u != t
+                ):
                     return None, name
                 return t, name
             elif not handler.follower(nxt):
                 return t, name
             t = nxt.outputs[0]
+
+    def forces_zero(self, node, k):
+        """Whether a zero channel of input `k` zeroes the output (a product)."""
+        zeros = [(src >= 0) & (i == k) for i, src in enumerate(node.sources)]
+        return bool(np.all(node.handler.output_zero(node, zeros)))
+
+    def groups(self):
+        """Maps each tensor to its channel group's representative.
+
+        Tensors whose channels are the same channels (through any layer
+        that keeps each channel in place: a batch norm, an activation, a
+        pooling, a depthwise conv; or the inputs and output of a residual
+        `Add`) are one group.
+        """
+        parent = {}
+
+        def find(t):
+            while parent.get(t, t) != t:
+                t = parent[t]
+            return t
+
+        for node in self.analysis.nodes:
+            if node.kind != COUPLED or len(node.outputs) != 1:
+                continue
+            identity = len(node.inputs) == 1 and np.array_equal(
+                node.sources[0], np.arange(len(node.sources[0]))
+            )
+            if not (identity or node.handler.ties(node)):
+                continue
+            linked = node.inputs
+            root = find(node.outputs[0])
+            for t in linked:
+                if self.analysis.tensors[t].channels == len(node.sources[0]):
+                    parent[find(t)] = root
+        return find
 
     def blocker(self, tensor, seen=None):
         """A layer downstream that a pruned channel of `tensor` cannot pass."""
@@ -128,7 +167,10 @@ def add_gates(
     activation and depthwise conv layers that directly follow it; where that
     output is added to another branch (a residual `Add`), one gate goes
     after the sum (and its activation), so that the channels an `Add` ties
-    are gated once and consistently. The units that scale a gated feature
+    are gated once and consistently; where several sums tie the same
+    channels (a chain of residual blocks), one gate layer is applied after
+    each of them, so that a closed channel is gone from all of them (it pays
+    its KL term at each). The units that scale a gated feature
     map (the excitation of a squeeze-and-excitation block) go with that
     feature map's gate. No gate goes on a model output. Nested functional
     and Sequential models are flattened: the clone is one functional graph,
@@ -217,9 +259,17 @@ def add_gates(
         used.add(name)
         return name
 
+    group_of = g.groups()
+    shared = {}  # channel group -> its gate
+
     def gate(t, tensor):
+        group = group_of(t)
+        if group in shared:
+            # Channels tied to an already gated group (a chain of residual
+            # sums): the same gate, so that a closed channel goes everywhere.
+            return shared[group](tensor)
         base = points[t]
-        layer = VIBGate(
+        layer = shared[group] = VIBGate(
             kl_weight=weight_for(base),
             mu_initializer=mu_initializer,
             log_sigma2_initializer=log_sigma2_initializer,

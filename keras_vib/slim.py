@@ -329,7 +329,10 @@ class _Builder:
         self.sym = values
         if not any(self.present(t).any() for t in node.outputs):
             return [None] * len(node.outputs)
-        node.handler.slim(self, node)
+        if node.kind == OPAQUE:
+            self.copy(node)
+        else:
+            node.handler.slim(self, node)
         return [self.sym[t] for t in node.outputs]
 
     def run(self):

@@ -312,3 +312,19 @@ def test_write_section_replaces_in_place_or_appends(tmp_path, monkeypatch):
     text = md.read_text()
     assert text.startswith("# Benchmarks\n\n## A\n\nnew a\n\n## B\n")
     assert text.endswith("## D\n\nd\n\n## A extra\n\nx\n")
+
+
+def test_coverage_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    out = run_script(
+        "benchmarks/coverage.py",
+        "--families",
+        "MobileNetV3Small",
+        "--out",
+        str(md),
+    )
+    row = re.search(
+        r"\| MobileNetV3Small \| 32 \| (\d+) \| .* \| equal \| (\S+) \|", out
+    )
+    assert row and int(row[1]) > 10 and float(row[2]) < 1e-4
+    assert "## Coverage of keras.applications" in md.read_text()

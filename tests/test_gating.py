@@ -219,7 +219,7 @@ def test_squeeze_and_excitation_is_one_channel_group():
     # no gate of their own, no warning, and slimming cuts both.
     model = squeeze_excite()
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         gated = kv.add_gates(model)
     names = gate_names(gated)
     assert names == ["conv_gate", "squeeze_gate", "conv_after_gate"]

@@ -27,7 +27,10 @@ def broadcast_sources(in_shapes, channels):
 
 
 def _twin(layer, tf_keras, **kwargs):
-    return getattr(tf_keras.layers, type(layer).__name__)(name=layer.name, **kwargs)
+    cls = getattr(tf_keras.layers, type(layer).__name__, None)
+    if cls is None:
+        return LayerHandler().twin(layer, tf_keras)
+    return cls(name=layer.name, **kwargs)
 
 
 class Flatten(LayerHandler):
@@ -236,3 +239,8 @@ def register_all(register):
     register(L.Multiply, Merge(product=True))
     register(L.Concatenate, Concatenate())
     register(SelectFeatures, Select())
+    try:  # keras.applications' InceptionResNetV2: x + scale * r
+        from keras.src.applications import inception_resnet_v2
+    except ImportError:  # pragma: no cover
+        return
+    register(inception_resnet_v2.CustomScaleLayer, Merge())
