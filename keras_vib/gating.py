@@ -279,11 +279,16 @@ def add_gates(
         )
         return layer(tensor)
 
+    clones = {}  # a layer called twice (shared) has one clone
+
     def rebuild_node(node, values):
         layer = node.layer
-        clone = graph.clone(layer, unique(layer.name, "{base}{k}"))
+        first = id(layer) not in clones
+        if first:
+            clones[id(layer)] = graph.clone(layer, unique(layer.name, "{base}{k}"))
+        clone = clones[id(layer)]
         outputs = graph.call(node, clone, values)
-        if clone is not layer and layer.weights:
+        if first and clone is not layer and layer.weights:
             clone.set_weights(layer.get_weights())
         return [
             gate(t, out) if t in points else out

@@ -49,6 +49,17 @@ def random_gates(model, rng, closed_fraction=0.5, negative_mu=True):
     return masks
 
 
+def randomize_statistics(model, rng):
+    """Random biases and batch-norm parameters and statistics, so that a
+    wrong fold shows."""
+    for v in model.weights:
+        if v.name in ("beta", "moving_mean", "bias"):
+            v.assign(rng.normal(0.0, 0.3, tuple(v.shape)).astype("float32"))
+        elif v.name in ("gamma", "moving_variance"):
+            v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype("float32"))
+    return model
+
+
 def assert_close(a, b, rtol=1e-5):
     """`a` equals `b` to `rtol` relative to the largest magnitude of `b`."""
     a = keras.ops.convert_to_numpy(a)

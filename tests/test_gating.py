@@ -3,21 +3,12 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from helpers import random_gates
+from helpers import random_gates, randomize_statistics
 
 import keras_vib as kv
 from keras_vib.report import gated_layers
 
 L = keras.layers
-
-
-def randomize_statistics(model, rng):
-    """Random BN statistics and biases, so that a wrong fold would show."""
-    for v in model.weights:
-        if v.name in ("beta", "moving_mean", "bias"):
-            v.assign(rng.normal(0.0, 0.3, tuple(v.shape)).astype("float32"))
-        elif v.name in ("gamma", "moving_variance"):
-            v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype("float32"))
 
 
 def gate_names(model):
@@ -243,3 +234,15 @@ def test_recurrent_consumer_is_left_ungated_with_a_warning():
         gated = kv.add_gates(model)
     assert gate_names(gated) == []
     kv.slim_model(gated)  # nothing to cut, and no refusal
+
+
+def test_a_shared_layer_stays_shared():
+    inputs = keras.Input((6,))
+    shared = L.Dense(5, activation="relu", name="shared")
+    a, b = shared(inputs), shared(inputs * 2.0)
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.Concatenate()([a, b])))
+    gated = kv.add_gates(model)
+    clone = gated.get_layer("shared")
+    assert len(clone._inbound_nodes) == 2  # one layer, called twice
+    x = np.random.default_rng(5).normal(size=(3, 6)).astype("float32")
+    assert_close(gated(x, training=False), model(x))

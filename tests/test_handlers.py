@@ -11,7 +11,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from helpers import gate_slim_reload, random_gates, set_gates
+from helpers import gate_slim_reload, random_gates, randomize_statistics, set_gates
 
 import keras_vib as kv
 from keras_vib.report import gated_layers
@@ -23,23 +23,13 @@ def gate_names(model):
     return [name for name, _ in gated_layers(model)]
 
 
-def randomize(model, rng):
-    """Random biases and batch-norm statistics, so that a wrong fold shows."""
-    for v in model.weights:
-        if v.name in ("bias", "beta", "moving_mean"):
-            v.assign(rng.normal(0.0, 0.3, tuple(v.shape)).astype("float32"))
-        elif v.name in ("gamma", "moving_variance"):
-            v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype("float32"))
-    return model
-
-
 def data(model, rng, n=3):
     return rng.normal(size=(n,) + tuple(model.inputs[0].shape[1:])).astype("float32")
 
 
 def run(model, tmp_path, seed=0, **kwargs):
     rng = np.random.default_rng(seed)
-    randomize(model, rng)
+    randomize_statistics(model, rng)
     return gate_slim_reload(model, data(model, rng), rng, tmp_path, **kwargs)
 
 
@@ -346,3 +336,30 @@ def test_subclass_with_its_own_call_does_not_inherit_a_handler():
 
     assert kv.handlers.handler_for(Named(3)) is kv.handlers.handler_for(L.Dense(3))
     assert not kv.handlers.is_registered(Doubling(3))
+
+
+# --------------------------------------------------------------------------
+# tf_keras twins (for quantization-aware training)
+
+
+def test_twins_of_the_new_kernel_kinds(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = L.SeparableConv2D(6, 3, padding="same", activation="relu", name="sep")(inputs)
+    x = L.Conv2DTranspose(4, 2, strides=2, activation="relu", name="up")(x)
+    x = L.DepthwiseConv2D(3, name="dw")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    rng = np.random.default_rng(16)
+    _, slim = run(model, tmp_path, seed=16)
+    twin = kv.export.to_tf_keras(slim)
+    x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        twin(x).numpy(), keras.ops.convert_to_numpy(slim(x)), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_twin_of_a_raw_op_is_refused_by_name():
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, L.Dense(2)(keras.ops.tanh(inputs) * 2.0))
+    with pytest.raises(ValueError, match="'tanh'"):
+        kv.export.to_tf_keras(model)

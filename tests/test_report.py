@@ -133,3 +133,40 @@ def test_report_needs_a_graph_model():
 
     with pytest.raises(ValueError, match="Subclassed"):
         kv.compression_report(Subclassed())
+
+
+def test_slim_model_loaded_from_keras_reports_absolute_figures(tmp_path):
+    model = lenet_300_100()
+    random_gates(model, np.random.default_rng(5))
+    report = kv.compression_report(model)
+    path = tmp_path / "slim.keras"
+    kv.slim_model(model).save(path)
+    slim = keras.models.load_model(path)
+    alone = kv.compression_report(slim)
+    # No gates, no reference: no ratios, and nothing that reads like one.
+    assert alone.r_w is None and alone.r_n is None and alone.baseline is None
+    text = str(alone)
+    assert "0 of 0" not in text and "%" not in text
+    assert f"{report.kept_weights:,} kernel weights" in text
+    assert alone.kept_params == slim.count_params() == report.kept_params
+    assert alone.flops == report.flops
+    # Against the gated model: its ratios and gate rows.
+    against = kv.compression_report(slim, reference=model)
+    assert against.r_w == pytest.approx(report.r_w)
+    assert against.r_n == pytest.approx(report.r_n)
+    assert against.structure == report.structure
+    assert "against" in str(against) and model.name in str(against)
+    data = json.loads(json.dumps(alone.to_dict()))
+    assert data["r_w_pct"] is None and data["baseline"] is None
+
+
+def test_report_against_the_original_model():
+    # A gated model against its plain original: the totals are the original's.
+    plain = keras.Sequential(
+        [keras.Input((12,)), keras.layers.Dense(8, name="fc"), keras.layers.Dense(2)]
+    )
+    gated = kv.add_gates(plain)
+    random_gates(gated, np.random.default_rng(6))
+    report = kv.compression_report(gated, reference=plain)
+    assert report.total_weights == 12 * 8 + 8 * 2
+    assert report.r_w == pytest.approx(report.kept_weights / (12 * 8 + 8 * 2))

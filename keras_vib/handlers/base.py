@@ -199,6 +199,42 @@ class LayerHandler:
         )
 
 
+class PassThrough(LayerHandler):
+    """A `COUPLED` kind that moves values without changing them.
+
+    A zero channel stays zero and any per-channel scale passes (Flatten,
+    Reshape, a gate's selection of channels).
+    """
+
+    def output_zero(self, node, zeros):
+        return zeros[0]
+
+    def scaling(self, node):
+        return "linear"
+
+
+def same_scales(node, scales):
+    """The one scale all inputs of a sum carry (they must agree)."""
+    for s in scales[1:]:
+        if not np.allclose(s, scales[0]):
+            raise ValueError(
+                f"Cannot slim through {node.layer.name!r}: its inputs carry "
+                "different gate scales."
+            )
+    return scales[0]
+
+
+def stock_twin(layer, tf_keras, names=(), **kwargs):
+    """The tf_keras layer of `layer`'s class name with the config entries
+    `names` (those both Keras versions share) and `kwargs`."""
+    cls = getattr(tf_keras.layers, type(layer).__name__, None)
+    if cls is None:
+        return LayerHandler().twin(layer, tf_keras)
+    config = layer.get_config()
+    kwargs.update({k: config[k] for k in names if k in config})
+    return cls(name=layer.name, trainable=layer.trainable, **kwargs)
+
+
 _REGISTRY = {}
 _OPAQUE = LayerHandler()
 

@@ -12,8 +12,9 @@ from keras_vib.handlers.base import (
     identity_sources,
     keeps_zero,
     scaling_of,
+    stock_twin,
 )
-from keras_vib.handlers.kernels import FLOAT, keras_vib_bn_weights, numpy, twin_kwargs
+from keras_vib.handlers.kernels import FLOAT, keras_vib_bn_weights, numpy
 
 PROBE = "probe"
 
@@ -98,12 +99,7 @@ class Channelwise(LayerHandler):
     def twin(self, layer, tf_keras):
         if self.twin_args is None:
             return super().twin(layer, tf_keras)
-        kwargs = twin_kwargs(layer, self.twin_args)
-        if isinstance(kwargs.get("target_shape"), list):
-            kwargs["target_shape"] = tuple(kwargs["target_shape"])
-        return getattr(tf_keras.layers, type(layer).__name__)(
-            name=layer.name, trainable=layer.trainable, **kwargs
-        )
+        return stock_twin(layer, tf_keras, self.twin_args)
 
 
 class Activation(Channelwise):
@@ -211,10 +207,8 @@ class BatchNorm(LayerHandler):
         ctx.sym[t_out] = ctx.finish(node, ctx.emit(new, weights, ctx.sym[t_in]))
 
     def twin(self, layer, tf_keras):
-        kwargs = twin_kwargs(layer, ("axis", "momentum", "epsilon", "center", "scale"))
-        return tf_keras.layers.BatchNormalization(
-            name=layer.name, trainable=layer.trainable, **kwargs
-        )
+        names = ("axis", "momentum", "epsilon", "center", "scale")
+        return stock_twin(layer, tf_keras, names)
 
 
 class Normalizing(LayerHandler):

@@ -12,6 +12,7 @@ from keras_vib.handlers.base import (
     LayerHandler,
     Rule,
     scaling_of,
+    stock_twin,
 )
 
 FLOAT = "float64"  # surgery in float64, weights cast back to float32
@@ -23,12 +24,6 @@ def numpy(variable):
 
 def _count(mask):
     return int(np.sum(mask))
-
-
-def twin_kwargs(layer, names):
-    """The config entries `names` of `layer` that tf_keras takes too."""
-    config = layer.get_config()
-    return {k: config[k] for k in names if k in config}
 
 
 def _pads(layer):
@@ -158,10 +153,7 @@ class Kernel(LayerHandler):
         ctx.sym[t_out] = ctx.finish(node, out)
 
     def twin(self, layer, tf_keras):
-        kwargs = twin_kwargs(layer, self.twin_args)
-        return getattr(tf_keras.layers, type(layer).__name__)(
-            name=layer.name, trainable=layer.trainable, **kwargs
-        )
+        return stock_twin(layer, tf_keras, self.twin_args)
 
 
 def keras_vib_bn_weights(bn, n):
@@ -363,10 +355,7 @@ class Depthwise(LayerHandler):
         ctx.sym[t_out] = ctx.finish(node, ctx.emit(new, weights, ctx.sym[t_in]))
 
     def twin(self, layer, tf_keras):
-        kwargs = twin_kwargs(layer, self.twin_args)
-        return getattr(tf_keras.layers, type(layer).__name__)(
-            name=layer.name, trainable=layer.trainable, **kwargs
-        )
+        return stock_twin(layer, tf_keras, self.twin_args)
 
 
 class Separable(Kernel):

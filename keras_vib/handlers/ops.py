@@ -15,6 +15,7 @@ from keras_vib.handlers.base import (
     OPAQUE_RULE,
     LayerHandler,
     Rule,
+    same_scales,
     scaling_of,
 )
 from keras_vib.handlers.structure import broadcast_sources
@@ -122,13 +123,7 @@ class Elementwise(LayerHandler):
     def combine_scales(self, node, scales):
         if len(scales) > 1 and self._name(node) == "Multiply":
             return np.prod(scales, axis=0)
-        for s in scales[1:]:
-            if not np.allclose(s, scales[0]):
-                raise ValueError(
-                    f"Cannot slim through {node.layer.name!r}: its inputs carry "
-                    "different gate scales."
-                )
-        return scales[0]
+        return same_scales(node, scales)
 
     def follower(self, node):
         return len(node.inputs) == 1

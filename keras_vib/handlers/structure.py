@@ -8,7 +8,10 @@ from keras_vib.handlers.base import (
     COUPLED,
     OPAQUE_RULE,
     LayerHandler,
+    PassThrough,
     Rule,
+    same_scales,
+    stock_twin,
 )
 from keras_vib.layers import SelectFeatures
 
@@ -26,14 +29,7 @@ def broadcast_sources(in_shapes, channels):
     return sources
 
 
-def _twin(layer, tf_keras, **kwargs):
-    cls = getattr(tf_keras.layers, type(layer).__name__, None)
-    if cls is None:
-        return LayerHandler().twin(layer, tf_keras)
-    return cls(name=layer.name, **kwargs)
-
-
-class Flatten(LayerHandler):
+class Flatten(PassThrough):
     """`Flatten` of a channels-last tensor: feature `p * C + c` reads channel `c`.
 
     A flattened feature can go on its own (the slim model then selects the
@@ -48,12 +44,6 @@ class Flatten(LayerHandler):
         if width is None or width % channels:
             return OPAQUE_RULE
         return Rule(COUPLED, [np.tile(np.arange(channels), width // channels)])
-
-    def output_zero(self, node, zeros):
-        return zeros[0]
-
-    def scaling(self, node):
-        return "linear"
 
     def slim(self, ctx, node):
         layer = node.layer
@@ -76,22 +66,16 @@ class Flatten(LayerHandler):
         ctx.sym[t_out] = out
 
     def twin(self, layer, tf_keras):
-        return _twin(layer, tf_keras)
+        return stock_twin(layer, tf_keras)
 
 
-class Reshape(LayerHandler):
+class Reshape(PassThrough):
     """`Reshape` that keeps the last axis."""
 
     def rule(self, node):
         if node.in_shapes[0][-1] != node.out_shape[-1]:
             return OPAQUE_RULE
         return Rule(COUPLED, [np.arange(node.out_shape[-1])])
-
-    def output_zero(self, node, zeros):
-        return zeros[0]
-
-    def scaling(self, node):
-        return "linear"
 
     def slim(self, ctx, node):
         layer = node.layer
@@ -105,7 +89,7 @@ class Reshape(LayerHandler):
         ctx.sym[t_out] = ctx.emit(new, None, ctx.sym[t_in])
 
     def twin(self, layer, tf_keras):
-        return _twin(layer, tf_keras, target_shape=tuple(layer.target_shape))
+        return stock_twin(layer, tf_keras, target_shape=tuple(layer.target_shape))
 
 
 class Merge(LayerHandler):
@@ -139,13 +123,7 @@ class Merge(LayerHandler):
     def combine_scales(self, node, scales):
         if self.product:
             return np.prod(scales, axis=0)
-        for s in scales[1:]:
-            if not np.allclose(s, scales[0]):
-                raise ValueError(
-                    f"Cannot slim through {node.layer.name!r}: its inputs carry "
-                    "different gate scales."
-                )
-        return scales[0]
+        return same_scales(node, scales)
 
     def ties(self, node):
         return not self.product
@@ -154,7 +132,7 @@ class Merge(LayerHandler):
         ctx.recall(node)
 
     def twin(self, layer, tf_keras):
-        return _twin(layer, tf_keras)
+        return stock_twin(layer, tf_keras)
 
 
 class Concatenate(LayerHandler):
@@ -196,20 +174,14 @@ class Concatenate(LayerHandler):
         ctx.sym[t_out] = ctx.emit(new, None, [ctx.sym[t] for t in live])
 
     def twin(self, layer, tf_keras):
-        return _twin(layer, tf_keras, axis=layer.axis)
+        return stock_twin(layer, tf_keras, ("axis",))
 
 
-class Select(LayerHandler):
+class Select(PassThrough):
     """keras_vib's `SelectFeatures`: output `k` reads input `indices[k]`."""
 
     def rule(self, node):
         return Rule(COUPLED, [np.asarray(node.layer.indices)])
-
-    def output_zero(self, node, zeros):
-        return zeros[0]
-
-    def scaling(self, node):
-        return "linear"
 
     def slim(self, ctx, node):
         layer = node.layer

@@ -3,7 +3,7 @@
 from keras_vib.handlers.base import (
     COUPLED,
     OPAQUE_RULE,
-    LayerHandler,
+    PassThrough,
     Rule,
     identity_sources,
 )
@@ -11,21 +11,15 @@ from keras_vib.handlers.kernels import Conv, Dense
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 
 
-class Gate(LayerHandler):
+class Gate(PassThrough):
     """A `VIBGate`: multiplies channel `j` by `mu_j`, or by 0 once closed."""
 
     def rule(self, node):
         sources = identity_sources(node)
         return Rule(COUPLED, sources) if sources else OPAQUE_RULE
 
-    def output_zero(self, node, zeros):
-        return zeros[0]
-
     def gate(self, layer):
         return layer
-
-    def scaling(self, node):
-        return "linear"
 
     def slim(self, ctx, node):
         ctx.gate(node)
