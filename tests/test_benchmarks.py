@@ -320,7 +320,7 @@ def test_coverage_benchmark_runs(tmp_path):
         "benchmarks/coverage.py",
         "--families",
         "MobileNetV3Small",
-        "--out",
+        "--benchmarks-md",
         str(md),
     )
     row = re.search(

@@ -3,7 +3,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from helpers import random_gates, randomize_statistics
+from helpers import gate_slim_reload, random_gates, randomize_statistics
 
 import keras_vib as kv
 from keras_vib.report import gated_layers
@@ -246,3 +246,49 @@ def test_a_shared_layer_stays_shared():
     assert len(clone._inbound_nodes) == 2  # one layer, called twice
     x = np.random.default_rng(5).normal(size=(3, 6)).astype("float32")
     assert_close(gated(x, training=False), model(x))
+
+
+def _application(name, size):
+    rng = np.random.default_rng(7)
+    model = getattr(keras.applications, name)(
+        input_shape=(size, size, 3), weights=None, classes=10
+    )
+    randomize_statistics(model, rng)
+    for v in model.weights:
+        if "layer_scale" in v.path:  # ConvNeXt's start at 1e-6
+            v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype("float32"))
+    x = rng.normal(size=(2, size, size, 3)).astype("float32")
+    return model, x, rng
+
+
+# Squeeze-and-excitation: the excitation rides on the feature map's gate.
+@pytest.mark.parametrize(
+    "name", ["EfficientNetB0", "EfficientNetV2B0", "MobileNetV3Small"]
+)
+def test_squeeze_and_excitation_applications(name, tmp_path):
+    model, x, rng = _application(name, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing left ungated
+        gated, slim = gate_slim_reload(model, x, rng, tmp_path, kl_weight=1e-5)
+    assert slim.count_params() <= 0.6 * model.count_params()
+
+
+# The other families of benchmarks/coverage.py (large: run by .ci/run after
+# the default tests).
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, size, share",
+    [
+        ("ConvNeXtTiny", 32, 0.8),
+        ("Xception", 71, 0.6),
+        ("NASNetMobile", 32, 0.6),
+        ("InceptionV3", 75, 0.6),
+        ("InceptionResNetV2", 75, 0.6),
+    ],
+)
+def test_more_applications(name, size, share):
+    model, x, rng = _application(name, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ConvNeXt's stream
+        gated, slim = gate_slim_reload(model, x, rng, kl_weight=1e-5)
+    assert slim.count_params() <= share * model.count_params()

@@ -239,7 +239,7 @@ _REGISTRY = {}
 _OPAQUE = LayerHandler()
 
 
-def register_layer(layer_class, handler) -> None:
+def register_layer(layer_class: type, handler: LayerHandler) -> None:
     """Teaches keras_vib a layer kind: how to gate through and slim it.
 
     The handler owns everything keras_vib knows about the kind: its channel
@@ -277,7 +277,7 @@ def register_layer(layer_class, handler) -> None:
     _REGISTRY[layer_class] = handler
 
 
-def handler_for(layer):
+def handler_for(layer) -> LayerHandler:
     """The handler of a layer (the opaque one when none is registered)."""
     cls = type(layer)
     if cls in _REGISTRY:
@@ -291,6 +291,6 @@ def handler_for(layer):
     return _OPAQUE
 
 
-def is_registered(layer):
+def is_registered(layer) -> bool:
     """Whether keras_vib has a handler (other than the opaque one) for `layer`."""
     return handler_for(layer) is not _OPAQUE
