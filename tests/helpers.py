@@ -6,6 +6,19 @@ import keras
 import numpy as np
 
 
+@keras.saving.register_keras_serializable(package="keras_vib_tests")
+class OpaqueScale(keras.layers.Layer):
+    """A custom layer keras_vib knows nothing about: `x * w` per channel."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(
+            name="w", shape=(input_shape[-1],), initializer="random_normal"
+        )
+
+    def call(self, inputs):
+        return inputs * self.w
+
+
 def config_round_trip(layer):
     """Rebuilds `layer` from its JSON-serialised config; returns the copy.
 

@@ -11,7 +11,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from helpers import gate_slim_reload, random_gates, randomize_statistics, set_gates
+from helpers import (
+    OpaqueScale,
+    gate_slim_reload,
+    random_gates,
+    randomize_statistics,
+    set_gates,
+)
 
 import keras_vib as kv
 from keras_vib.report import gated_layers
@@ -271,32 +277,19 @@ def test_transformer_feed_forward_hidden_units_are_gated(tmp_path):
 # A user's own layer through the public registry
 
 
-@keras.saving.register_keras_serializable(package="test_handlers")
-class ChannelScale(L.Layer):
-    """`x * w`, one `w` per channel: a custom layer keras_vib does not know."""
-
-    def build(self, input_shape):
-        self.w = self.add_weight(
-            name="w", shape=(input_shape[-1],), initializer="random_normal"
-        )
-
-    def call(self, inputs):
-        return inputs * self.w
-
-
 def _custom_model():
     inputs = keras.Input((8, 8, 3))
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
-    x = ChannelScale(name="scale")(x)
+    x = OpaqueScale(name="scale")(x)
     x = L.Conv2D(4, 3, name="conv2")(x)
     x = L.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, L.Dense(2, name="out")(x))
 
 
 def test_register_layer_gates_and_slims_a_custom_layer(tmp_path):
-    with pytest.warns(UserWarning, match="'scale' of class ChannelScale"):
+    with pytest.warns(UserWarning, match="'scale' of class OpaqueScale"):
         kv.add_gates(_custom_model())
-    kv.register_layer(ChannelScale, kv.handlers.Channelwise(follower=True))
+    kv.register_layer(OpaqueScale, kv.handlers.Channelwise(follower=True))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
@@ -306,23 +299,23 @@ def test_register_layer_gates_and_slims_a_custom_layer(tmp_path):
         kept = gated.get_layer("conv_gate").num_kept()
         assert slim.get_layer("scale").w.shape == (kept,)
     finally:
-        kv.handlers.base._REGISTRY.pop(ChannelScale)
+        kv.handlers.base._REGISTRY.pop(OpaqueScale)
 
 
 def test_register_layer_bad_arguments():
     with pytest.raises(ValueError, match="layer_class='Dense'"):
         kv.register_layer("Dense", kv.handlers.Channelwise())
     with pytest.raises(ValueError, match="handler=42"):
-        kv.register_layer(ChannelScale, 42)
+        kv.register_layer(OpaqueScale, 42)
 
 
 def test_unregistered_custom_layer_is_refused_by_name():
     inputs = keras.Input((6,))
     h = kv.VIBDense(8, activation="relu", name="fc")(inputs)
-    h = ChannelScale(name="scale")(h)
+    h = OpaqueScale(name="scale")(h)
     gated = keras.Model(inputs, L.Dense(2)(h))
     random_gates(gated, np.random.default_rng(14))
-    with pytest.raises(ValueError, match="'scale' of class ChannelScale.*register"):
+    with pytest.raises(ValueError, match="'scale' of class OpaqueScale.*register"):
         kv.slim_model(gated)
 
 

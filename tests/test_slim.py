@@ -15,7 +15,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from helpers import random_gates, set_gates
+from helpers import OpaqueScale, random_gates, set_gates
 
 import keras_vib as kv
 from keras_vib import graph
@@ -26,19 +26,6 @@ L = keras.layers
 
 # --------------------------------------------------------------------------
 # Shared checks
-
-
-@keras.saving.register_keras_serializable(package="test_slim")
-class OpaqueScale(L.Layer):
-    """A custom layer keras_vib knows nothing about: `x * w` per channel."""
-
-    def build(self, input_shape):
-        self.w = self.add_weight(
-            name="w", shape=(input_shape[-1],), initializer="random_normal"
-        )
-
-    def call(self, inputs):
-        return inputs * self.w
 
 
 def randomize_stock_weights(model, rng):

@@ -365,16 +365,7 @@ class Separable(Kernel):
     and, through them, every output; output channels are pointwise columns.
     """
 
-    twin_args = (
-        "filters",
-        "kernel_size",
-        "strides",
-        "padding",
-        "depth_multiplier",
-        "dilation_rate",
-        "activation",
-        "use_bias",
-    )
+    twin_args = ("filters",) + Depthwise.twin_args
 
     def rule(self, node):
         return Rule(MIXING, pad_sensitive=_pads(node.layer))
