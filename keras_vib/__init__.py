@@ -1,6 +1,7 @@
 """keras_vib: compress Keras models with the Variational Information Bottleneck."""
 
 from keras_vib import datasets, export, handlers, models
+from keras_vib.budget import VIBBudget
 from keras_vib.callbacks import VIBMonitor
 from keras_vib.datasets import DatasetNotFoundError
 from keras_vib.gating import add_gates
@@ -19,6 +20,7 @@ __all__ = [
     "CompressionReport",
     "compression_report",
     "VIBMonitor",
+    "VIBBudget",
     "slim_model",
     "add_gates",
     "register_layer",

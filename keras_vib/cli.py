@@ -131,6 +131,24 @@ def _non_negative_float(name):
     return _number(name, float, positive=False)
 
 
+def _budget(name):
+    """An argparse type: a fraction in (0, 1) or a whole count >= 1."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not (0 < value < 1 or (value >= 1 and value.is_integer())):
+            raise argparse.ArgumentTypeError(
+                f"--{name} must be a fraction in (0, 1) or a whole count >= 1, "
+                f"received {text!r}"
+            )
+        return value if value < 1 else int(value)
+
+    return parse
+
+
 def _existing_file(text):
     if not os.path.isfile(text):
         raise argparse.ArgumentTypeError(f"no such model file: {text!r}")
@@ -219,6 +237,21 @@ def build_parser():
         type=_positive_float("width"),
         help="vgg16 only: scale its channel counts (quick runs)",
     )
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--target-flops",
+        type=_budget("target-flops"),
+        metavar="F",
+        help="prune to this budget of multiply-accumulates: a fraction of the "
+        "model's (0.05) or a count (90000); the KL pressure is steered to it "
+        "(keras_vib.VIBBudget) instead of warmed up",
+    )
+    budget.add_argument(
+        "--target-params",
+        type=_budget("target-params"),
+        metavar="F",
+        help="the same budget in parameters of the slim model",
+    )
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
 
     slim = sub.add_parser("slim", help="remove the closed units of a saved model")
@@ -263,6 +296,11 @@ def run_config(args):
         "no_download": args.no_download,
         "width": args.width,
         **_recipe(args),
+        **{
+            key: getattr(args, key)
+            for key in ("target_flops", "target_params")
+            if getattr(args, key, None) is not None
+        },
     }
 
 
@@ -361,21 +399,35 @@ def train(args):
         metrics=["accuracy"],
         steps_per_execution=args.steps_per_execution,
     )
+    budget = None
+    if args.target_flops is not None or args.target_params is not None:
+        budget = kv.VIBBudget(
+            target_flops=args.target_flops,
+            target_params=args.target_params,
+            verbose=1 if args.verbose else 0,
+        )
+        flag = "--target-flops" if args.target_flops is not None else "--target-params"
+        try:
+            budget.resolve(model)
+        except ValueError as e:
+            raise CLIError(f"{flag}: {e}") from None
     start = time.perf_counter()
     pretrain = min(recipe["pretrain_epochs"], recipe["epochs"])
     if pretrain:
         _pretrain(model, train_ds, pretrain, args.verbose)
     monitor = kv.VIBMonitor(
-        kl_warmup_epochs=recipe["warmup_epochs"],
+        # The budget steers the KL scale itself: no warm-up then.
+        kl_warmup_epochs=0 if budget else recipe["warmup_epochs"],
         plot_dir=out,
         verbose=1 if args.verbose else 0,
     )
+    callbacks = [monitor, keras.callbacks.CSVLogger(out / "history.csv")]
     if pretrain < recipe["epochs"]:
         model.fit(
             train_ds,
             epochs=recipe["epochs"] - pretrain,
             validation_data=test_ds,
-            callbacks=[monitor, keras.callbacks.CSVLogger(out / "history.csv")],
+            callbacks=([budget] if budget else []) + callbacks,
             verbose=args.verbose,
             shuffle=False,  # the dataset shuffles itself
         )
@@ -422,6 +474,16 @@ def train(args):
         "config": config,
         "report": report.to_dict(),
     }
+    if budget is not None:
+        result["budget"] = {
+            "kind": budget.kind,
+            "requested": budget.budget,
+            "target": budget.target,
+            "reached": budget.value,
+            "original": budget.reference,
+            "reached_epoch": budget.reached_epoch,
+            "adjusted_units": budget.adjusted,
+        }
     (out / "report.json").write_text(json.dumps(result, indent=2))
     print(report)
     if recipe["finetune_epochs"]:

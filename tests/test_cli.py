@@ -282,3 +282,69 @@ def test_console_script_exits_with_one_line():
     ]
     assert lines == ["keras-vib: error: unrecognized arguments: -e 1"]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--target-flops", "0.1", "--target-params", "0.1"],
+            "argument --target-params: not allowed with argument --target-flops",
+        ),
+        (["--target-flops", "0"], "--target-flops must be a fraction in (0, 1)"),
+        (["--target-params", "2.5"], "received '2.5'"),
+        (["--target-flops", "999999999"], "--target-flops: Expected `target_flops`"),
+    ],
+)
+def test_bad_budgets_are_refused_in_one_line(tmp_path, capsys, flags, message):
+    code, _, err = run(
+        capsys,
+        "train",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--synthetic",
+        "32",
+        "--out",
+        str(tmp_path / "run"),
+        "--verbose",
+        "0",
+        *flags,
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "run" / "report.json").exists()
+
+
+def test_train_to_a_flops_budget(tmp_path):
+    with pytest.warns(UserWarning, match="KL pressure reached"):
+        code = cli.main(
+            [
+                "train",
+                "--model",
+                "lenet300",
+                "--dataset",
+                "mnist",
+                "--synthetic",
+                "256",
+                "--epochs",
+                "1",
+                "--finetune-epochs",
+                "0",
+                "--target-flops",
+                "0.05",
+                "--out",
+                str(tmp_path),
+                "--verbose",
+                "0",
+            ]
+        )
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    budget = report["budget"]
+    assert budget["kind"] == "flops" and budget["requested"] == 0.05
+    assert budget["target"] == int(0.05 * budget["original"])
+    assert 0.85 * budget["target"] <= budget["reached"] <= budget["target"]
+    assert report["flops"] == budget["reached"]
+    assert report["config"]["target_flops"] == 0.05

@@ -1,0 +1,310 @@
+"""Compress to a budget: steer the KL pressure until the model fits it."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_vib import report as _report
+
+__all__ = ["VIBBudget"]
+
+_KINDS = ("flops", "params")
+
+
+def _check_budget(name, value):
+    """A fraction in (0, 1), or a whole count >= 1."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(value)
+        and (0 < value < 1 or (value >= 1 and float(value).is_integer()))
+    )
+    if not ok:
+        raise ValueError(
+            f"Expected `{name}` to be a fraction in (0, 1) of the original "
+            f"model or a whole count >= 1. Received: {name}={value!r}"
+        )
+    return float(value) if value < 1 else int(value)
+
+
+class VIBBudget(keras.callbacks.Callback):
+    """Steers the KL pressure of a VIB model so that it lands on a budget.
+
+    Name the budget in multiply-accumulates (`target_flops`) or in
+    parameters of the slim model (`target_params`), as a fraction of the
+    model when training starts (`0.05`: a twentieth) or as a count
+    (`90000`). Every `check_every` batches the callback measures the pruned
+    model (`compression_report`): while it is over the budget, it multiplies
+    the `kl_scale` of every gate by `growth`; once it is at or under the
+    budget, it turns the KL term off (`kl_scale` 0), so that training goes on
+    without pruning further, and closes the least informative units again
+    should the data reopen some. When training ends the model is at or
+    under the budget and, where the KL pressure pruned more than needed, at
+    least `min_fraction` of it: it closes the open units of highest
+    `log alpha`, or reopens the closed units of lowest, as few as it takes.
+    A budget the KL pressure did not reach within the epochs is still met
+    that way, with a warning that says what the KL pressure had reached.
+    `kl_scale` is back at 1 after training; slim and fine-tune as usual.
+
+    Use it instead of `VIBMonitor`'s KL warm-up (both set `kl_scale`).
+    The epoch logs get `budget`: the pruned model's size over the budget.
+
+    Args:
+        target_flops: the budget in multiply-accumulates per example.
+        target_params: the budget in parameters of the slim model. Give
+            exactly one of the two.
+        check_every: positive int, training steps (batches) between two
+            checks.
+        growth: float > 1, the factor by which the KL scale grows per check
+            while the model is over the budget.
+        min_fraction: float in (0, 1], the least share of the budget the
+            final model fills (0.85).
+        verbose: int; > 0 prints when the budget is reached and what the
+            end of training adjusted.
+
+    Attributes:
+        target: the budget as a count (set when training starts).
+        reference: the model's size when training starts.
+        reached_epoch: the epoch (from 0) at which the KL pressure reached
+            the budget, or None.
+        value: the model's size when training ended.
+        adjusted: how many units the end of training closed (> 0) or
+            reopened (< 0).
+
+    Example:
+
+    >>> budget = keras_vib.VIBBudget(target_flops=0.05)
+    >>> model.fit(x, y, epochs=30, callbacks=[budget, keras_vib.VIBMonitor()])
+    >>> keras_vib.compression_report(model).flops <= budget.target
+    True
+    """
+
+    def __init__(
+        self,
+        target_flops=None,
+        target_params=None,
+        check_every: int = 50,
+        growth: float = 1.1,
+        min_fraction: float = 0.85,
+        verbose: int = 1,
+    ):
+        super().__init__()
+        if (target_flops is None) == (target_params is None):
+            raise ValueError(
+                "Expected exactly one of `target_flops` and `target_params`. "
+                f"Received: target_flops={target_flops!r}, "
+                f"target_params={target_params!r}"
+            )
+        self.kind = "flops" if target_params is None else "params"
+        name = f"target_{self.kind}"
+        value = target_params if target_flops is None else target_flops
+        self.budget = _check_budget(name, value)
+        if (
+            isinstance(check_every, bool)
+            or not isinstance(check_every, (int, np.integer))
+            or check_every <= 0
+        ):
+            raise ValueError(
+                "Expected `check_every` to be a positive integer. "
+                f"Received: check_every={check_every!r}"
+            )
+        self.check_every = int(check_every)
+        if not isinstance(growth, (int, float)) or not growth > 1:
+            raise ValueError(
+                f"Expected `growth` to be a number > 1. Received: growth={growth!r}"
+            )
+        self.growth = float(growth)
+        if not isinstance(min_fraction, (int, float)) or not 0 < min_fraction <= 1:
+            raise ValueError(
+                "Expected `min_fraction` to be in (0, 1]. "
+                f"Received: min_fraction={min_fraction!r}"
+            )
+        self.min_fraction = float(min_fraction)
+        self.verbose = int(verbose)
+        self.target = self.reference = self.value = None
+        self.reached_epoch = None
+        self.adjusted = 0
+
+    # -- measuring -------------------------------------------------------
+
+    def _measure(self):
+        report = _report.compression_report(self.model)
+        return report.flops if self.kind == "flops" else report.kept_params
+
+    def _reference(self):
+        report = _report.compression_report(self.model)
+        if self.kind == "flops":
+            return report.total_flops
+        gates = [gate for _, gate in self._gates]
+        return self.model.count_params() - sum(g.count_params() for g in gates)
+
+    def _set_scale(self, value):
+        self._scale = value
+        for _, gate in self._gates:
+            gate.kl_scale.assign(value)
+
+    # -- closing and reopening units -------------------------------------
+
+    def _units(self):
+        """`(gate, index, log_alpha, kept)` of every unit."""
+        units = []
+        for _, gate in self._gates:
+            log_alpha = ops.convert_to_numpy(gate.log_alpha())
+            kept = gate.kept_mask()
+            units += [(gate, j, log_alpha[j], kept[j]) for j in range(gate.units)]
+        return units
+
+    def _apply(self, changes, close):
+        """Closes (or reopens) `changes`, a list of `(gate, index)`."""
+        by_gate = {}
+        for gate, j in changes:
+            by_gate.setdefault(id(gate), (gate, []))[1].append(j)
+        for gate, indices in by_gate.values():
+            log_sigma2 = ops.convert_to_numpy(gate.log_sigma2).copy()
+            mu2 = np.square(ops.convert_to_numpy(gate.mu)) + 1e-8
+            shift = 1.0 if close else -1.0
+            log_sigma2[indices] = np.log(mu2[indices]) + gate.threshold + shift
+            gate.log_sigma2.assign(log_sigma2)
+
+    def _search(self, candidates, close):
+        """Applies the shortest (closing) or longest (reopening) prefix of
+        `candidates` that leaves the model at or under the budget."""
+        saved = [ops.convert_to_numpy(g.log_sigma2).copy() for _, g in self._gates]
+
+        def fits(k):
+            for (_, gate), value in zip(self._gates, saved):
+                gate.log_sigma2.assign(value)
+            self._apply(candidates[:k], close)
+            return self._measure() <= self.target
+
+        if close:  # the fewest closures that fit
+            lo, hi = 0, len(candidates)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+        else:  # the most reopenings that still fit
+            lo, hi = 0, len(candidates)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        fits(lo)
+        return lo
+
+    def _close_to_budget(self):
+        units = [u for u in self._units() if u[3]]
+        units.sort(key=lambda u: -u[2])  # most prunable first
+        return self._search([(g, j) for g, j, _, _ in units], close=True)
+
+    def _reopen_to_budget(self):
+        units = [u for u in self._units() if not u[3]]
+        units.sort(key=lambda u: u[2])  # least prunable first
+        return self._search([(g, j) for g, j, _, _ in units], close=False)
+
+    def resolve(self, model) -> int:
+        """The budget as a count for `model` (as it is now); checks it.
+
+        Args:
+            model: the gated model to train.
+
+        Returns:
+            The budget in FLOPs or parameters, an int.
+
+        Raises:
+            ValueError: the model has no gate, or the budget is not below
+                the model's size.
+        """
+        self._gates = _report.gates(model)
+        if not self._gates:
+            raise ValueError(
+                f"VIBBudget found no VIB gate in the model {model.name!r}: "
+                "add gates (`keras_vib.add_gates`, `VIBDense`...) first."
+            )
+        self.set_model(model)
+        self.reference = self._reference()
+        name = f"target_{self.kind}"
+        target = self.budget
+        if isinstance(target, float):
+            target = int(math.floor(target * self.reference))
+        if not 0 < target < self.reference:
+            raise ValueError(
+                f"Expected `{name}` below the model's {self.reference:,} "
+                f"{self.kind} when training starts. Received: "
+                f"{name}={self.budget!r} ({target:,} {self.kind})"
+            )
+        return target
+
+    # -- callback hooks --------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self.target = self.resolve(self.model)
+        self.reached_epoch = None
+        self.adjusted = 0
+        self._epoch = 0
+        self._steps = self._offset = self._checks = 0
+        self._set_scale(float(ops.convert_to_numpy(self._gates[0][1].kl_scale)))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._offset = self._steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `batch` is the last step of the call (several with
+        # `steps_per_execution`): count steps, not calls.
+        self._steps = self._offset + batch + 1
+        if self._steps // self.check_every <= self._checks:
+            return
+        self._checks = self._steps // self.check_every
+        value = self._measure()
+        if self.reached_epoch is None:
+            if value > self.target:
+                self._set_scale(self._scale * self.growth)
+                return
+            self.reached_epoch = self._epoch
+            self._set_scale(0.0)
+            if self.verbose:
+                print(
+                    f"VIBBudget: {value:,} {self.kind} <= {self.target:,} at "
+                    f"epoch {self._epoch + 1}: pruning stops",
+                    flush=True,
+                )
+        elif value > self.target:
+            self._close_to_budget()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.target:
+            logs["budget"] = self._measure() / self.target
+
+    def on_train_end(self, logs=None):
+        kl_reached = self._measure()
+        if kl_reached > self.target:
+            self.adjusted = self._close_to_budget()
+            warnings.warn(
+                f"VIBBudget: the KL pressure reached {kl_reached:,} {self.kind} "
+                f"in these epochs, over the budget of {self.target:,}; closed "
+                f"the {self.adjusted} open units of highest log alpha to meet "
+                "it. Train longer, or raise the KL weight, to let the KL term "
+                "choose.",
+                stacklevel=2,
+            )
+        elif kl_reached < self.min_fraction * self.target:
+            self.adjusted = -self._reopen_to_budget()
+        self.value = self._measure()
+        if self.value > self.target:
+            warnings.warn(
+                f"VIBBudget: {self.value:,} {self.kind} with every unit closed "
+                f"that can be: the budget of {self.target:,} cannot be met.",
+                stacklevel=2,
+            )
+        if self.verbose and self.adjusted:
+            what = "closed" if self.adjusted > 0 else "reopened"
+            print(
+                f"VIBBudget: {what} {abs(self.adjusted)} units at the end: "
+                f"{self.value:,} {self.kind} for a budget of {self.target:,}",
+                flush=True,
+            )
+        self._set_scale(1.0)

@@ -1,0 +1,127 @@
+"""Tests of `keras_vib.VIBBudget`: the pruned model lands on the budget."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vib as kv
+
+L = keras.layers
+
+
+def mlp(kl_weight=1e-3):
+    return keras.Sequential(
+        [
+            keras.Input((20,)),
+            kv.VIBDense(32, activation="relu", kl_weight=kl_weight, name="fc1"),
+            kv.VIBDense(16, activation="relu", kl_weight=kl_weight, name="fc2"),
+            L.Dense(3, name="out"),
+        ]
+    )
+
+
+def data(n=512, features=20):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, features)).astype("float32")
+    y = np.argmax(x[:, :3] + 0.1 * x[:, 3:6], axis=1)
+    return x, y
+
+
+def fit(model, budget, epochs, **kwargs):
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = data(**kwargs)
+    return model.fit(x, y, batch_size=32, epochs=epochs, callbacks=[budget], verbose=0)
+
+
+def test_flops_budget_is_met_within_the_band():
+    model = mlp()
+    total = kv.compression_report(model).total_flops
+    budget = kv.VIBBudget(target_flops=0.3, check_every=4, growth=1.5, verbose=0)
+    history = fit(model, budget, epochs=8)
+    flops = kv.compression_report(model).flops
+    assert budget.target == int(0.3 * total)
+    assert 0.85 * budget.target <= flops <= budget.target
+    assert budget.value == flops
+    assert budget.reached_epoch is not None  # the KL pressure got there
+    assert "budget" in history.history
+    slim = kv.slim_model(model)
+    assert kv.compression_report(slim).flops == flops
+    for _, gate in kv.report.gates(model):
+        assert float(keras.ops.convert_to_numpy(gate.kl_scale)) == 1.0
+
+
+def test_an_unreached_budget_is_met_at_the_end_with_a_warning():
+    model = mlp(kl_weight=0.0)  # no KL pressure at all: only the end can cut
+    budget = kv.VIBBudget(target_flops=400, verbose=0)
+    with pytest.warns(UserWarning, match=r"KL pressure reached [\d,]+ flops"):
+        fit(model, budget, epochs=1)
+    flops = kv.compression_report(model).flops
+    assert 0.85 * 400 <= flops <= 400
+    assert budget.adjusted > 0 and budget.reached_epoch is None
+
+
+def test_params_budget_on_an_add_gates_resnet():
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(16, 3, padding="same", name="stem")(inputs)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    for i in range(2):
+        h = L.Conv2D(16, 3, padding="same", activation="relu", name=f"a{i}")(x)
+        h = L.Conv2D(16, 3, padding="same", name=f"b{i}")(h)
+        h = L.BatchNormalization()(h)
+        x = L.ReLU()(L.Add()([x, h]))
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(3, name="out")(x))
+    gated = kv.add_gates(model, kl_weight=1e-3)
+    budget = kv.VIBBudget(target_params=0.4, check_every=4, growth=1.5, verbose=0)
+    rng = np.random.default_rng(1)
+    x_img = rng.normal(size=(128, 8, 8, 3)).astype("float32")
+    y = (x_img[:, :, :, 0].mean(axis=(1, 2)) > 0).astype("int32")
+    gated.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the KL term gets there
+        gated.fit(x_img, y, batch_size=8, epochs=10, callbacks=[budget], verbose=0)
+    assert budget.reached_epoch is not None
+    slim = kv.slim_model(gated)
+    assert budget.target == int(0.4 * model.count_params())
+    assert 0.85 * budget.target <= slim.count_params() <= budget.target
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "exactly one of `target_flops` and `target_params`"),
+        ({"target_flops": 0.1, "target_params": 0.1}, "exactly one"),
+        ({"target_flops": 0}, "target_flops=0"),
+        ({"target_flops": -0.5}, "target_flops=-0.5"),
+        ({"target_params": 2.5}, "target_params=2.5"),
+        ({"target_flops": float("nan")}, "target_flops=nan"),
+        ({"target_flops": 0.1, "check_every": 0}, "check_every=0"),
+        ({"target_flops": 0.1, "growth": 1.0}, "growth=1.0"),
+        ({"target_flops": 0.1, "min_fraction": 0.0}, "min_fraction=0.0"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kv.VIBBudget(**kwargs)
+
+
+def test_a_budget_at_or_over_the_model_is_refused():
+    model = mlp()
+    total = kv.compression_report(model).total_flops
+    with pytest.raises(ValueError, match=f"target_flops={total}"):
+        fit(model, kv.VIBBudget(target_flops=total, verbose=0), epochs=1)
+
+
+def test_a_model_without_gates_is_refused():
+    model = keras.Sequential([keras.Input((20,)), L.Dense(3)])
+    with pytest.raises(ValueError, match="no VIB gate"):
+        fit(model, kv.VIBBudget(target_flops=0.5, verbose=0), epochs=1)
