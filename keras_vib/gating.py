@@ -130,6 +130,21 @@ class _Graph:
                     parent[find(t)] = root
         return find
 
+    def feeds_output(self, tensor, seen=None):
+        """Whether `tensor`'s channels are a model output's: the output
+        itself, or reached through layers without a kernel (a Flatten, a
+        softmax: the classifier's logits)."""
+        if tensor in self.outputs:
+            return True
+        seen = set() if seen is None else seen
+        for node in self.readers_of(tensor):
+            if node.index in seen or node.kind == MIXING:
+                continue
+            seen.add(node.index)
+            if any(self.feeds_output(t, seen) for t in node.outputs):
+                return True
+        return False
+
     def blocker(self, tensor, seen=None):
         """A layer downstream that a pruned channel of `tensor` cannot pass."""
         seen = set() if seen is None else seen
@@ -238,7 +253,7 @@ def add_gates(
         if node.kind != MIXING:
             continue
         t, name = g.gate_point(node, points)
-        if t is None or t in g.outputs:
+        if t is None or g.feeds_output(t):
             continue  # gated with another factor; never gate a model output
         blocker = g.blocker(t)
         if blocker is not None:

@@ -253,6 +253,9 @@ def _application(name, size):
     model = getattr(keras.applications, name)(
         input_shape=(size, size, 3), weights=None, classes=10
     )
+    assert "logits_gate" not in [
+        layer.name for layer in kv.add_gates(model).layers
+    ]  # not even behind the softmax: the classifier's outputs stay whole
     randomize_statistics(model, rng)
     for v in model.weights:
         if "layer_scale" in v.path:  # ConvNeXt's start at 1e-6
