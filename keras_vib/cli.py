@@ -369,7 +369,6 @@ def train(args):
 
     recipe = _recipe(args)
     out = pathlib.Path(args.out or f"runs/{args.model}_{args.dataset}_seed{args.seed}")
-    out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     info = datasets.info(args.dataset)
     train_ds, test_ds = _data(args, recipe)
@@ -411,6 +410,7 @@ def train(args):
             budget.resolve(model)
         except ValueError as e:
             raise CLIError(f"{flag}: {e}") from None
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     pretrain = min(recipe["pretrain_epochs"], recipe["epochs"])
     if pretrain:
