@@ -50,7 +50,7 @@ class Node:
         outputs: keys of the output tensors.
         training: a `training` value forced by an enclosing model call
             (`base(x, training=False)`), else None.
-        handler: the layer kind's handler.
+        handler: the layer kind's handler (`handlers.handler_for`).
         index: position in `Graph.nodes`.
         in_shapes, out_shape: static shapes.
         kind, sources, pad_sensitive: the channel rule (`handlers.Rule`).
@@ -148,7 +148,7 @@ class Graph:
             for t, k in zip(keras_node.outputs, outs):
                 self.symbols[k] = t
             self.nodes.append(
-                Node(op, keras_node, ins, outs, training=training, handler=None)
+                Node(op, keras_node, ins, outs, training, handler_for(op))
             )
         return [key(t) for t in outputs]
 
@@ -405,7 +405,6 @@ def _feed_starved(nodes, tensors):
 
 def _set_rule(node):
     layer = node.layer
-    node.handler = handler_for(layer)
     out_tensors = list(node.keras_node.outputs)
     node.out_shape = _static_shape(out_tensors[0], layer)
     node.in_shapes = [tuple(t.shape) for t in node.in_tensors]

@@ -165,7 +165,7 @@ def _gated(nodes):
     """`(name, layer, gate)` of each gated layer, first call only."""
     seen, out = set(), []
     for node in nodes:
-        gate = node.handler.gate(node.layer) if node.handler else None
+        gate = node.handler.gate(node.layer)
         if gate is not None and id(node.layer) not in seen:
             seen.add(id(node.layer))
             out.append((node.layer.name, node.layer, gate))
@@ -183,10 +183,7 @@ def gated_layers(model):
         (any layer whose handler holds a gate) with its name. Every such
         layer has `kept_mask()`, `num_kept()`, `log_alpha()` and `kl_loss()`.
     """
-    g = graph.Graph(model)
-    for node in g.nodes:
-        node.handler = graph.handler_for(node.layer)
-    return [(name, layer) for name, layer, _ in _gated(g.nodes)]
+    return [(name, layer) for name, layer, _ in _gated(graph.Graph(model).nodes)]
 
 
 def gates(model):
@@ -199,13 +196,11 @@ def gates(model):
         A list of `(name, gate)`, named as in `gated_layers`: a `VIBDense` or
         `VIBConv2D` holds its gate in `.gate`, a bare `VIBGate` is its own.
     """
-    g = graph.Graph(model)
-    for node in g.nodes:
-        node.handler = graph.handler_for(node.layer)
-    return [(name, gate) for name, _, gate in _gated(g.nodes)]
+    return [(name, gate) for name, _, gate in _gated(graph.Graph(model).nodes)]
 
 
-def _measure(model):
+def _measure(model, params=True):
+    """The report of `model` on its own (`kept_params` 0 unless `params`)."""
     analysis = graph.analyze(model)
     tensors = analysis.tensors
     rows, weights, seen = [], [], set()
@@ -238,7 +233,7 @@ def _measure(model):
         total_weights=sum(w.total_weights for w in weights),
         flops=sum(w.flops for w in weights),
         total_flops=sum(w.total_flops for w in weights),
-        kept_params=slim_params(analysis),
+        kept_params=slim_params(analysis) if params else 0,
         baseline=model.name if rows else None,
     )
 
@@ -290,7 +285,7 @@ def compression_report(model, reference=None) -> CompressionReport:
     report = _measure(model)
     if reference is None:
         return report
-    ref = _measure(reference)
+    ref = _measure(reference, params=False)  # its totals only
     layers = report.layers or ref.layers
     return dataclasses.replace(
         report,

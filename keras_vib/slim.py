@@ -162,15 +162,17 @@ class _Builder:
         self.names.add(name)
         return name
 
-    def emit(self, layer, weights, inputs):
-        """Calls a new layer on slim tensors and sets its weights."""
+    def _set_weights(self, layer, weights):
+        """Counts the weights of a new layer and, when building, sets them."""
         weights = [np.asarray(w, "float32") for w in weights or []]
         self.params += sum(w.size for w in weights)
-        if not self.build:
-            return _COUNTED
-        out = layer(inputs)
-        if weights:
+        if self.build and weights:
             layer.set_weights(weights)
+
+    def emit(self, layer, weights, inputs):
+        """Calls a new layer on slim tensors and sets its weights."""
+        out = layer(inputs) if self.build else _COUNTED
+        self._set_weights(layer, weights)
         return out
 
     def present(self, key):
@@ -249,14 +251,13 @@ class _Builder:
         return node.handler.combine_scales(node, scales)
 
     def _call(self, node, layer, weights):
-        if not self.build:
-            self.emit(None, weights, None)
-            return [_COUNTED] * len(node.outputs)
-        values = {t: self.sym[t] for t in node.inputs}
-        outputs = graph.call(node, layer, values)
-        if weights:
-            layer.set_weights([np.asarray(w, "float32") for w in weights])
-            self.params += sum(np.size(w) for w in weights)
+        """Calls `layer` as `node` was called; returns its slim outputs."""
+        if self.build:
+            values = {t: self.sym[t] for t in node.inputs}
+            outputs = graph.call(node, layer, values)
+        else:
+            outputs = [_COUNTED] * len(node.outputs)
+        self._set_weights(layer, weights)
         return outputs
 
     def recall(self, node):
@@ -264,7 +265,7 @@ class _Builder:
         self.set_scale(node.outputs[0], self.combined_scale(node))
         new = self._clone(node)
         weights = [keras.ops.convert_to_numpy(w) for w in new_weights(node.layer)]
-        (self.sym[node.outputs[0]],) = self._call(node, new, weights)[:1]
+        self.sym[node.outputs[0]] = self._call(node, new, weights)[0]
 
     def copy(self, node):
         """A layer no gate changes: copied with its weights, called as before."""

@@ -163,11 +163,10 @@ class Concatenate(LayerHandler):
         layer = node.layer
         live = [t for t in node.inputs if ctx.sym.get(t) is not None]
         t_out = node.outputs[0]
+        ctx.set_scale(t_out, ctx.combined_scale(node))
         if len(live) == 1:
-            ctx.set_scale(t_out, ctx.combined_scale(node))
             ctx.sym[t_out] = ctx.sym[live[0]]
             return
-        ctx.set_scale(t_out, ctx.combined_scale(node))
         config = layer.get_config()
         config["name"] = ctx.name(layer.name, original=True)
         new = type(layer).from_config(config)
