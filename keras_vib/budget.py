@@ -16,6 +16,14 @@ __all__ = ["VIBBudget"]
 _KINDS = ("flops", "params")
 
 
+def _is_real(value):
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(value)
+    )
+
+
 def _check_budget(name, value):
     """A fraction in (0, 1), or a whole count >= 1."""
     ok = (
@@ -38,30 +46,45 @@ class VIBBudget(keras.callbacks.Callback):
     Name the budget in multiply-accumulates (`target_flops`) or in
     parameters of the slim model (`target_params`), as a fraction of the
     model when training starts (`0.05`: a twentieth) or as a count
-    (`90000`). Every `check_every` batches the callback measures the pruned
-    model (`compression_report`): while it is over the budget, it multiplies
-    the `kl_scale` of every gate by `growth`; once it is at or under the
-    budget, it turns the KL term off (`kl_scale` 0), so that training goes on
-    without pruning further, and closes the least informative units again
-    should the data reopen some. When training ends the model is at or
-    under the budget and, where the KL pressure pruned more than needed, at
-    least `min_fraction` of it: it closes the open units of highest
-    `log alpha`, or reopens the closed units of lowest, as few as it takes.
-    A budget the KL pressure did not reach within the epochs is still met
-    that way, with a warning that says what the KL pressure had reached.
-    `kl_scale` is back at 1 after training; slim and fine-tune as usual.
+    (`90000`). No KL weight to tune: the callback sets the scale of the KL
+    term itself. It starts the gates' `kl_scale` where their KL terms add up
+    to `initial_kl` nats per example, then, every `check_every` batches,
+    measures the pruned model (`compression_report`) against a plan that
+    shrinks it geometrically from its size at the start to the budget over
+    the first `pruning_end` of the training steps (as tfmot's pruning
+    schedules do for sparsity): behind the plan, the KL scale is multiplied
+    by `growth`; ahead of it, divided by it. Once the model is at or under
+    the budget the KL term is turned off (`kl_scale` 0), so that training
+    goes on without pruning further, closing the least informative units
+    again should the data reopen some. The gates' own `kl_weight`s only set
+    how the pressure is shared between them (per-layer multipliers).
+
+    When training ends the model is at or under the budget and, where the
+    data or the KL pressure pruned more than needed, at least `min_fraction`
+    of it: it closes the open units of highest `log alpha`, or reopens the
+    closed units of lowest, as few as it takes. A budget the KL pressure did
+    not reach within the epochs is still met that way, with a warning that
+    says what the KL pressure had reached. `kl_scale` is back at 1 after
+    training; slim and fine-tune as usual.
 
     Use it instead of `VIBMonitor`'s KL warm-up (both set `kl_scale`).
-    The epoch logs get `budget`: the pruned model's size over the budget.
+    The epoch logs get `budget` (the pruned model's size over the budget)
+    and `kl_scale`.
 
     Args:
         target_flops: the budget in multiply-accumulates per example.
         target_params: the budget in parameters of the slim model. Give
             exactly one of the two.
+        pruning_end: float in (0, 1], the share of the training steps by
+            which the plan reaches the budget (0.5: half of the epochs prune,
+            the rest train the pruned model).
+        initial_kl: float > 0, the KL term in nats per example (at the
+            gates' initial state) with which training starts; None keeps
+            the gates' `kl_scale` as it is (the `kl_weight`s set the start).
         check_every: positive int, training steps (batches) between two
             checks.
-        growth: float > 1, the factor by which the KL scale grows per check
-            while the model is over the budget.
+        growth: float > 1, the factor by which the KL scale changes per
+            check while the model is off the plan.
         min_fraction: float in (0, 1], the least share of the budget the
             final model fills (0.85).
         verbose: int; > 0 prints when the budget is reached and what the
@@ -88,6 +111,8 @@ class VIBBudget(keras.callbacks.Callback):
         self,
         target_flops=None,
         target_params=None,
+        pruning_end: float = 0.5,
+        initial_kl: float | None = 1e-2,
         check_every: int = 50,
         growth: float = 1.1,
         min_fraction: float = 0.85,
@@ -104,6 +129,18 @@ class VIBBudget(keras.callbacks.Callback):
         name = f"target_{self.kind}"
         value = target_params if target_flops is None else target_flops
         self.budget = _check_budget(name, value)
+        if not _is_real(pruning_end) or not 0 < pruning_end <= 1:
+            raise ValueError(
+                "Expected `pruning_end` to be in (0, 1]. "
+                f"Received: pruning_end={pruning_end!r}"
+            )
+        self.pruning_end = float(pruning_end)
+        if initial_kl is not None and (not _is_real(initial_kl) or not initial_kl > 0):
+            raise ValueError(
+                "Expected `initial_kl` to be a number > 0 or None. "
+                f"Received: initial_kl={initial_kl!r}"
+            )
+        self.initial_kl = None if initial_kl is None else float(initial_kl)
         if (
             isinstance(check_every, bool)
             or not isinstance(check_every, (int, np.integer))
@@ -114,12 +151,12 @@ class VIBBudget(keras.callbacks.Callback):
                 f"Received: check_every={check_every!r}"
             )
         self.check_every = int(check_every)
-        if not isinstance(growth, (int, float)) or not growth > 1:
+        if not _is_real(growth) or not growth > 1:
             raise ValueError(
                 f"Expected `growth` to be a number > 1. Received: growth={growth!r}"
             )
         self.growth = float(growth)
-        if not isinstance(min_fraction, (int, float)) or not 0 < min_fraction <= 1:
+        if not _is_real(min_fraction) or not 0 < min_fraction <= 1:
             raise ValueError(
                 "Expected `min_fraction` to be in (0, 1]. "
                 f"Received: min_fraction={min_fraction!r}"
@@ -240,15 +277,38 @@ class VIBBudget(keras.callbacks.Callback):
 
     # -- callback hooks --------------------------------------------------
 
+    def _initial_scale(self):
+        """The KL scale at which the gates' KL terms add up to `initial_kl`."""
+        if self.initial_kl is None:
+            return float(ops.convert_to_numpy(self._gates[0][1].kl_scale))
+        self._set_scale(1.0)
+        kl = sum(float(ops.convert_to_numpy(g.kl_loss())) for _, g in self._gates)
+        return self.initial_kl / kl if kl > 0 else 1.0
+
+    def _plan(self):
+        """The size the plan asks for now: geometric from the start to the
+        target over the first `pruning_end` of the training steps."""
+        epochs = self.params.get("epochs") or 1
+        steps = self.params.get("steps") or self._epoch_steps
+        if steps:
+            progress = self._steps / (epochs * steps)
+        else:  # the first epoch of a dataset of unknown length
+            progress = self._epoch / epochs
+        share = min(1.0, progress / self.pruning_end)
+        return self.reference * (self.target / self.reference) ** share
+
     def on_train_begin(self, logs=None):
         self.target = self.resolve(self.model)
         self.reached_epoch = None
         self.adjusted = 0
         self._epoch = 0
         self._steps = self._offset = self._checks = 0
-        self._set_scale(float(ops.convert_to_numpy(self._gates[0][1].kl_scale)))
+        self._epoch_steps = None
+        self._set_scale(self._initial_scale())
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._steps and not self._epoch_steps:
+            self._epoch_steps = self._steps  # the length of the first epoch
         self._epoch = epoch
         self._offset = self._steps
 
@@ -262,7 +322,8 @@ class VIBBudget(keras.callbacks.Callback):
         value = self._measure()
         if self.reached_epoch is None:
             if value > self.target:
-                self._set_scale(self._scale * self.growth)
+                factor = self.growth if value > self._plan() else 1 / self.growth
+                self._set_scale(self._scale * factor)
                 return
             self.reached_epoch = self._epoch
             self._set_scale(0.0)
@@ -278,6 +339,7 @@ class VIBBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.target:
             logs["budget"] = self._measure() / self.target
+            logs["kl_scale"] = self._scale
 
     def on_train_end(self, logs=None):
         kl_reached = self._measure()

@@ -406,6 +406,13 @@ def train(args):
             verbose=1 if args.verbose else 0,
         )
         flag = "--target-flops" if args.target_flops is not None else "--target-params"
+        for name in ("kl_factor", "warmup_epochs"):
+            if getattr(args, name, None) is not None:
+                option = "--" + name.replace("_", "-")
+                raise CLIError(
+                    f"{option} has no effect with {flag}: the budget sets the "
+                    "KL scale itself (drop one of the two)"
+                )
         try:
             budget.resolve(model)
         except ValueError as e:

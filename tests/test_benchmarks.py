@@ -328,3 +328,73 @@ def test_coverage_benchmark_runs(tmp_path):
     )
     assert row and int(row[1]) > 10 and float(row[2]) < 1e-4
     assert "## Coverage of keras.applications" in md.read_text()
+
+
+def test_pareto_baselines_fold_exactly_and_meet_the_budget(monkeypatch):
+    """The baselines' nets go into the gated zoo model unchanged (batch
+    norms folded exactly), and their removal lands at or under the budget."""
+    import keras
+    import numpy as np
+
+    import keras_vib as kv
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import pareto
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4, 28, 28, 1)).astype("float32")
+    for model in ("lenet300", "lenet5"):
+        for slimming in (False, True):
+            net = pareto.baseline_net(model, slimming)
+            for layer in net.layers:  # batch norms that do something
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    n = layer.gamma.shape[0]
+                    layer.set_weights(
+                        [rng.uniform(0.5, 2, n), rng.normal(size=n),
+                         rng.normal(size=n), rng.uniform(0.5, 2, n)]
+                    )  # fmt: skip
+            gated = kv.models.get_model(model, vib=True)
+            for name, (k, b) in pareto.folded_weights(net, model, slimming).items():
+                gated.get_layer(name).kernel.assign(k)
+                gated.get_layer(name).bias.assign(b)
+            pareto.set_open(pareto.gates_of(gated), {})
+            np.testing.assert_allclose(
+                gated.predict(x, verbose=0), net.predict(x, verbose=0), atol=1e-4
+            )
+            slim, structure = pareto.prune_to_budget(net, model, slimming, 0.05)
+            total = kv.compression_report(gated).total_flops
+            flops = kv.compression_report(slim).flops
+            assert 0.85 * 0.05 * total <= flops <= 0.05 * total
+            assert all(int(n) > 0 for n in structure.split("-"))  # no layer cut
+
+
+def test_pareto_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    out = run_script(
+        "benchmarks/pareto.py", "--models", "lenet300", "--budgets", "0.1", "0.05",
+        "--seeds", "0", "1", "--seed-budgets", "0.05", "--epochs", "1",
+        "--finetune-epochs", "1", "--steps-per-epoch", "3",
+        "--out", str(tmp_path / "runs"), "--plot", str(tmp_path / "p.png"),
+        "--benchmarks-md", str(md), "--write",
+    )  # fmt: skip
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    text = md.read_text()
+    rows = [line for line in text.splitlines() if re.match(r"\| \d+ % \|", line)]
+    assert len(rows) == 6  # two budgets, three methods
+    for method in ("keras_vib", "L1 filters", "net slimming"):
+        found = [r for r in rows if f"| {method} |" in r]
+        assert [r.split("|")[3].strip() for r in found] == ["1", "2"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")]
+        budget, pct = float(cells[1].split()[0]), float(cells[7])
+        assert pct <= budget
+    assert "[7/7]" in out  # 2 + 1 keras_vib runs, a baseline run per seed each
+    again = run_script(
+        "benchmarks/pareto.py", "--models", "lenet300", "--budgets", "0.1", "0.05",
+        "--seeds", "0", "1", "--seed-budgets", "0.05", "--epochs", "1",
+        "--finetune-epochs", "1", "--steps-per-epoch", "3",
+        "--out", str(tmp_path / "runs"), "--plot", str(tmp_path / "p.png"),
+        "--benchmarks-md", str(md),
+    )  # fmt: skip
+    assert "[1/" not in again  # every result was kept: nothing trained again

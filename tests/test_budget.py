@@ -55,6 +55,32 @@ def test_flops_budget_is_met_within_the_band():
         assert float(keras.ops.convert_to_numpy(gate.kl_scale)) == 1.0
 
 
+@pytest.mark.parametrize("kl_weight", [1e-6, 1.0])
+def test_the_kl_weight_needs_no_tuning(kl_weight):
+    """Six orders of magnitude of KL weight: the KL scale starts where the
+    KL term is `initial_kl` nats, follows the plan, and lands in the band."""
+    model = mlp(kl_weight=kl_weight)
+    budget = kv.VIBBudget(target_flops=0.3, check_every=4, growth=1.5, verbose=0)
+    history = fit(model, budget, epochs=8)
+    assert budget.reached_epoch is not None  # the KL pressure got there
+    assert budget.reached_epoch >= 1  # not at once: along the plan
+    flops = kv.compression_report(model).flops
+    assert 0.85 * budget.target <= flops <= budget.target
+    scales = history.history["kl_scale"]
+    assert scales[0] > 0 and scales[-1] == 0.0  # off once under the budget
+
+
+def test_the_kl_scale_starts_at_initial_kl():
+    model = mlp(kl_weight=3e-2)
+    budget = kv.VIBBudget(target_flops=0.3, initial_kl=0.5, verbose=0)
+    budget.set_model(model)
+    budget.on_train_begin()
+    kl = sum(float(g.kl_loss()) for _, g in kv.report.gates(model))
+    assert kl == pytest.approx(0.5, rel=1e-5)
+    scale = float(model.get_layer("fc1").gate.kl_scale)
+    assert 0 < scale < 1  # the weight of 3e-2 alone gives more than 0.5 nats
+
+
 def test_an_unreached_budget_is_met_at_the_end_with_a_warning():
     model = mlp(kl_weight=0.0)  # no KL pressure at all: only the end can cut
     budget = kv.VIBBudget(target_flops=400, verbose=0)
@@ -107,6 +133,10 @@ def test_params_budget_on_an_add_gates_resnet():
         ({"target_flops": 0.1, "check_every": 0}, "check_every=0"),
         ({"target_flops": 0.1, "growth": 1.0}, "growth=1.0"),
         ({"target_flops": 0.1, "min_fraction": 0.0}, "min_fraction=0.0"),
+        ({"target_flops": 0.1, "pruning_end": 0}, "pruning_end=0"),
+        ({"target_flops": 0.1, "pruning_end": 1.5}, "pruning_end=1.5"),
+        ({"target_flops": 0.1, "initial_kl": 0.0}, "initial_kl=0.0"),
+        ({"target_flops": 0.1, "initial_kl": "1"}, "initial_kl='1'"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -294,6 +294,14 @@ def test_console_script_exits_with_one_line():
         (["--target-flops", "0"], "--target-flops must be a fraction in (0, 1)"),
         (["--target-params", "2.5"], "received '2.5'"),
         (["--target-flops", "999999999"], "--target-flops: Expected `target_flops`"),
+        (
+            ["--target-flops", "0.1", "--kl-factor", "1e-3"],
+            "--kl-factor has no effect with --target-flops",
+        ),
+        (
+            ["--target-params", "0.1", "--warmup-epochs", "3"],
+            "--warmup-epochs has no effect with --target-params",
+        ),
     ],
 )
 def test_bad_budgets_are_refused_in_one_line(tmp_path, capsys, flags, message):
@@ -348,3 +356,36 @@ def test_train_to_a_flops_budget(tmp_path):
     assert 0.85 * budget["target"] <= budget["reached"] <= budget["target"]
     assert report["flops"] == budget["reached"]
     assert report["config"]["target_flops"] == 0.05
+
+
+def test_a_seeded_run_is_repeated_exactly_in_a_new_process(tmp_path):
+    """Two processes, the same seed: the same report and the same weights
+    (shuffling, the one-pixel shifts, the gates' noise, the budget's steering
+    and the fine-tuning included)."""
+    import keras
+    import numpy as np
+
+    script = pathlib.Path(sys.executable).parent / "keras-vib"
+    argv = ["train", "--model", "lenet300", "--dataset", "mnist", "--epochs", "2",
+            "--steps-per-epoch", "40", "--finetune-epochs", "1",
+            "--target-flops", "0.3", "--seed", "7", "--verbose", "0"]  # fmt: skip
+    reports, weights = [], []
+    for run_dir in ("a", "b"):
+        out = tmp_path / run_dir
+        result = subprocess.run(
+            [str(script), *argv, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        report = json.loads((out / "report.json").read_text())
+        reports.append({k: v for k, v in report.items() if k != "wall_seconds"})
+        weights.append(
+            [w.numpy() for w in keras.saving.load_model(out / "slim.keras").weights]
+        )
+    assert reports[0] == reports[1]
+    assert reports[0]["budget"]["reached"] <= reports[0]["budget"]["target"]
+    assert len(weights[0]) == len(weights[1])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
