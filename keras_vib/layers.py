@@ -142,6 +142,11 @@ class VIBGate(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
+        # The gate's variables are read in float32 whatever the compute
+        # dtype (no autocast): the KL term and log alpha are computed in
+        # float32, where float16 would overflow `mu^2 / sigma^2` once log
+        # alpha < -11; `call` casts `mu` and `sigma` to the inputs' dtype.
+        kwargs["autocast"] = False
         super().__init__(**kwargs)
         self.kl_weight = _check_kl_weight(kl_weight)
         self.threshold = _check_threshold(threshold)

@@ -1,0 +1,62 @@
+"""Gated models under Keras's mixed-precision policies: the KL term and log
+alpha stay in float32, so training neither crashes nor overflows."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vib as kv
+
+
+@pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])
+def policy(request):
+    keras.mixed_precision.set_global_policy(request.param)
+    yield request.param
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def gated_net():
+    # log sigma^2 = -12: mu^2 / sigma^2 = e^12 overflows float16 (65504).
+    gate_args = dict(
+        kl_weight=1e-3, log_sigma2_initializer=keras.initializers.Constant(-12.0)
+    )
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            kv.VIBConv2D(4, 3, activation="relu", name="conv", **gate_args),
+            keras.layers.Flatten(),
+            kv.VIBGate(name="gate", **gate_args),
+            kv.VIBDense(16, activation="relu", name="fc", **gate_args),
+            keras.layers.Dense(3, dtype="float32", name="out"),
+        ]
+    )
+
+
+def test_fit_and_evaluate_in_mixed_precision(policy):
+    model = gated_net()
+    assert model.get_layer("fc").dense.compute_dtype != "float32"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+    y = np.arange(64) % 3
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [np.array(v.numpy()) for v in model.trainable_variables]
+    monitor = kv.VIBMonitor()
+    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert np.isfinite(model.evaluate(x, y, verbose=0))
+    after = [np.array(v.numpy()) for v in model.trainable_variables]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))  # no skip
+    gates = [gate for _, gate in kv.report.gates(model)]
+    for gate in gates:
+        assert keras.backend.standardize_dtype(gate.kl_loss().dtype) == "float32"
+        assert keras.backend.standardize_dtype(gate.log_alpha().dtype) == "float32"
+    # The KL in the loss is the KL the monitor logs (float32 both).
+    model(x[:2], training=True)
+    in_loss = float(sum(keras.ops.convert_to_numpy(t) for t in model.losses))
+    assert in_loss == pytest.approx(history.history["kl"][-1], rel=1e-4)
+    # The slim model equals the gated one to the precision of the dtype.
+    tolerance = 1e-2 if policy == "mixed_float16" else 5e-2
+    slim = kv.slim_model(model)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    got = keras.ops.convert_to_numpy(slim(x, training=False))
+    np.testing.assert_allclose(got, expected, atol=tolerance * np.abs(expected).max())
