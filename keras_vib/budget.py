@@ -56,8 +56,9 @@ class VIBBudget(keras.callbacks.Callback):
     by `growth`; ahead of it, divided by it. Once the model is at or under
     the budget the KL term is turned off (`kl_scale` 0), so that training
     goes on without pruning further, closing the least informative units
-    again should the data reopen some. The gates' own `kl_weight`s only set
-    how the pressure is shared between them (per-layer multipliers).
+    again should the data reopen some. Each gate's share of the pressure
+    follows what its units cost in the budget (`cost_aware`), so no
+    per-layer KL weights need tuning either.
 
     When training ends the model is at or under the budget and, where the
     data or the KL pressure pruned more than needed, at least `min_fraction`
@@ -81,6 +82,14 @@ class VIBBudget(keras.callbacks.Callback):
         initial_kl: float > 0, the KL term in nats per example (at the
             gates' initial state) with which training starts; None keeps
             the gates' `kl_scale` as it is (the `kl_weight`s set the start).
+        cost_aware: bool. True: each gate's KL term is weighted by what one
+            of its units costs in the budget (the FLOPs or parameters that
+            closing one more unit saves, measured when training starts and
+            at every epoch until the budget is reached), in place of its
+            `kl_weight` and number of positions, so that the pressure falls
+            where the budget is spent; a gate with `kl_weight=0` stays
+            unpruned. False: the gates' `kl_weight`s share the pressure out
+            (per-layer multipliers).
         check_every: positive int, training steps (batches) between two
             checks.
         growth: float > 1, the factor by which the KL scale changes per
@@ -113,6 +122,7 @@ class VIBBudget(keras.callbacks.Callback):
         target_params=None,
         pruning_end: float = 0.5,
         initial_kl: float | None = 1e-2,
+        cost_aware: bool = True,
         check_every: int = 50,
         growth: float = 1.1,
         min_fraction: float = 0.85,
@@ -141,6 +151,13 @@ class VIBBudget(keras.callbacks.Callback):
                 f"Received: initial_kl={initial_kl!r}"
             )
         self.initial_kl = None if initial_kl is None else float(initial_kl)
+        if not isinstance(cost_aware, (bool, np.bool_)):
+            raise ValueError(
+                "Expected `cost_aware` to be a bool. "
+                f"Received: cost_aware={cost_aware!r}"
+            )
+        self.cost_aware = bool(cost_aware)
+        self._shares = {}
         if (
             isinstance(check_every, bool)
             or not isinstance(check_every, (int, np.integer))
@@ -181,9 +198,38 @@ class VIBBudget(keras.callbacks.Callback):
         return self.model.count_params() - sum(g.count_params() for g in gates)
 
     def _set_scale(self, value):
+        """Sets the KL scale: each gate's `kl_scale` is `value` times its
+        share (1 without `cost_aware`)."""
         self._scale = value
         for _, gate in self._gates:
-            gate.kl_scale.assign(value)
+            gate.kl_scale.assign(value * self._shares.get(id(gate), 1.0))
+
+    def _update_shares(self):
+        """With `cost_aware`: every gate's share of the KL scale, such that
+        a unit's pressure is proportional to what it costs in the budget
+        (the FLOPs or parameters that closing one more unit of that gate
+        saves, measured), whatever its gate's `kl_weight` and positions."""
+        if not self.cost_aware:
+            return
+        now = self._measure()
+        costs = {}
+        for _, gate in self._gates:
+            kept = gate.kept_mask()
+            if gate.kl_weight == 0 or kept.sum() < 2:
+                costs[id(gate)] = 0.0  # never close a gate's last unit
+                continue
+            log_alpha = ops.convert_to_numpy(gate.log_alpha())
+            weakest = int(np.argmax(np.where(kept, log_alpha, -np.inf)))
+            saved = ops.convert_to_numpy(gate.log_sigma2).copy()
+            self._apply([(gate, weakest)], close=True)
+            costs[id(gate)] = max(now - self._measure(), 0)
+            gate.log_sigma2.assign(saved)
+        weights = {id(g): g.kl_weight * g.positions for _, g in self._gates}
+        scale = np.mean([c for c in costs.values() if c > 0] or [1.0])
+        self._shares = {
+            key: costs[key] / scale / weights[key] if weights[key] else 0.0
+            for key in costs
+        }
 
     # -- closing and reopening units -------------------------------------
 
@@ -304,6 +350,8 @@ class VIBBudget(keras.callbacks.Callback):
         self._epoch = 0
         self._steps = self._offset = self._checks = 0
         self._epoch_steps = None
+        self._shares = {}
+        self._update_shares()
         self._set_scale(self._initial_scale())
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -311,6 +359,9 @@ class VIBBudget(keras.callbacks.Callback):
             self._epoch_steps = self._steps  # the length of the first epoch
         self._epoch = epoch
         self._offset = self._steps
+        if epoch and self.reached_epoch is None:
+            self._update_shares()
+            self._set_scale(self._scale)
 
     def on_train_batch_end(self, batch, logs=None):
         # `batch` is the last step of the call (several with
@@ -369,4 +420,5 @@ class VIBBudget(keras.callbacks.Callback):
                 f"{self.value:,} {self.kind} for a budget of {self.target:,}",
                 flush=True,
             )
+        self._shares = {}  # back to the gates' own weights
         self._set_scale(1.0)

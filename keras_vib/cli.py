@@ -76,6 +76,7 @@ STEPS_PER_EXECUTION = 20
 # Settings of `train` that change its speed, not its results.
 SPEED_ONLY = ("steps_per_execution",)
 MODELS = ("lenet300", "lenet5", "vgg16")
+BACKENDS = ("tensorflow", "jax", "torch")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -253,6 +254,12 @@ def build_parser():
         help="the same budget in parameters of the slim model",
     )
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    train.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend to train on (default: $KERAS_BACKEND, else "
+        "tensorflow); the .tflite is converted on tensorflow in a subprocess",
+    )
 
     slim = sub.add_parser("slim", help="remove the closed units of a saved model")
     slim.add_argument("model", type=_existing_file)
@@ -466,7 +473,10 @@ def train(args):
     wall = time.perf_counter() - start
     model.save(out / "gated.keras")
     slim.save(out / "slim.keras")
-    kv.export.to_tflite(slim, path=out / "slim_float32.tflite")
+    if keras.backend.backend() == "tensorflow":
+        kv.export.to_tflite(slim, path=out / "slim_float32.tflite")
+    else:  # Keras's LiteRT export needs TensorFlow: convert the saved model
+        _export_on_tensorflow(out / "slim.keras", out / "slim_float32.tflite")
     config = run_config(args)
     result = {
         "error_pct": 100.0 * (1.0 - accuracy),
@@ -479,6 +489,7 @@ def train(args):
         "wall_seconds": wall,
         "slim_params": slim.count_params(),
         "config": config,
+        "backend": keras.backend.backend(),
         "report": report.to_dict(),
     }
     if budget is not None:
@@ -498,6 +509,38 @@ def train(args):
     print(f"test error (final model): {result['error_pct']:.2f}%")
     print(f"wrote {out}")
     return 0
+
+
+def _export_on_tensorflow(model_path, tflite_path):
+    """`keras-vib export` in a subprocess on the TensorFlow backend (a slim
+    model is stock Keras: it loads on any backend)."""
+    import subprocess
+
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    command = [sys.executable, "-m", "keras_vib.cli", "export", str(model_path),
+               "--out", str(tflite_path)]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["no message"]
+        raise CLIError(f"the .tflite conversion on tensorflow failed: {lines[-1]}")
+
+
+def _select_backend(args):
+    """Sets `--backend` for this process, before Keras is imported."""
+    wanted = getattr(args, "backend", None)
+    if wanted is None:
+        return
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != wanted:
+            raise CLIError(
+                f"--backend {wanted}: Keras is already imported on the "
+                f"{keras.backend.backend()} backend in this process (run "
+                "keras-vib as a command, or set KERAS_BACKEND before Python)"
+            )
+        return
+    os.environ["KERAS_BACKEND"] = wanted
 
 
 def _load(path):
@@ -562,6 +605,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         args = build_parser().parse_args(argv)
+        _select_backend(args)
         return COMMANDS[args.command](args)
     except CLIError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)

@@ -197,6 +197,14 @@ def to_tflite(
     >>> tflite = keras_vib.export.to_tflite(gated, "int8", x_train[:500])
     >>> keras_vib.export.evaluate_tflite(tflite, test_ds)
     """
+    if not _is_tf_keras(model) and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "to_tflite needs the TensorFlow backend (Keras's LiteRT export); "
+            f"this process runs Keras on {keras.backend.backend()!r}. Save the "
+            "model (`model.save('m.keras')`; a slim model is stock Keras) and "
+            "convert it on TensorFlow: KERAS_BACKEND=tensorflow keras-vib "
+            "export m.keras --out m.tflite"
+        )
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"Unknown `quantization`. Expected one of {list(QUANTIZATIONS)}. "

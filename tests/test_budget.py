@@ -81,6 +81,42 @@ def test_the_kl_scale_starts_at_initial_kl():
     assert 0 < scale < 1  # the weight of 3e-2 alone gives more than 0.5 nats
 
 
+@pytest.mark.parametrize("kind", ["flops", "params"])
+def test_cost_aware_pressure_follows_what_a_unit_costs(kind):
+    """Each gate's KL weight per unit ends up proportional to the FLOPs (or
+    parameters) one of its units costs, whatever its own `kl_weight`."""
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            kv.VIBConv2D(8, 3, activation="relu", kl_weight=1e-5, name="conv"),
+            L.Flatten(),
+            kv.VIBDense(32, activation="relu", kl_weight=1e-1, name="fc1"),
+            kv.VIBDense(4, activation="relu", kl_weight=1e-3, name="fc2"),
+            L.Dense(3, name="out"),
+        ]
+    )
+    budget = kv.VIBBudget(**{f"target_{kind}": 0.5}, verbose=0)
+    budget.set_model(model)
+    budget.on_train_begin()
+    # Closing one unit saves: conv: its 16 positions x 18 weights, its
+    # 16 inputs x 32 of fc1; fc1: 128 + 4; fc2: 32 + 3 (params: + biases).
+    cost = {"conv": 16 * 18 + 16 * 32, "fc1": 128 + 4, "fc2": 32 + 3}
+    if kind == "params":
+        cost = {"conv": 18 + 1 + 16 * 32, "fc1": 128 + 1 + 4, "fc2": 32 + 1 + 3}
+    per_unit = {}
+    for name in cost:
+        gate = model.get_layer(name).gate
+        scale = float(gate.kl_scale)
+        per_unit[name] = scale * gate.kl_weight * gate.positions / cost[name]
+    values = list(per_unit.values())
+    assert max(values) == pytest.approx(min(values), rel=1e-5), per_unit
+    plain = kv.VIBBudget(**{f"target_{kind}": 0.5}, cost_aware=False, verbose=0)
+    plain.set_model(model)
+    plain.on_train_begin()
+    scales = {float(model.get_layer(n).gate.kl_scale) for n in cost}
+    assert len(scales) == 1  # the gates' own weights share the pressure
+
+
 def test_an_unreached_budget_is_met_at_the_end_with_a_warning():
     model = mlp(kl_weight=0.0)  # no KL pressure at all: only the end can cut
     budget = kv.VIBBudget(target_flops=400, verbose=0)
@@ -137,6 +173,7 @@ def test_params_budget_on_an_add_gates_resnet():
         ({"target_flops": 0.1, "pruning_end": 1.5}, "pruning_end=1.5"),
         ({"target_flops": 0.1, "initial_kl": 0.0}, "initial_kl=0.0"),
         ({"target_flops": 0.1, "initial_kl": "1"}, "initial_kl='1'"),
+        ({"target_flops": 0.1, "cost_aware": 1}, "cost_aware=1"),
     ],
 )
 def test_bad_arguments(kwargs, match):

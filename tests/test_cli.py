@@ -389,3 +389,48 @@ def test_a_seeded_run_is_repeated_exactly_in_a_new_process(tmp_path):
     assert len(weights[0]) == len(weights[1])
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_train_on_the_jax_backend(tmp_path):
+    """`--backend jax` trains on JAX; the .tflite is converted on TensorFlow
+    and computes what the slim model computes."""
+    pytest.importorskip("jax")
+    import keras
+    import numpy as np
+
+    from keras_vib import export
+
+    script = pathlib.Path(sys.executable).parent / "keras-vib"
+    result = subprocess.run(
+        [str(script), "train", "--backend", "jax", "--model", "lenet300",
+         "--dataset", "mnist", "--synthetic", "256", "--epochs", "1",
+         "--finetune-epochs", "1", "--out", str(tmp_path), "--verbose", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["backend"] == "jax"
+    slim = keras.saving.load_model(tmp_path / "slim.keras")  # on TensorFlow here
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    tflite = (tmp_path / "slim_float32.tflite").read_bytes()
+    np.testing.assert_allclose(
+        export.run_tflite(tflite, x), slim.predict(x, verbose=0), atol=1e-4
+    )
+
+
+def test_an_unknown_backend_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--model", "lenet5", "--dataset", "mnist",
+                  "--backend", "theano"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "invalid choice: 'theano'" in err and "'jax'" in err
+
+
+def test_a_backend_other_than_the_imported_one_is_refused(capsys):
+    import keras
+
+    other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+    code, _, err = run(capsys, "train", "--model", "lenet5", "--dataset", "mnist",
+                       "--backend", other)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1
+    assert f"--backend {other}: Keras is already imported" in err

@@ -251,3 +251,28 @@ def test_twin_and_quantization_aware_training_with_an_input_gate():
     assert out.shape == (256, 2)
     scale = np.abs(expected).max()
     assert np.abs(out - expected).max() <= 0.05 * scale, (out[:3], expected[:3])
+
+
+def test_to_tflite_on_another_backend_says_what_to_do(tmp_path):
+    """On JAX or torch, a one-line error with the command that converts."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    code = (
+        "import keras, keras_vib\n"
+        "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
+        "try:\n"
+        "    keras_vib.export.to_tflite(m, path='x.tflite')\n"
+        "except ValueError as e:\n"
+        "    print(str(e))\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and "needs the TensorFlow backend" in lines[0]
+    assert "KERAS_BACKEND=tensorflow keras-vib export" in lines[0]
+    assert not (tmp_path / "x.tflite").exists()
