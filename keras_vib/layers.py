@@ -217,7 +217,12 @@ class VIBGate(keras.layers.Layer):
 
     def kept_mask(self):
         """Boolean numpy array, True for the channels kept at inference."""
-        return ops.convert_to_numpy(self.log_alpha()) < self.threshold
+        # In numpy (float32, as `log_alpha`): no backend op to compile per
+        # shape on JAX.
+        mu = np.asarray(ops.convert_to_numpy(self.mu), "float32")
+        log_sigma2 = np.asarray(ops.convert_to_numpy(self.log_sigma2), "float32")
+        eps = np.float32(_LOG_ALPHA_EPS)
+        return log_sigma2 - np.log(np.square(mu) + eps) < self.threshold
 
     def num_kept(self):
         """Number of channels kept at inference (an int)."""

@@ -8,6 +8,8 @@ functional model of stock Keras layers. The same walk, without building
 layers, counts the slim model's parameters for `compression_report`.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -171,7 +173,13 @@ class _Builder:
 
     def emit(self, layer, weights, inputs):
         """Calls a new layer on slim tensors and sets its weights."""
-        out = layer(inputs) if self.build else _COUNTED
+        if not self.build:
+            out = _COUNTED
+        elif weights:
+            with _numpy_initializers(layer):  # all of them are overwritten
+                out = layer(inputs)
+        else:
+            out = layer(inputs)
         self._set_weights(layer, weights)
         return out
 
@@ -355,6 +363,34 @@ def slim_params(analysis):
     builder = _Builder(analysis, keep_input_shape=True, build=False)
     builder.run()
     return builder.params
+
+
+class _NumpyZeros(keras.initializers.Initializer):
+    """Zeros made by numpy: no backend op to compile (JAX compiles every
+    random initializer per shape, seconds for a handful of layers)."""
+
+    def __call__(self, shape, dtype=None):
+        return np.zeros(shape, keras.backend.standardize_dtype(dtype or "float32"))
+
+
+@contextlib.contextmanager
+def _numpy_initializers(layer):
+    """Builds `layer` with numpy zeros in place of its initializers, for
+    weights that are set right after; its own initializers come back (its
+    config is unchanged)."""
+    saved = {
+        name: value
+        for name, value in vars(layer).items()
+        if name.endswith("_initializer")
+        and isinstance(value, keras.initializers.Initializer)
+    }
+    for name in saved:
+        setattr(layer, name, _NumpyZeros())
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(layer, name, value)
 
 
 def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
