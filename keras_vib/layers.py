@@ -142,11 +142,6 @@ class VIBGate(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        # The gate's variables are read in float32 whatever the compute
-        # dtype (no autocast): the KL term and log alpha are computed in
-        # float32, where float16 would overflow `mu^2 / sigma^2` once log
-        # alpha < -11; `call` casts `mu` and `sigma` to the inputs' dtype.
-        kwargs["autocast"] = False
         super().__init__(**kwargs)
         self.kl_weight = _check_kl_weight(kl_weight)
         self.threshold = _check_threshold(threshold)
@@ -190,13 +185,21 @@ class VIBGate(keras.layers.Layer):
         self.positions = (
             int(np.prod(spatial)) if self.kl_spatial_scaling and spatial else 1
         )
+        # The gate's variables are never autocast: the KL term and log alpha
+        # are computed in float32 whatever the compute dtype (float16 would
+        # overflow `mu^2 / sigma^2` once log alpha < -11); `call` casts `mu`
+        # and `sigma` to the inputs' dtype itself.
         self.mu = self.add_weight(
-            name="mu", shape=(channels,), initializer=self.mu_initializer
+            name="mu",
+            shape=(channels,),
+            initializer=self.mu_initializer,
+            autocast=False,
         )
         self.log_sigma2 = self.add_weight(
             name="log_sigma2",
             shape=(channels,),
             initializer=self.log_sigma2_initializer,
+            autocast=False,
         )
         # Multiplier of kl_weight, 1 by default; `VIBMonitor` anneals it.
         self.kl_scale = self.add_weight(
@@ -204,6 +207,7 @@ class VIBGate(keras.layers.Layer):
             shape=(),
             initializer="ones",
             trainable=False,
+            autocast=False,
         )
 
     @property

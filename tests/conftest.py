@@ -19,3 +19,14 @@ def _seed():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+
+
+def pytest_collection_modifyitems(config, items):
+    """On a backend other than TensorFlow, skip the tests that need it."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"needs the TensorFlow backend, not {backend}")
+    for item in items:
+        if "tensorflow" in item.keywords:
+            item.add_marker(skip)

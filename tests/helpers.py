@@ -6,6 +6,31 @@ import keras
 import numpy as np
 
 
+def gradients(fn, values):
+    """The gradients of the scalar `fn(*values)` with respect to `values`
+    (numpy arrays in, numpy arrays out), on whichever backend runs."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xs = [tf.Variable(v) for v in values]
+        with tf.GradientTape() as tape:
+            y = fn(*xs)
+        return [g.numpy() for g in tape.gradient(y, xs)]
+    if backend == "jax":
+        import jax
+
+        argnums = tuple(range(len(values)))
+        return [np.asarray(g) for g in jax.grad(fn, argnums)(*values)]
+    if backend == "torch":
+        import torch
+
+        xs = [torch.tensor(v, requires_grad=True) for v in values]
+        fn(*xs).backward()
+        return [x.grad.numpy() for x in xs]
+    raise NotImplementedError(f"gradients on the {backend} backend")
+
+
 @keras.saving.register_keras_serializable(package="keras_vib_tests")
 class OpaqueScale(keras.layers.Layer):
     """A custom layer keras_vib knows nothing about: `x * w` per channel."""

@@ -273,6 +273,7 @@ def test_model_without_gates_raises():
         model.fit(x, np.zeros((8, 2)), epochs=1, verbose=0, callbacks=[VIBMonitor()])
 
 
+@pytest.mark.tensorflow
 def test_mirrored_strategy_warmup():
     import tensorflow as tf
 

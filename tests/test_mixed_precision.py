@@ -4,6 +4,7 @@ alpha stay in float32, so training neither crashes nor overflows."""
 import keras
 import numpy as np
 import pytest
+from keras.ops import convert_to_numpy as to_numpy
 
 import keras_vib as kv
 
@@ -39,12 +40,12 @@ def test_fit_and_evaluate_in_mixed_precision(policy):
     x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
     y = np.arange(64) % 3
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = [np.array(v.numpy()) for v in model.trainable_variables]
+    before = [np.array(to_numpy(v)) for v in model.trainable_variables]
     monitor = kv.VIBMonitor()
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
     assert np.all(np.isfinite(history.history["loss"]))
     assert np.isfinite(model.evaluate(x, y, verbose=0))
-    after = [np.array(v.numpy()) for v in model.trainable_variables]
+    after = [np.array(to_numpy(v)) for v in model.trainable_variables]
     assert all(not np.array_equal(a, b) for a, b in zip(before, after))  # no skip
     gates = [gate for _, gate in kv.report.gates(model)]
     for gate in gates:
