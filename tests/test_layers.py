@@ -1,3 +1,4 @@
+import json
 import math
 import subprocess
 import sys
@@ -322,3 +323,77 @@ def test_fit_under_mirrored_strategy():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2" in result.stdout
+
+
+JAX_DATA_PARALLEL_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    os.environ["KERAS_BACKEND"] = "jax"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import keras
+    import numpy as np
+    import keras_vib as kv
+
+    def make():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input((10,)),
+            kv.VIBGate(kl_weight=1e-2, name="input_gate"),
+            kv.VIBDense(8, activation="relu", kl_weight=1e-2, name="fc"),
+            keras.layers.Dense(2, name="out"),
+        ])
+        model.compile(
+            keras.optimizers.SGD(0.1),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 10)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    results = {}
+    for mode in ("one device", "two devices"):
+        if mode == "two devices":
+            devices = keras.distribution.list_devices("cpu")
+            assert len(devices) == 2, devices
+            keras.distribution.set_distribution(
+                keras.distribution.DataParallel(devices=devices)
+            )
+        model = make()
+        loss = float(model.train_on_batch(x, y))
+        kl = sum(float(g.kl_loss()) for _, g in kv.report.gates(model))
+        weights = [np.asarray(w) for w in model.get_weights()]
+        history = model.fit(x, y, batch_size=32, epochs=2, verbose=0,
+                            callbacks=[kv.VIBMonitor(verbose=0)])
+        assert np.isfinite(history.history["kl"][-1])
+        slim = kv.slim_model(model)
+        np.testing.assert_allclose(
+            np.asarray(slim(x)), np.asarray(model(x)), atol=1e-5
+        )
+        results[mode] = (loss, kl, weights)
+    (l1, k1, w1), (l2, k2, w2) = results["one device"], results["two devices"]
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(w1, w2))
+    print("RESULT", json.dumps({"loss": [l1, l2], "kl": [k1, k2], "diff": diff}))
+    """
+)
+
+
+def test_fit_under_jax_data_parallel_on_two_devices():
+    """`keras.distribution.DataParallel` on two CPU devices: the same loss
+    (the KL counted once) and the same update as on one device; the monitor
+    runs and the result slims."""
+    pytest.importorskip("jax")
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_DATA_PARALLEL_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")][0]
+    found = json.loads(line[len("RESULT ") :])
+    (l1, l2), (k1, k2) = found["loss"], found["kl"]
+    assert k1 > 0.1  # a KL term that would show if counted twice
+    assert l2 == pytest.approx(l1, rel=1e-5)
+    assert k2 == pytest.approx(k1, rel=1e-5)
+    assert found["diff"] < 1e-5
