@@ -35,7 +35,7 @@ setup(
         "numpy",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "ruff", "tensorboard"]},
+    extras_require={"test": ["pytest", "ruff", "tensorboard", "jax"]},
     entry_points={"console_scripts": ["keras-vib=keras_vib.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -398,3 +400,21 @@ def test_pareto_benchmark_runs(tmp_path):
         "--benchmarks-md", str(md),
     )  # fmt: skip
     assert "[1/" not in again  # every result was kept: nothing trained again
+
+
+@pytest.mark.slow
+def test_backends_benchmark_runs(tmp_path):
+    pytest.importorskip("jax")
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    run_script(
+        "benchmarks/backends.py", "--backends", "tensorflow", "jax", "--epochs", "1",
+        "--examples", "200", "--slim-repeats", "1", "--benchmarks-md", str(md),
+        "--write",
+    )  # fmt: skip
+    text = md.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| LeNet")]
+    assert len(rows) == 4  # two nets, two backends
+    slim_rows = [line for line in text.splitlines() if line.startswith("| jax |")]
+    assert len(slim_rows) == 1
+    assert float(slim_rows[0].split("|")[-2]) < 1e-4  # slim == gated on JAX
