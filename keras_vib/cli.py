@@ -525,22 +525,26 @@ def _export_on_tensorflow(model_path, tflite_path):
         raise CLIError(f"the .tflite conversion on tensorflow failed: {lines[-1]}")
 
 
-def _select_backend(args):
-    """Sets `--backend` for this process, before Keras is imported."""
-    wanted = getattr(args, "backend", None)
-    if wanted is None:
-        return
-    if "keras" in sys.modules:
-        import keras
+def _select_backend(args, console):
+    """Runs the command on `--backend`: Keras picks its backend when it is
+    first imported (by keras_vib itself), so the console script starts
+    again with `KERAS_BACKEND` set; a call of `main` from Python cannot."""
+    import keras
 
-        if keras.backend.backend() != wanted:
-            raise CLIError(
-                f"--backend {wanted}: Keras is already imported on the "
-                f"{keras.backend.backend()} backend in this process (run "
-                "keras-vib as a command, or set KERAS_BACKEND before Python)"
-            )
+    wanted = getattr(args, "backend", None)
+    if wanted is None or keras.backend.backend() == wanted:
         return
-    os.environ["KERAS_BACKEND"] = wanted
+    if not console:
+        raise CLIError(
+            f"--backend {wanted}: Keras is already imported on the "
+            f"{keras.backend.backend()} backend in this process (run "
+            "keras-vib as a command, or set KERAS_BACKEND before Python)"
+        )
+    env = dict(os.environ, KERAS_BACKEND=wanted)
+    sys.stdout.flush()
+    os.execve(
+        sys.executable, [sys.executable, "-m", "keras_vib.cli", *sys.argv[1:]], env
+    )
 
 
 def _load(path):
@@ -605,7 +609,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         args = build_parser().parse_args(argv)
-        _select_backend(args)
+        _select_backend(args, console=argv is None)
         return COMMANDS[args.command](args)
     except CLIError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)
