@@ -230,9 +230,9 @@ def test_recurrent_consumer_is_left_ungated_with_a_warning():
     model = keras.Model(inputs, L.Dense(2, name="out")(x))
     with pytest.warns(UserWarning, match="'proj'.*'lstm' of class LSTM") as record:
         gated = kv.add_gates(model)
-    assert len(record) == 1 and "\n" not in str(record[0].message)
-    with pytest.warns(UserWarning):
-        gated = kv.add_gates(model)
+    # One warning of ours, on one line (the backend may add its own).
+    ours = [w for w in record if "of class LSTM" in str(w.message)]
+    assert len(ours) == 1 and "\n" not in str(ours[0].message)
     assert gate_names(gated) == []
     kv.slim_model(gated)  # nothing to cut, and no refusal
 
