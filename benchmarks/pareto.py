@@ -273,7 +273,6 @@ def run_vib(model, budget, seed, args):
     keras.utils.set_random_seed(seed)
     train, test = data(seed, args)
     gated = models.get_model(model, vib=True)
-    total = kv.compression_report(gated).total_flops
     gated.compile(
         keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"], steps_per_execution=20
     )
@@ -282,7 +281,6 @@ def run_vib(model, budget, seed, args):
     structure = kv.compression_report(gated).structure
     result = finetune(kv.slim_model(gated), structure, train, test, args, model)
     result.update(
-        total_flops=total,
         target=callback.target,
         reached_epoch=callback.reached_epoch,
         adjusted=callback.adjusted,

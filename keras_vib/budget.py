@@ -26,11 +26,8 @@ def _is_real(value):
 
 def _check_budget(name, value):
     """A fraction in (0, 1), or a whole count >= 1."""
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(value)
-        and (0 < value < 1 or (value >= 1 and float(value).is_integer()))
+    ok = _is_real(value) and (
+        0 < value < 1 or (value >= 1 and float(value).is_integer())
     )
     if not ok:
         raise ValueError(
