@@ -87,6 +87,12 @@ class VIBBudget(keras.callbacks.Callback):
             where the budget is spent; a gate with `kl_weight=0` stays
             unpruned. False: the gates' `kl_weight`s share the pressure out
             (per-layer multipliers).
+        cost_power: float in [0, 1], with `cost_aware`: a unit's pressure
+            goes as its cost to this power. 1: in proportion to the cost,
+            which at tight budgets empties the costliest layers first (the
+            channels of a first conv layer cost what hundreds of dense
+            units do); 0.5 (the default) evens that out; 0: the same
+            pressure on every unit.
         check_every: positive int, training steps (batches) between two
             checks.
         growth: float > 1, the factor by which the KL scale changes per
@@ -120,6 +126,7 @@ class VIBBudget(keras.callbacks.Callback):
         pruning_end: float = 0.5,
         initial_kl: float | None = 1e-2,
         cost_aware: bool = True,
+        cost_power: float = 0.5,
         check_every: int = 50,
         growth: float = 1.1,
         min_fraction: float = 0.85,
@@ -154,6 +161,12 @@ class VIBBudget(keras.callbacks.Callback):
                 f"Received: cost_aware={cost_aware!r}"
             )
         self.cost_aware = bool(cost_aware)
+        if not _is_real(cost_power) or not 0 <= cost_power <= 1:
+            raise ValueError(
+                "Expected `cost_power` to be in [0, 1]. "
+                f"Received: cost_power={cost_power!r}"
+            )
+        self.cost_power = float(cost_power)
         self._shares = {}
         if (
             isinstance(check_every, bool)
@@ -222,6 +235,10 @@ class VIBBudget(keras.callbacks.Callback):
             costs[id(gate)] = max(now - self._measure(), 0)
             gate.log_sigma2.assign(saved)
         weights = {id(g): g.kl_weight * g.positions for _, g in self._gates}
+        costs = {
+            key: cost**self.cost_power if cost > 0 else 0.0
+            for key, cost in costs.items()
+        }
         scale = np.mean([c for c in costs.values() if c > 0] or [1.0])
         self._shares = {
             key: costs[key] / scale / weights[key] if weights[key] else 0.0

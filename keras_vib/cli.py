@@ -156,6 +156,55 @@ def _existing_file(text):
     return text
 
 
+def _blocking_file(path):
+    """The first existing file among the parents of `path` (which would
+    stop a folder from being made there), or None."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _out_dir(text):
+    """An argparse type: a folder to write into (made later, when the run
+    has something to write)."""
+    path = pathlib.Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"--out must be a folder, received {text!r} (an existing file)"
+        )
+    blocking = _blocking_file(path)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(
+            f"--out {text!r} cannot be made: {str(blocking)!r} is a file"
+        )
+    return text
+
+
+def _out_file(*suffixes):
+    """An argparse type: a file to write, ending in one of `suffixes`;
+    its missing folders are made when it is written."""
+
+    def parse(text):
+        path = pathlib.Path(text)
+        if suffixes and path.suffix not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"--out must end in {' or '.join(suffixes)}, received {text!r}"
+            )
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(
+                f"--out must be a file name, received {text!r} (a folder)"
+            )
+        blocking = _blocking_file(path)
+        if blocking is not None:
+            raise argparse.ArgumentTypeError(
+                f"--out {text!r} cannot be written: {str(blocking)!r} is a file"
+            )
+        return text
+
+    return parse
+
+
 def build_parser():
     parser = _Parser(
         prog="keras-vib",
@@ -207,7 +256,12 @@ def build_parser():
         help="random shifts of the training images (CIFAR: pad 4, crop, flip; "
         "MNIST-like: pad 1, crop)",
     )
-    train.add_argument("--out", default=None, help="output directory")
+    train.add_argument(
+        "--out",
+        type=_out_dir,
+        default=None,
+        help="output folder, made if missing (default: runs/MODEL_DATASET_seedN)",
+    )
     train.add_argument("--data-dir", default=None, help="tensorflow-datasets folder")
     train.add_argument(
         "--no-download",
@@ -263,11 +317,11 @@ def build_parser():
 
     slim = sub.add_parser("slim", help="remove the closed units of a saved model")
     slim.add_argument("model", type=_existing_file)
-    slim.add_argument("--out", required=True)
+    slim.add_argument("--out", type=_out_file(".keras"), required=True)
 
     export = sub.add_parser("export", help="write a .tflite file from a saved model")
     export.add_argument("model", type=_existing_file)
-    export.add_argument("--out", required=True)
+    export.add_argument("--out", type=_out_file(".tflite"), required=True)
     export.add_argument(
         "--quantization", choices=("float32", "float16", "dynamic", "int8"),
         default="float32",
@@ -277,6 +331,12 @@ def build_parser():
 
     report = sub.add_parser("report", help="print r_W, r_N, FLOPs and structure")
     report.add_argument("model", type=_existing_file)
+    report.add_argument(
+        "--reference",
+        type=_existing_file,
+        help="the gated (or original) model a slim model came from: ratios "
+        "and structure against it",
+    )
     report.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -344,6 +404,21 @@ def _schedule(recipe, steps_per_epoch):
     return lr
 
 
+def _load_dataset(name, split, batch_size, data_dir, **kwargs):
+    """`datasets.load`, its not-found message in the command's words."""
+    from keras_vib import datasets
+
+    try:
+        return datasets.load(name, split, batch_size, data_dir=data_dir, **kwargs)
+    except datasets.DatasetNotFoundError as e:
+        message = str(e).replace("the `data_dir=` argument", "--data-dir")
+        if data_dir is not None:
+            message = message.replace(
+                f"data_dir={data_dir!r}", f"--data-dir {data_dir}"
+            )
+        raise CLIError(message) from None
+
+
 def _data(args, recipe):
     from keras_vib import datasets
 
@@ -356,7 +431,7 @@ def _data(args, recipe):
         test = datasets.synthetic(args.dataset, "test", args.synthetic, 1000)
         return train, test
     common = dict(data_dir=args.data_dir, download=not args.no_download)
-    train = datasets.load(
+    train = _load_dataset(
         args.dataset,
         "train",
         batch,
@@ -364,7 +439,7 @@ def _data(args, recipe):
         seed=args.seed,
         **common,
     )
-    test = datasets.load(args.dataset, "test", 1000, **common)
+    test = _load_dataset(args.dataset, "test", 1000, **common)
     return train, test
 
 
@@ -547,22 +622,51 @@ def _select_backend(args, console):
     )
 
 
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
 def _load(path):
+    import zipfile
+
     import keras
 
     import keras_vib  # noqa: F401  (registers the keras_vib layers)
 
+    suffix = pathlib.Path(path).suffix
+    if suffix not in MODEL_SUFFIXES:
+        raise CLIError(
+            f"expected a Keras model file ({', '.join(MODEL_SUFFIXES)}), "
+            f"received model={path!r}"
+        )
+    if suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise CLIError(
+            f"model={path!r} is not a Keras model: a .keras file is a zip "
+            "archive, this one is not (corrupt, or another format renamed)"
+        )
     try:
         return keras.models.load_model(path)
     except Exception as e:  # a corrupt or foreign file
         raise CLIError(f"cannot load model {path!r}: {e}".splitlines()[0]) from e
 
 
+def _save_keras(model, path):
+    """`model.save(path)`, its missing folders made, and atomically: a
+    failed save leaves nothing at `path`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def slim_command(args):
     import keras_vib as kv
 
     slim = kv.slim_model(_load(args.model))
-    slim.save(args.out)
+    _save_keras(slim, args.out)
     print(f"wrote {args.out} ({slim.count_params():,} parameters)")
     return 0
 
@@ -571,7 +675,6 @@ def export_command(args):
     import numpy as np
 
     import keras_vib as kv
-    from keras_vib import datasets
 
     model = _load(args.model)
     quantization = None if args.quantization == "float32" else args.quantization
@@ -579,10 +682,9 @@ def export_command(args):
     if quantization == "int8":
         if not args.dataset:
             raise CLIError("--quantization int8 needs --dataset for calibration")
-        batches = datasets.load(
-            args.dataset, split="train", batch_size=100, data_dir=args.data_dir
-        ).take(5)
+        batches = _load_dataset(args.dataset, "train", 100, args.data_dir).take(5)
         data = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     kv.export.to_tflite(model, quantization, representative_data=data, path=args.out)
     print(f"wrote {args.out}")
     return 0
@@ -591,7 +693,8 @@ def export_command(args):
 def report_command(args):
     import keras_vib as kv
 
-    report = kv.compression_report(_load(args.model))
+    reference = _load(args.reference) if args.reference else None
+    report = kv.compression_report(_load(args.model), reference=reference)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
 

@@ -118,6 +118,11 @@ def _write_atomically(path, content):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
+        # mkstemp makes the file private (0600): give it the mode of any
+        # new file (0666 less the umask), as `open` would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

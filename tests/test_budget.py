@@ -81,10 +81,12 @@ def test_the_kl_scale_starts_at_initial_kl():
     assert 0 < scale < 1  # the weight of 3e-2 alone gives more than 0.5 nats
 
 
+@pytest.mark.parametrize("power", [1.0, 0.5])
 @pytest.mark.parametrize("kind", ["flops", "params"])
-def test_cost_aware_pressure_follows_what_a_unit_costs(kind):
+def test_cost_aware_pressure_follows_what_a_unit_costs(kind, power):
     """Each gate's KL weight per unit ends up proportional to the FLOPs (or
-    parameters) one of its units costs, whatever its own `kl_weight`."""
+    parameters) one of its units costs, to `cost_power`, whatever its own
+    `kl_weight`."""
     model = keras.Sequential(
         [
             keras.Input((6, 6, 2)),
@@ -95,7 +97,7 @@ def test_cost_aware_pressure_follows_what_a_unit_costs(kind):
             L.Dense(3, name="out"),
         ]
     )
-    budget = kv.VIBBudget(**{f"target_{kind}": 0.5}, verbose=0)
+    budget = kv.VIBBudget(**{f"target_{kind}": 0.5}, cost_power=power, verbose=0)
     budget.set_model(model)
     budget.on_train_begin()
     # Closing one unit saves: conv: its 16 positions x 18 weights, its
@@ -107,7 +109,8 @@ def test_cost_aware_pressure_follows_what_a_unit_costs(kind):
     for name in cost:
         gate = model.get_layer(name).gate
         scale = float(gate.kl_scale)
-        per_unit[name] = scale * gate.kl_weight * gate.positions / cost[name]
+        per_unit[name] = scale * gate.kl_weight * gate.positions
+        per_unit[name] /= cost[name] ** power
     values = list(per_unit.values())
     assert max(values) == pytest.approx(min(values), rel=1e-5), per_unit
     plain = kv.VIBBudget(**{f"target_{kind}": 0.5}, cost_aware=False, verbose=0)
@@ -174,6 +177,9 @@ def test_params_budget_on_an_add_gates_resnet():
         ({"target_flops": 0.1, "initial_kl": 0.0}, "initial_kl=0.0"),
         ({"target_flops": 0.1, "initial_kl": "1"}, "initial_kl='1'"),
         ({"target_flops": 0.1, "cost_aware": 1}, "cost_aware=1"),
+        ({"target_flops": 0.1, "cost_power": 1.5}, "cost_power=1.5"),
+        ({"target_flops": 0.1, "cost_power": -0.1}, "cost_power=-0.1"),
+        ({"target_flops": 0.1, "cost_power": True}, "cost_power=True"),
     ],
 )
 def test_bad_arguments(kwargs, match):

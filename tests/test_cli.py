@@ -70,9 +70,22 @@ def test_train_writes_every_output(trained):
 
 
 def test_slim_export_report_on_saved_model(trained, tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    import keras_vib as kv
+    from keras_vib import datasets
+
     gated = str(trained / "gated.keras")
     code, out, _ = run(capsys, "slim", gated, "--out", str(tmp_path / "s.keras"))
-    assert code == 0 and (tmp_path / "s.keras").stat().st_size > 0
+    assert code == 0
+    x, _ = next(iter(datasets.load("mnist", "test", 200).as_numpy_iterator()))
+    gated_model = keras.models.load_model(gated)
+    slim = keras.models.load_model(tmp_path / "s.keras")
+    np.testing.assert_allclose(
+        slim.predict(x, verbose=0), gated_model.predict(x, verbose=0), atol=1e-4
+    )
+    assert slim.count_params() < gated_model.count_params()
     code, out, _ = run(
         capsys,
         "export",
@@ -84,11 +97,31 @@ def test_slim_export_report_on_saved_model(trained, tmp_path, capsys):
         "--out",
         str(tmp_path / "m.tflite"),
     )
-    assert code == 0 and (tmp_path / "m.tflite").stat().st_size > 0
+    assert code == 0
+    logits = kv.export.run_tflite((tmp_path / "m.tflite").read_bytes(), x)
+    agree = np.mean(logits.argmax(-1) == slim.predict(x, verbose=0).argmax(-1))
+    assert agree >= 0.95  # int8 rounding moves a few borderline examples
     code, out, _ = run(capsys, "report", gated, "--json")
     assert code == 0
     saved = json.loads((trained / "report.json").read_text())
     assert json.loads(out)["structure"] == saved["structure"]
+
+
+def test_report_of_a_slim_model_describes_it(trained, capsys):
+    """A slim model has no gates left: its report gives its own size, and
+    the ratios against `--reference`, not r_W 100 % of an empty structure."""
+    slim, gated = str(trained / "slim.keras"), str(trained / "gated.keras")
+    saved = json.loads((trained / "report.json").read_text())
+    code, out, _ = run(capsys, "report", slim)
+    assert code == 0
+    assert "no gates" in out and "r_W" not in out and "r_N" not in out
+    code, out, _ = run(capsys, "report", slim, "--json")
+    data = json.loads(out)
+    assert data["flops"] == saved["flops"] and data["r_w"] is None
+    code, out, _ = run(capsys, "report", slim, "--reference", gated, "--json")
+    data = json.loads(out)
+    assert data["structure"] == saved["structure"]
+    assert data["r_w_pct"] == pytest.approx(saved["r_w_pct"])
 
 
 def test_pretraining_switches_the_kl_off():
@@ -237,6 +270,71 @@ def test_missing_dataset_message(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
     assert "fashion_mnist" in err and str(tmp_path) in err
     assert "TFDS_DATA_DIR" in err
+    # In the command's words, not the Python argument's.
+    assert f"--data-dir {tmp_path}" in err and "`data_dir=` argument" not in err
+    assert not (tmp_path / "run").exists()  # no empty output folder left
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A text file, a corrupt .keras (text renamed), a .tflite and a .csv."""
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "corrupt.keras").write_text("not a zip")
+    (tmp_path / "model.tflite").write_bytes(b"TFL3")
+    (tmp_path / "history.csv").write_text("epoch,loss\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--out", "{d}/afile"], "--out must be a folder, received"),
+        (["train", "--out", "{d}/afile/run"], "'{d}/afile' is a file"),
+        (["slim", "{d}/corrupt.keras", "--out", "{d}/afile/x.keras"], "is a file"),
+        (["slim", "{d}/corrupt.keras", "--out", "{d}"], "must end in .keras"),
+        (["slim", "{d}/corrupt.keras", "--out", "{d}/x.h5"], "must end in .keras"),
+        (
+            ["export", "{d}/corrupt.keras", "--out", "{d}/x.keras"],
+            "must end in .tflite",
+        ),
+        (["report", "{d}/corrupt.keras"], "a .keras file is a zip archive"),
+        (
+            ["slim", "{d}/model.tflite", "--out", "{d}/x.keras"],
+            "model='{d}/model.tflite'",
+        ),
+        (["report", "{d}/history.csv"], "expected a Keras model file"),
+    ],
+)
+def test_bad_paths_one_line_nothing_written(files, capsys, argv, message):
+    argv = [a.format(d=files) for a in argv]
+    if argv[0] == "train":
+        argv += ["--model", "lenet300", "--dataset", "mnist", "--synthetic", "8"]
+    before = sorted(p.name for p in files.rglob("*"))
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message.format(d=files) in lines[0]
+    assert sorted(p.name for p in files.rglob("*")) == before
+
+
+def test_slim_and_export_make_missing_folders(trained, tmp_path, capsys):
+    slim = tmp_path / "new" / "deeper" / "slim.keras"
+    code, _, err = run(capsys, "slim", str(trained / "gated.keras"), "--out", str(slim))
+    assert code == 0, err
+    tflite = tmp_path / "other" / "slim.tflite"
+    code, _, err = run(capsys, "export", str(slim), "--out", str(tflite))
+    assert code == 0, err
+    assert sorted(p.name for p in slim.parent.iterdir()) == ["slim.keras"]
+    assert tflite.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @pytest.mark.parametrize(

@@ -121,8 +121,13 @@ def test_missing_dataset_without_download(tmp_path):
         datasets.load("fashion_mnist", "train", data_dir=tmp_path, download=False)
     check_not_found_message(str(info.value), tmp_path)
     assert "download=False" in str(info.value)
-    assert isinstance(info.value, ValueError)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_dataset_not_found_is_caught_as_a_value_error(tmp_path):
+    """Callers that catch bad input as ValueError catch it too."""
+    with pytest.raises(ValueError, match="fashion_mnist"):
+        datasets.load("fashion_mnist", "train", data_dir=tmp_path, download=False)
 
 
 def test_missing_dataset_from_tfds_data_dir(tmp_path, monkeypatch):

@@ -164,7 +164,11 @@ def test_baseline_vgg16_has_bn_and_relu_per_conv():
     kinds = [type(layer).__name__ for layer in plain.layers]
     assert kinds.count("Conv2D") == kinds.count("BatchNormalization") == 13
     assert kinds.count("ReLU") == 13
-    assert plain.get_layer("block5_bn3") is not None
+    # Each conv is followed by its batch norm, then its ReLU.
+    for i, layer in enumerate(plain.layers):
+        if isinstance(layer, keras.layers.Conv2D):
+            after = [type(x).__name__ for x in plain.layers[i + 1 : i + 3]]
+            assert after == ["BatchNormalization", "ReLU"], layer.name
 
 
 def test_vgg16_trains_on_synthetic_cifar():

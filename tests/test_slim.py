@@ -321,10 +321,6 @@ def test_no_input_gate_no_select_features():
     np.testing.assert_array_equal(idx, np.arange(784))
 
 
-def test_slim_is_also_exported_from_the_module():
-    assert kv.slim_model is kv.slim.slim_model
-
-
 # --------------------------------------------------------------------------
 # 2-8. Architectures (LeNet-5 and VGG: see their own tests below)
 
