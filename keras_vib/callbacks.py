@@ -247,10 +247,19 @@ class VIBMonitor(keras.callbacks.Callback):
             os.makedirs(parent, exist_ok=True)
         figure.savefig(path, dpi=100)
 
+    def _panels(self, count, width, height):
+        """A figure with `count` panels, at most 4 per row."""
+        ncols = min(count, 4)
+        nrows = math.ceil(count / ncols)
+        figure = self._new_figure(width * ncols, height * nrows)
+        return figure, [figure.add_subplot(nrows, ncols, i + 1) for i in range(count)]
+
     def plot_kept(self, path: str | os.PathLike):
         """Plots the kept units of each gated layer against the epoch.
 
-        One line per gated layer; the x axis is the epoch number counted
+        One panel per gated layer, each on its own scale from 0 to the
+        layer's units (784 input pixels and 100 units would hide each
+        other's changes on one axis); the x axis is the epoch number counted
         from 1, as Keras prints it.
 
         Args:
@@ -265,28 +274,24 @@ class VIBMonitor(keras.callbacks.Callback):
         >>> monitor.plot_kept("kept_neurons.png")  # doctest: +SKIP
         """
         self._check_can_plot("plot_kept")
-        figure = self._new_figure(7.0, 4.5)
         from matplotlib.ticker import MaxNLocator
 
-        axes = figure.add_subplot()
+        gates = self._gated_layers()
+        figure, panels = self._panels(len(gates), 3.5, 2.8)
         epochs = [e + 1 for e in self.epoch]
-        markers = "os^Dvp*<>h"
-        for index, (name, _) in enumerate(self._gated_layers()):
-            axes.plot(
-                epochs,
-                self.history[f"kept/{name}"],
-                marker=markers[index % len(markers)],
-                markersize=4,
-                label=name,
+        for axes, (name, gate) in zip(panels, gates):
+            kept = self.history[f"kept/{name}"]
+            axes.plot(epochs, kept, marker="o", markersize=3, color="tab:blue")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+            axes.set_ylim(0, gate.units * 1.05)
+            axes.set_title(
+                f"{name}: {int(kept[-1])}/{gate.units} kept", fontsize="medium"
             )
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_title("Kept neurons per gated layer")
-        axes.set_xlabel("epoch")
-        axes.set_ylabel("kept neurons / channels")
-        axes.set_ylim(bottom=0)
-        axes.grid(True, alpha=0.3)
-        axes.legend(loc="best", fontsize="small")
+            axes.set_xlabel("epoch")
+            axes.set_ylabel("kept units")
+            axes.grid(True, alpha=0.3)
+        figure.suptitle("Kept neurons / channels per gated layer")
         self._save(figure, path)
         return figure
 
@@ -320,18 +325,24 @@ class VIBMonitor(keras.callbacks.Callback):
                 f"Expected `bins` to be a positive integer. Received: bins={bins!r}"
             )
         self._check_can_plot("plot_log_alpha")
+        from matplotlib.ticker import MaxNLocator
+
         gates = self._gated_layers()
-        ncols = min(len(gates), 4)
-        nrows = math.ceil(len(gates) / ncols)
-        figure = self._new_figure(3.5 * ncols, 3.0 * nrows)
-        for index, (name, gate) in enumerate(gates):
-            axes = figure.add_subplot(nrows, ncols, index + 1)
+        figure, panels = self._panels(len(gates), 3.5, 3.0)
+        for axes, (name, gate) in zip(panels, gates):
             values = self.log_alpha[name]
             values = values[np.isfinite(values)]
             threshold = float(gate.threshold)
             kept = int(np.sum(values < threshold))
             axes.hist(values, bins=int(bins), color="tab:blue", alpha=0.8)
             axes.axvline(threshold, color="tab:red", linestyle="--", label="threshold")
+            low, high = axes.get_xlim()
+            axes.axvspan(
+                threshold, max(high, threshold + 1), color="tab:red", alpha=0.1,
+                label="pruned (right)",
+            )  # fmt: skip
+            axes.set_xlim(low, max(high, threshold + 1))
+            axes.yaxis.set_major_locator(MaxNLocator(integer=True))
             axes.set_title(f"{name}: {kept}/{values.size} open", fontsize="medium")
             axes.set_xlabel("log alpha")
             axes.set_ylabel("units")

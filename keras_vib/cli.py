@@ -502,6 +502,14 @@ def train(args):
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     pretrain = min(recipe["pretrain_epochs"], recipe["epochs"])
+    vib_epochs = recipe["epochs"] - pretrain
+    if budget is None and 0 < vib_epochs < recipe["warmup_epochs"]:
+        share = vib_epochs / recipe["warmup_epochs"]
+        _note(
+            f"the {vib_epochs} VIB epochs end inside the {recipe['warmup_epochs']}-"
+            f"epoch KL warm-up: the KL weight reaches {100 * share:.0f}% of its "
+            "value, so little is pruned (shorten it with --warmup-epochs)"
+        )
     if pretrain:
         _pretrain(model, train_ds, pretrain, args.verbose)
     monitor = kv.VIBMonitor(
@@ -527,6 +535,13 @@ def train(args):
     if recipe["finetune_epochs"]:
         # Prune, then fine-tune: the slim model (stock layers, closed units
         # gone) trains on the cross-entropy alone, without gate noise.
+        if args.verbose:
+            print(
+                f"Fine-tuning the slim model ({report.structure}, "
+                f"{slim.count_params():,} parameters) for "
+                f"{recipe['finetune_epochs']} epochs",
+                flush=True,
+            )
         total = recipe["finetune_epochs"] * steps
         slim.compile(
             keras.optimizers.Adam(
@@ -553,11 +568,13 @@ def train(args):
     else:  # Keras's LiteRT export needs TensorFlow: convert the saved model
         _export_on_tensorflow(out / "slim.keras", out / "slim_float32.tflite")
     config = run_config(args)
+    # Errors and ratios in %, rounded: 4 decimals hold every figure a
+    # test set of up to a million examples can tell, without float32 noise.
     result = {
-        "error_pct": 100.0 * (1.0 - accuracy),
-        "gated_error_pct": 100.0 * (1.0 - gated_accuracy),
-        "r_w_pct": 100.0 * report.r_w,
-        "r_n_pct": 100.0 * report.r_n,
+        "error_pct": round(100.0 * (1.0 - accuracy), 4),
+        "gated_error_pct": round(100.0 * (1.0 - gated_accuracy), 4),
+        "r_w_pct": round(100.0 * report.r_w, 4),
+        "r_n_pct": round(100.0 * report.r_n, 4),
         "flops": report.flops,
         "structure": report.structure,
         "epochs": recipe["epochs"],
@@ -584,6 +601,11 @@ def train(args):
     print(f"test error (final model): {result['error_pct']:.2f}%")
     print(f"wrote {out}")
     return 0
+
+
+def _note(message):
+    """A one-line notice on stderr: the run goes on."""
+    print(f"keras-vib: note: {message}", file=sys.stderr, flush=True)
 
 
 def _export_on_tensorflow(model_path, tflite_path):

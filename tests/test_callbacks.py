@@ -210,11 +210,21 @@ def test_plots_written(tmp_path):
 
     figure = monitor.plot_kept(tmp_path / "kept.png")
     assert_png(tmp_path / "kept.png")
-    assert figure.axes[0].get_title() == "Kept neurons per gated layer"
-    assert len(figure.axes[0].get_lines()) == len(GATED)
+    # One panel per layer, each on its own scale: 0 to the layer's units.
+    assert len(figure.axes) == len(GATED)
+    for axes, (name, layer) in zip(figure.axes, gated_layers(model)):
+        units = layer.gate.units if hasattr(layer, "gate") else layer.units
+        assert axes.get_title().startswith(f"{name}: ")
+        assert axes.get_title().endswith(f"/{units} kept")
+        assert axes.get_ylim()[0] == 0 and units <= axes.get_ylim()[1] < 1.1 * units
+        assert all(float(t).is_integer() for t in axes.get_yticks())
     figure = monitor.plot_log_alpha(tmp_path / "alpha.png", bins=20)
     assert_png(tmp_path / "alpha.png")
     assert len(figure.axes) == len(GATED)
+    for axes in figure.axes:
+        assert all(float(t).is_integer() for t in axes.get_yticks())
+        labels = axes.get_legend_handles_labels()[1]
+        assert labels == ["threshold", "pruned (right)"]
 
 
 def test_plot_before_any_epoch_raises():

@@ -57,8 +57,11 @@ def test_train_writes_every_output(trained):
     for name in OUTPUTS:
         assert (trained / name).stat().st_size > 0, name
     report = json.loads((trained / "report.json").read_text())
-    for key in ("error_pct", "r_w_pct", "r_n_pct", "flops", "structure"):
-        assert key in report
+    from test_examples import CLI_REPORT_KEYS
+
+    for key in CLI_REPORT_KEYS:  # the example writes the same layout
+        assert key in report, key
+    assert report["error_pct"] == round(report["error_pct"], 4)  # no float noise
     assert report["epochs"] == 1 and report["wall_seconds"] > 0
     assert report["error_pct"] < 10
     config = report["config"]
@@ -531,3 +534,17 @@ def test_a_backend_other_than_the_imported_one_is_refused(capsys):
                        "--backend", other)  # fmt: skip
     assert code == 2 and err.count("\n") == 1
     assert f"--backend {other}: Keras is already imported" in err
+
+
+@pytest.mark.parametrize("warmup", [None, "2"])
+def test_a_run_shorter_than_the_warmup_says_so(tmp_path, capsys, warmup):
+    argv = ["train", "--model", "lenet300", "--dataset", "mnist", "--synthetic",
+            "64", "--epochs", "2", "--finetune-epochs", "1", "--out",
+            str(tmp_path), "--verbose", "1"]  # fmt: skip
+    if warmup:
+        argv += ["--warmup-epochs", warmup]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    note = "keras-vib: note: the 2 VIB epochs end inside the 20-epoch KL warm-up"
+    assert (note in err) == (warmup is None), err
+    assert "Fine-tuning the slim model" in out
