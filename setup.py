@@ -21,6 +21,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["keras_vib", "keras_vib.*"]),
+    # The command's entry point, outside the package: it parses the
+    # arguments before anything imports TensorFlow.
+    py_modules=["_keras_vib_cli"],
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21,<2.22",
@@ -36,7 +39,7 @@ setup(
         "matplotlib",
     ],
     extras_require={"test": ["pytest", "ruff", "tensorboard", "jax"]},
-    entry_points={"console_scripts": ["keras-vib=keras_vib.cli:main"]},
+    entry_points={"console_scripts": ["keras-vib=_keras_vib_cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -7,13 +7,24 @@
     keras-vib report runs/lenet300/gated.keras --json
 """
 
-import argparse
 import json
-import math
 import os
 import pathlib
 import sys
 import time
+
+from _keras_vib_cli import (  # noqa: F401  (re-exported)
+    BACKENDS,
+    DATASETS,
+    MODELS,
+    SCHEDULES,
+    STEPS_PER_EXECUTION,
+    CLIError,
+    build_parser,
+)
+
+# Settings of `train` that change its speed, not its results.
+SPEED_ONLY = ("steps_per_execution",)
 
 # The recipes `train` uses by default, by (model, dataset). Each value can
 # be overridden on the command line.
@@ -70,275 +81,6 @@ RECIPES = {
         _STEP, epochs=300, batch_size=128, kl_factor=2e-5, warmup_epochs=5
     ),
 }
-# Batches per graph call in `train`: the LeNets' steps are so short that
-# Keras' fixed cost per call weighs on an epoch with 1.
-STEPS_PER_EXECUTION = 20
-# Settings of `train` that change its speed, not its results.
-SPEED_ONLY = ("steps_per_execution",)
-MODELS = ("lenet300", "lenet5", "vgg16")
-BACKENDS = ("tensorflow", "jax", "torch")
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-SCHEDULES = ("constant", "step", "cosine")
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise CLIError(message)
-
-
-def _number(name, cast, positive):
-    """An argparse type: `cast(text)`, finite, > 0 (`positive`) or >= 0."""
-    kind = "integer" if cast is int else "number"
-    if positive:
-        wanted = f"a positive {kind}"
-    else:
-        wanted = f"{'an' if cast is int else 'a'} {kind} >= 0"
-
-    def parse(text):
-        try:
-            value = cast(text)
-        except ValueError:
-            value = None
-        if (
-            value is None
-            or not math.isfinite(value)
-            or not (value > 0 if positive else value >= 0)
-        ):
-            raise argparse.ArgumentTypeError(
-                f"--{name} must be {wanted}, received {text!r}"
-            )
-        return value
-
-    return parse
-
-
-def _positive_int(name):
-    return _number(name, int, positive=True)
-
-
-def _non_negative_int(name):
-    return _number(name, int, positive=False)
-
-
-def _positive_float(name):
-    return _number(name, float, positive=True)
-
-
-def _non_negative_float(name):
-    return _number(name, float, positive=False)
-
-
-def _budget(name):
-    """An argparse type: a fraction in (0, 1) or a whole count >= 1."""
-
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = None
-        if value is None or not (0 < value < 1 or (value >= 1 and value.is_integer())):
-            raise argparse.ArgumentTypeError(
-                f"--{name} must be a fraction in (0, 1) or a whole count >= 1, "
-                f"received {text!r}"
-            )
-        return value if value < 1 else int(value)
-
-    return parse
-
-
-def _existing_file(text):
-    if not os.path.isfile(text):
-        raise argparse.ArgumentTypeError(f"no such model file: {text!r}")
-    return text
-
-
-def _blocking_file(path):
-    """The first existing file among the parents of `path` (which would
-    stop a folder from being made there), or None."""
-    for parent in path.absolute().parents:
-        if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
-
-
-def _out_dir(text):
-    """An argparse type: a folder to write into (made later, when the run
-    has something to write)."""
-    path = pathlib.Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(
-            f"--out must be a folder, received {text!r} (an existing file)"
-        )
-    blocking = _blocking_file(path)
-    if blocking is not None:
-        raise argparse.ArgumentTypeError(
-            f"--out {text!r} cannot be made: {str(blocking)!r} is a file"
-        )
-    return text
-
-
-def _out_file(*suffixes):
-    """An argparse type: a file to write, ending in one of `suffixes`;
-    its missing folders are made when it is written."""
-
-    def parse(text):
-        path = pathlib.Path(text)
-        if suffixes and path.suffix not in suffixes:
-            raise argparse.ArgumentTypeError(
-                f"--out must end in {' or '.join(suffixes)}, received {text!r}"
-            )
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(
-                f"--out must be a file name, received {text!r} (a folder)"
-            )
-        blocking = _blocking_file(path)
-        if blocking is not None:
-            raise argparse.ArgumentTypeError(
-                f"--out {text!r} cannot be written: {str(blocking)!r} is a file"
-            )
-        return text
-
-    return parse
-
-
-def build_parser():
-    parser = _Parser(
-        prog="keras-vib",
-        description="Compress Keras models with the Variational Information "
-        "Bottleneck (VIBNet).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    train = sub.add_parser("train", help="train a gated model, slim and export it")
-    train.add_argument("--model", choices=MODELS, required=True)
-    train.add_argument("--dataset", choices=DATASETS, required=True)
-    train.add_argument("--epochs", type=_positive_int("epochs"))
-    train.add_argument("--batch-size", type=_positive_int("batch-size"))
-    train.add_argument("--learning-rate", "--lr", type=_positive_float("lr"))
-    train.add_argument("--lr-schedule", choices=SCHEDULES)
-    train.add_argument("--lr-step-epochs", type=_positive_int("lr-step-epochs"))
-    train.add_argument("--lr-step-factor", type=_positive_float("lr-step-factor"))
-    train.add_argument(
-        "--kl-factor",
-        type=_non_negative_float("kl-factor"),
-        help="base weight of the KL terms (times per-layer multipliers on "
-        "lenet5 and vgg16)",
-    )
-    train.add_argument(
-        "--pretrain-epochs",
-        type=_non_negative_int("pretrain-epochs"),
-        help="epochs of plain training (KL off) before the VIB epochs",
-    )
-    train.add_argument(
-        "--warmup-epochs",
-        type=_non_negative_int("warmup-epochs"),
-        help="epochs over which the KL weight grows from 0 to its value",
-    )
-    train.add_argument(
-        "--finetune-epochs",
-        type=_non_negative_int("finetune-epochs"),
-        help="epochs of plain training of the slim model after the VIB epochs",
-    )
-    train.add_argument(
-        "--finetune-lr",
-        type=_positive_float("finetune-lr"),
-        help="initial learning rate of the fine-tuning (cosine decay to 0)",
-    )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="random shifts of the training images (CIFAR: pad 4, crop, flip; "
-        "MNIST-like: pad 1, crop)",
-    )
-    train.add_argument(
-        "--out",
-        type=_out_dir,
-        default=None,
-        help="output folder, made if missing (default: runs/MODEL_DATASET_seedN)",
-    )
-    train.add_argument("--data-dir", default=None, help="tensorflow-datasets folder")
-    train.add_argument(
-        "--no-download",
-        action="store_true",
-        help="fail at once if the dataset is not prepared in the data dir",
-    )
-    train.add_argument(
-        "--steps-per-epoch",
-        type=_positive_int("steps-per-epoch"),
-        help="cap the training batches per epoch (quick runs)",
-    )
-    train.add_argument(
-        "--steps-per-execution",
-        type=_positive_int("steps-per-execution"),
-        default=STEPS_PER_EXECUTION,
-        help="training batches run in one graph call (Keras `compile` "
-        "argument): faster for small models, the same results; the progress "
-        f"bar moves once per call (default {STEPS_PER_EXECUTION})",
-    )
-    train.add_argument(
-        "--synthetic",
-        type=_positive_int("synthetic"),
-        metavar="N",
-        help="use N random examples of the dataset's shape (smoke tests)",
-    )
-    train.add_argument(
-        "--width",
-        type=_positive_float("width"),
-        help="vgg16 only: scale its channel counts (quick runs)",
-    )
-    budget = train.add_mutually_exclusive_group()
-    budget.add_argument(
-        "--target-flops",
-        type=_budget("target-flops"),
-        metavar="F",
-        help="prune to this budget of multiply-accumulates: a fraction of the "
-        "model's (0.05) or a count (90000); the KL pressure is steered to it "
-        "(keras_vib.VIBBudget) instead of warmed up",
-    )
-    budget.add_argument(
-        "--target-params",
-        type=_budget("target-params"),
-        metavar="F",
-        help="the same budget in parameters of the slim model",
-    )
-    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
-    train.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="Keras backend to train on (default: $KERAS_BACKEND, else "
-        "tensorflow); the .tflite is converted on tensorflow in a subprocess",
-    )
-
-    slim = sub.add_parser("slim", help="remove the closed units of a saved model")
-    slim.add_argument("model", type=_existing_file)
-    slim.add_argument("--out", type=_out_file(".keras"), required=True)
-
-    export = sub.add_parser("export", help="write a .tflite file from a saved model")
-    export.add_argument("model", type=_existing_file)
-    export.add_argument("--out", type=_out_file(".tflite"), required=True)
-    export.add_argument(
-        "--quantization", choices=("float32", "float16", "dynamic", "int8"),
-        default="float32",
-    )  # fmt: skip
-    export.add_argument("--dataset", choices=DATASETS, help="calibration data for int8")
-    export.add_argument("--data-dir", default=None)
-
-    report = sub.add_parser("report", help="print r_W, r_N, FLOPs and structure")
-    report.add_argument("model", type=_existing_file)
-    report.add_argument(
-        "--reference",
-        type=_existing_file,
-        help="the gated (or original) model a slim model came from: ratios "
-        "and structure against it",
-    )
-    report.add_argument("--json", action="store_true", help="print JSON")
-    return parser
 
 
 def _recipe(args):
@@ -564,7 +306,8 @@ def train(args):
     model.save(out / "gated.keras")
     slim.save(out / "slim.keras")
     if keras.backend.backend() == "tensorflow":
-        kv.export.to_tflite(slim, path=out / "slim_float32.tflite")
+        with _native_quiet(args):
+            kv.export.to_tflite(slim, path=out / "slim_float32.tflite")
     else:  # Keras's LiteRT export needs TensorFlow: convert the saved model
         _export_on_tensorflow(out / "slim.keras", out / "slim_float32.tflite")
     config = run_config(args)
@@ -603,6 +346,17 @@ def train(args):
     return 0
 
 
+def _native_quiet(args):
+    """The converter's native log lines hidden, unless `--tf-logs`."""
+    import contextlib
+
+    import _keras_vib_cli
+
+    if getattr(args, "tf_logs", False):
+        return contextlib.nullcontext()
+    return _keras_vib_cli.quiet_native_stderr()
+
+
 def _note(message):
     """A one-line notice on stderr: the run goes on."""
     print(f"keras-vib: note: {message}", file=sys.stderr, flush=True)
@@ -614,7 +368,7 @@ def _export_on_tensorflow(model_path, tflite_path):
     import subprocess
 
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    command = [sys.executable, "-m", "keras_vib.cli", "export", str(model_path),
+    command = [sys.executable, "-m", "_keras_vib_cli", "export", str(model_path),
                "--out", str(tflite_path)]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -640,7 +394,7 @@ def _select_backend(args, console):
     env = dict(os.environ, KERAS_BACKEND=wanted)
     sys.stdout.flush()
     os.execve(
-        sys.executable, [sys.executable, "-m", "keras_vib.cli", *sys.argv[1:]], env
+        sys.executable, [sys.executable, "-m", "_keras_vib_cli", *sys.argv[1:]], env
     )
 
 
@@ -707,7 +461,10 @@ def export_command(args):
         batches = _load_dataset(args.dataset, "train", 100, args.data_dir).take(5)
         data = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    kv.export.to_tflite(model, quantization, representative_data=data, path=args.out)
+    with _native_quiet(args):
+        kv.export.to_tflite(
+            model, quantization, representative_data=data, path=args.out
+        )
     print(f"wrote {args.out}")
     return 0
 
@@ -729,12 +486,11 @@ COMMANDS = {
 }
 
 
-def main(argv=None):
-    """Entry point of the `keras-vib` console script."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def run(args, console=False):
+    """Runs the parsed command `args` (`_keras_vib_cli.build_parser`).
+    Returns the exit status: 0, or 2 after a one-line error on stderr."""
     try:
-        args = build_parser().parse_args(argv)
-        _select_backend(args, console=argv is None)
+        _select_backend(args, console)
         return COMMANDS[args.command](args)
     except CLIError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)
@@ -743,6 +499,13 @@ def main(argv=None):
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"keras-vib: error: {message}", file=sys.stderr)
         return 2
+
+
+def main(argv=None):
+    """The `keras-vib` command (`argv`: its arguments; None: `sys.argv`)."""
+    import _keras_vib_cli
+
+    return _keras_vib_cli.main(argv)
 
 
 if __name__ == "__main__":

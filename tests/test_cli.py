@@ -1,6 +1,7 @@
 """The keras-vib command line, end to end on the shared MNIST copy."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -362,27 +363,53 @@ def test_bad_arguments_one_line_no_traceback(capsys, argv, message):
     assert lines[0].startswith("keras-vib: error:") and message in lines[0]
 
 
-# What TensorFlow's C++ runtime prints on stderr when it loads, whatever
-# TF_CPP_MIN_LOG_LEVEL says (absl logs before its initialisation).
-NATIVE_LOG = ("WARNING: All log messages before absl", "I0000", "W0000", "E0000")
+def console(*argv, **kwargs):
+    """The installed `keras-vib` console script, run with `argv`."""
+    script = pathlib.Path(sys.executable).parent / "keras-vib"
+    return subprocess.run(
+        [str(script), *argv], capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 def test_console_script_exits_with_one_line():
-    script = pathlib.Path(sys.executable).parent / "keras-vib"
-    result = subprocess.run(
-        [str(script), "train", "--model", "lenet5", "--dataset", "mnist", "-e", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = console("train", "--model", "lenet5", "--dataset", "mnist", "-e", "1")
     assert result.returncode == 2
-    lines = [
-        line
-        for line in result.stderr.strip().splitlines()
-        if not line.startswith(NATIVE_LOG)
-    ]
-    assert lines == ["keras-vib: error: unrecognized arguments: -e 1"]
-    assert "Traceback" not in result.stderr
+    assert result.stderr == "keras-vib: error: unrecognized arguments: -e 1\n"
+
+
+def test_console_script_is_quiet(trained):
+    """No TensorFlow log lines (CUDA probes, oneDNN, the converter's) on a
+    command that loads TensorFlow, unless --tf-logs asks for them."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    tflite = trained / "quiet.tflite"
+    result = console(
+        "export", str(trained / "slim.keras"), "--out", str(tflite), env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and result.stdout == f"wrote {tflite}\n"
+    result = console("--tf-logs", "report", str(trained / "slim.keras"), env=env)
+    assert result.returncode == 0 and "cuda" in result.stderr.lower()
+
+
+def test_help_and_bad_arguments_do_not_load_keras():
+    """`--help` and argument errors answer before Keras (and TensorFlow)
+    are imported: at once."""
+    code = (
+        "import sys, _keras_vib_cli\n"
+        "for argv in (['--help'], ['train', '--help'], ['slim', 'x.keras']):\n"
+        "    try:\n"
+        "        _keras_vib_cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "names = ('keras', 'tensorflow', 'keras_vib')\n"
+        "print(sorted(m for m in names if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "default: the recipe's" in result.stdout  # the train help
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,393 @@
+"""The `keras-vib` command's arguments and entry point.
+
+This module is outside the `keras_vib` package on purpose: importing the
+package imports Keras, and so TensorFlow (seconds, and TensorFlow's native
+log lines). Here the arguments are parsed first, with the standard library
+only, so that `keras-vib --help` and a bad argument answer at once, and
+TensorFlow's logging is quieted before TensorFlow loads (`--tf-logs` shows
+it). The commands themselves are in `keras_vib.cli`.
+"""
+
+import argparse
+import contextlib
+import math
+import os
+import pathlib
+import sys
+
+# Batches per graph call in `train`: the LeNets' steps are so short that
+# Keras' fixed cost per call weighs on an epoch with 1.
+STEPS_PER_EXECUTION = 20
+MODELS = ("lenet300", "lenet5", "vgg16")
+BACKENDS = ("tensorflow", "jax", "torch")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+SCHEDULES = ("constant", "step", "cosine")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CLIError(message)
+
+
+def _number(name, cast, positive):
+    """An argparse type: `cast(text)`, finite, > 0 (`positive`) or >= 0."""
+    kind = "integer" if cast is int else "number"
+    if positive:
+        wanted = f"a positive {kind}"
+    else:
+        wanted = f"{'an' if cast is int else 'a'} {kind} >= 0"
+
+    def parse(text):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if (
+            value is None
+            or not math.isfinite(value)
+            or not (value > 0 if positive else value >= 0)
+        ):
+            raise argparse.ArgumentTypeError(
+                f"--{name} must be {wanted}, received {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _positive_int(name):
+    return _number(name, int, positive=True)
+
+
+def _non_negative_int(name):
+    return _number(name, int, positive=False)
+
+
+def _positive_float(name):
+    return _number(name, float, positive=True)
+
+
+def _non_negative_float(name):
+    return _number(name, float, positive=False)
+
+
+def _budget(name):
+    """An argparse type: a fraction in (0, 1) or a whole count >= 1."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not (0 < value < 1 or (value >= 1 and value.is_integer())):
+            raise argparse.ArgumentTypeError(
+                f"--{name} must be a fraction in (0, 1) or a whole count >= 1, "
+                f"received {text!r}"
+            )
+        return value if value < 1 else int(value)
+
+    return parse
+
+
+def _existing_file(text):
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such model file: {text!r}")
+    return text
+
+
+def _blocking_file(path):
+    """The first existing file among the parents of `path` (which would
+    stop a folder from being made there), or None."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _out_dir(text):
+    """An argparse type: a folder to write into (made later, when the run
+    has something to write)."""
+    path = pathlib.Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"--out must be a folder, received {text!r} (an existing file)"
+        )
+    blocking = _blocking_file(path)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(
+            f"--out {text!r} cannot be made: {str(blocking)!r} is a file"
+        )
+    return text
+
+
+def _out_file(*suffixes):
+    """An argparse type: a file to write, ending in one of `suffixes`;
+    its missing folders are made when it is written."""
+
+    def parse(text):
+        path = pathlib.Path(text)
+        if suffixes and path.suffix not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"--out must end in {' or '.join(suffixes)}, received {text!r}"
+            )
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(
+                f"--out must be a file name, received {text!r} (a folder)"
+            )
+        blocking = _blocking_file(path)
+        if blocking is not None:
+            raise argparse.ArgumentTypeError(
+                f"--out {text!r} cannot be written: {str(blocking)!r} is a file"
+            )
+        return text
+
+    return parse
+
+
+RECIPE = "(default: the recipe's)"
+
+
+def build_parser():
+    parser = _Parser(
+        prog="keras-vib",
+        description="Compress Keras models with the Variational Information "
+        "Bottleneck (VIBNet).",
+    )
+    parser.add_argument(
+        "--tf-logs",
+        action="store_true",
+        help="show TensorFlow's own log lines (hidden unless TF_CPP_MIN_LOG_LEVEL "
+        "is set)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser(
+        "train",
+        help="train a gated model, slim and export it",
+        description="Train a gated zoo model on a dataset, prune it, remove "
+        "the pruned units, fine-tune, and write the models, a .tflite file, "
+        'report.json and plots. A default marked "the recipe\'s" comes from '
+        "the recipe of --model and --dataset (keras_vib.cli.RECIPES; README, "
+        "'Command line, model zoo, datasets').",
+    )
+    train.add_argument("--model", choices=MODELS, required=True)
+    train.add_argument("--dataset", choices=DATASETS, required=True)
+    train.add_argument(
+        "--epochs", type=_positive_int("epochs"), help=f"VIB training epochs {RECIPE}"
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int("batch-size"),
+        help=f"examples per batch {RECIPE}",
+    )
+    train.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=_positive_float("lr"),
+        help=f"Adam's learning rate {RECIPE}",
+    )
+    train.add_argument(
+        "--lr-schedule", choices=SCHEDULES, help=f"learning-rate schedule {RECIPE}"
+    )
+    train.add_argument(
+        "--lr-step-epochs",
+        type=_positive_int("lr-step-epochs"),
+        help=f"epochs between two steps of the step schedule {RECIPE}",
+    )
+    train.add_argument(
+        "--lr-step-factor",
+        type=_positive_float("lr-step-factor"),
+        help=f"learning-rate factor per step {RECIPE}",
+    )
+    train.add_argument(
+        "--kl-factor",
+        type=_non_negative_float("kl-factor"),
+        help="base weight of the KL terms (times per-layer multipliers on "
+        "lenet5 and vgg16) " + RECIPE,
+    )
+    train.add_argument(
+        "--pretrain-epochs",
+        type=_non_negative_int("pretrain-epochs"),
+        help="epochs of plain training (KL off) before the VIB epochs " + RECIPE,
+    )
+    train.add_argument(
+        "--warmup-epochs",
+        type=_non_negative_int("warmup-epochs"),
+        help="epochs over which the KL weight grows from 0 to its value " + RECIPE,
+    )
+    train.add_argument(
+        "--finetune-epochs",
+        type=_non_negative_int("finetune-epochs"),
+        help="epochs of plain training of the slim model after the VIB epochs "
+        + RECIPE,
+    )
+    train.add_argument(
+        "--finetune-lr",
+        type=_positive_float("finetune-lr"),
+        help="initial learning rate of the fine-tuning (cosine decay to 0) " + RECIPE,
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed: a run is repeated exactly (default 0)",
+    )
+    train.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random shifts of the training images (CIFAR: pad 4, crop, flip; "
+        "MNIST-like: pad 1, crop) " + RECIPE,
+    )
+    train.add_argument(
+        "--out",
+        type=_out_dir,
+        default=None,
+        help="output folder, made if missing (default: runs/MODEL_DATASET_seedN)",
+    )
+    train.add_argument(
+        "--data-dir",
+        default=None,
+        help="tensorflow-datasets folder (default: $TFDS_DATA_DIR, else "
+        "~/tensorflow_datasets)",
+    )
+    train.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail at once if the dataset is not prepared in the data dir",
+    )
+    train.add_argument(
+        "--steps-per-epoch",
+        type=_positive_int("steps-per-epoch"),
+        help="cap the training batches per epoch (quick runs)",
+    )
+    train.add_argument(
+        "--steps-per-execution",
+        type=_positive_int("steps-per-execution"),
+        default=STEPS_PER_EXECUTION,
+        help="training batches run in one graph call (Keras `compile` "
+        "argument): faster for small models, the same results; the progress "
+        f"bar moves once per call (default {STEPS_PER_EXECUTION})",
+    )
+    train.add_argument(
+        "--synthetic",
+        type=_positive_int("synthetic"),
+        metavar="N",
+        help="use N random examples of the dataset's shape (smoke tests)",
+    )
+    train.add_argument(
+        "--width",
+        type=_positive_float("width"),
+        help="vgg16 only: scale its channel counts (quick runs)",
+    )
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--target-flops",
+        type=_budget("target-flops"),
+        metavar="F",
+        help="prune to this budget of multiply-accumulates: a fraction of the "
+        "model's (0.05) or a count (90000); the KL pressure is steered to it "
+        "(keras_vib.VIBBudget) instead of warmed up",
+    )
+    budget.add_argument(
+        "--target-params",
+        type=_budget("target-params"),
+        metavar="F",
+        help="the same budget in parameters of the slim model",
+    )
+    train.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=1,
+        help="Keras's progress output: 0 silent, 1 progress bar, 2 a line per epoch "
+        "(default 1)",
+    )
+    train.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend to train on (default: $KERAS_BACKEND, else "
+        "tensorflow); the .tflite is converted on tensorflow in a subprocess",
+    )
+
+    slim = sub.add_parser("slim", help="remove the closed units of a saved model")
+    slim.add_argument("model", type=_existing_file)
+    slim.add_argument("--out", type=_out_file(".keras"), required=True)
+
+    export = sub.add_parser("export", help="write a .tflite file from a saved model")
+    export.add_argument("model", type=_existing_file)
+    export.add_argument("--out", type=_out_file(".tflite"), required=True)
+    export.add_argument(
+        "--quantization", choices=("float32", "float16", "dynamic", "int8"),
+        default="float32", help="weights' (and, int8, activations') number "
+        "format (default float32)",
+    )  # fmt: skip
+    export.add_argument("--dataset", choices=DATASETS, help="calibration data for int8")
+    export.add_argument("--data-dir", default=None)
+
+    report = sub.add_parser("report", help="print r_W, r_N, FLOPs and structure")
+    report.add_argument("model", type=_existing_file)
+    report.add_argument(
+        "--reference",
+        type=_existing_file,
+        help="the gated (or original) model a slim model came from: ratios "
+        "and structure against it",
+    )
+    report.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the `keras-vib` console script (`argv`: the arguments
+    without the program name; None: `sys.argv[1:]`). Returns the exit
+    status: 0, or 2 after a one-line error on stderr."""
+    try:
+        args = build_parser().parse_args(argv)
+    except CLIError as e:
+        print(f"keras-vib: error: {e}", file=sys.stderr)
+        return 2
+    if args.tf_logs:
+        from keras_vib import cli
+    else:
+        # TensorFlow's C++ runtime reads this when it loads, below; the
+        # lines it logs before its logging starts (CUDA probes on a CPU
+        # machine, oneDNN notices) ignore it, and go to the void.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with quiet_native_stderr():
+            from keras_vib import cli
+    return cli.run(args, console=argv is None)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Sends what native code writes to the process's stderr (file
+    descriptor 2) to the void while the block runs; what Python writes to
+    `sys.stderr` (warnings, say) still reaches it."""
+    python_stderr = sys.stderr
+    python_stderr.flush()
+    saved = os.dup(2)
+    void = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr = open(os.dup(saved), "w", buffering=1, closefd=True)
+    except (OSError, ValueError):  # no usable descriptor: leave it be
+        os.close(saved)
+        os.close(void)
+        yield
+        return
+    try:
+        os.dup2(void, 2)
+        yield
+    finally:
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(void)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
