@@ -444,7 +444,11 @@ def main(argv=None):
         type=positive_int,
         help="batches per epoch (a smoke run; the test set is cut to 1,000)",
     )
-    parser.add_argument("--out", default="runs/pareto")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "benchmarks" / "pareto_runs"),
+        help="where results.json keeps every run (kept in the repository)",
+    )
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "pareto.png"))
     parser.add_argument(
         "--write", action="store_true", help="write the section into BENCHMARKS.md"

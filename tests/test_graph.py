@@ -1,0 +1,117 @@
+"""The flattened graph, its one walker and the channel analysis."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vib as kv
+from keras_vib import graph
+
+L = keras.layers
+
+
+def nested():
+    """A functional model calling a Sequential block (twice: a shared
+    layer) and a nested functional model with `training=False`."""
+    block = keras.Sequential(
+        [keras.Input((6,)), L.Dense(6, name="inner_dense")], name="block"
+    )
+    x_in = keras.Input((6,), name="x")
+    base_in = keras.Input((6,))
+    base = keras.Model(base_in, L.Dropout(0.5, name="drop")(base_in), name="base")
+    x = block(x_in)
+    y = block(x)  # the same layers, called again
+    z = base(y, training=False)
+    out = L.Dense(2, name="head")(L.Add(name="add")([x, z]))
+    return keras.Model(x_in, out, name="outer")
+
+
+def test_nested_models_are_flattened_in_topological_order():
+    model = nested()
+    g = graph.Graph(model)
+    names = [node.layer.name for node in g.nodes]
+    assert names == ["inner_dense", "inner_dense", "drop", "add", "head"]
+    assert [node.index for node in g.nodes] == list(range(len(names)))
+    # Every input a node reads was produced before it (or is a model input).
+    made = set(g.inputs)
+    for node in g.nodes:
+        assert set(node.inputs) <= made, node.layer.name
+        made |= set(node.outputs)
+    assert set(g.outputs) <= made
+    # The enclosing call's `training=False` reaches the inner layer.
+    assert [node.training for node in g.nodes if node.layer.name == "drop"] == [False]
+
+
+def test_rebuild_with_the_layers_themselves_computes_the_model():
+    model = nested()
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+    g = graph.Graph(model)
+    (out,) = graph.evaluate(g, [x], g.outputs)
+    np.testing.assert_allclose(out, model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_rebuild_visits_each_call_once_in_order():
+    g = graph.Graph(nested())
+    seen = []
+
+    def fn(node, values):
+        assert all(k in values for k in node.inputs)
+        seen.append(node.index)
+        return graph.call(node, node.layer, values)
+
+    graph.rebuild(g, {k: keras.ops.zeros((1, 6)) for k in g.inputs}, fn)
+    assert seen == list(range(len(g.nodes)))
+
+
+def test_a_subclassed_model_is_refused_by_name():
+    class Net(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="model='net' of class Net"):
+        graph.Graph(Net(name="net"))
+
+
+def gated_mlp():
+    return keras.Sequential(
+        [
+            keras.Input((5,)),
+            kv.VIBDense(4, activation="relu", name="fc1"),
+            kv.VIBDense(3, activation="relu", name="fc2"),
+            L.Dense(2, name="out"),
+        ]
+    )
+
+
+def open_units(layer, kept):
+    """Opens the units of `layer` where `kept` is 1, closes the others."""
+    kept = np.asarray(kept, bool)
+    layer.gate.mu.assign(np.ones(kept.size, "float32"))
+    layer.gate.log_sigma2.assign(np.where(kept, -20.0, 20.0).astype("float32"))
+
+
+def test_analysis_marks_closed_units_constant_and_absent():
+    model = gated_mlp()
+    open_units(model.get_layer("fc1"), [1, 0, 1, 1])
+    open_units(model.get_layer("fc2"), [1, 1, 0])
+    analysis = graph.analyze(model)
+    by_name = {node.layer.name: node for node in analysis.nodes}
+    fc1 = analysis.tensors[by_name["fc1"].outputs[0]]
+    fc2 = analysis.tensors[by_name["fc2"].outputs[0]]
+    np.testing.assert_array_equal(fc1.var, [True, False, True, True])
+    np.testing.assert_array_equal(fc2.var, [True, True, False])
+    # `out` needs the value of the open units only: a closed one is a
+    # constant, folded into `out`'s bias.
+    np.testing.assert_array_equal(fc2.live, [True, True, False])
+    np.testing.assert_array_equal(fc2.present, [True, True, False])
+    out = analysis.tensors[analysis.outputs[0]]
+    assert out.present.all()  # a model output keeps every channel
+    assert analysis.producers()[by_name["fc2"].outputs[0]] == by_name["fc2"].index
+    assert analysis.consumers()[by_name["fc1"].outputs[0]] == [
+        (by_name["fc2"].index, 0)
+    ]
+
+
+def test_describe_names_layers_and_ops():
+    layer = L.Dense(2, name="d")
+    assert graph.describe(layer) == "layer 'd' of class Dense"
