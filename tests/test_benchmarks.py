@@ -28,6 +28,7 @@ def run_script(*args, returncode=0):
     return result.stdout if returncode == 0 else result.stderr
 
 
+@pytest.mark.slow
 def test_slim_speed_benchmark_runs():
     out = run_script("benchmarks/slim_speed.py", "--width", "0.0625", "--repeats", "1")
     diff = float(re.search(r"relative difference slim vs gated: (\S+)", out)[1])
@@ -35,6 +36,7 @@ def test_slim_speed_benchmark_runs():
     assert re.search(r"median time over 1: [0-9.]+ s", out)
 
 
+@pytest.mark.slow
 def test_paper_tables_benchmark_runs(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\n## Other section\n\nkept\n")
@@ -117,6 +119,7 @@ def _table_rows(text, first_cell):
     ]
 
 
+@pytest.mark.slow
 def test_vs_tfmot_benchmark_runs(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     section = "## VIBNet vs tfmot magnitude pruning (`benchmarks/vs_tfmot.py`)"
@@ -192,6 +195,7 @@ def _fake_run(folder, model_name):
     return folder
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_runs(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n")
@@ -256,6 +260,7 @@ def test_overhead_benchmark_runs(tmp_path):
     assert row[7].startswith(("PASS", "MISS"))
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_refuses_a_folder_without_a_run(tmp_path):
     args = ["benchmarks/overhead.py", "--trained", str(tmp_path)]
     stderr = run_script(*args, returncode=2)
@@ -316,6 +321,7 @@ def test_write_section_replaces_in_place_or_appends(tmp_path, monkeypatch):
     assert text.endswith("## D\n\nd\n\n## A extra\n\nx\n")
 
 
+@pytest.mark.slow
 def test_coverage_benchmark_runs(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     out = run_script(
@@ -332,6 +338,7 @@ def test_coverage_benchmark_runs(tmp_path):
     assert "## Coverage of keras.applications" in md.read_text()
 
 
+@pytest.mark.slow
 def test_pareto_baselines_fold_exactly_and_meet_the_budget(monkeypatch):
     """The baselines' nets go into the gated zoo model unchanged (batch
     norms folded exactly), and their removal lands at or under the budget."""
@@ -370,6 +377,7 @@ def test_pareto_baselines_fold_exactly_and_meet_the_budget(monkeypatch):
             assert all(int(n) > 0 for n in structure.split("-"))  # no layer cut
 
 
+@pytest.mark.slow
 def test_pareto_benchmark_runs(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n")

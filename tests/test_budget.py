@@ -130,6 +130,7 @@ def test_an_unreached_budget_is_met_at_the_end_with_a_warning():
     assert budget.adjusted > 0 and budget.reached_epoch is None
 
 
+@pytest.mark.slow
 def test_params_budget_on_an_add_gates_resnet():
     inputs = keras.Input((8, 8, 3))
     x = L.Conv2D(16, 3, padding="same", name="stem")(inputs)

@@ -128,6 +128,7 @@ def test_report_of_a_slim_model_describes_it(trained, capsys):
     assert data["r_w_pct"] == pytest.approx(saved["r_w_pct"])
 
 
+@pytest.mark.slow
 def test_pretraining_switches_the_kl_off():
     import keras
     import numpy as np
@@ -165,6 +166,7 @@ def test_pretraining_switches_the_kl_off():
     assert np.mean(np.abs(mu[0].numpy())) < np.mean(np.abs(mu_light[0].numpy()))
 
 
+@pytest.mark.slow
 def test_train_finetunes_the_slim_model(tmp_path):
     import keras
     import numpy as np
@@ -202,6 +204,7 @@ def test_train_finetunes_the_slim_model(tmp_path):
     assert 0 <= report["gated_error_pct"] <= 100
 
 
+@pytest.mark.slow
 def test_steps_per_execution_changes_speed_not_results(tmp_path):
     import keras
     import numpy as np
@@ -228,6 +231,7 @@ def test_steps_per_execution_changes_speed_not_results(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_vgg16_train_path_on_synthetic_cifar(tmp_path):
     code = cli.main(
         [
@@ -453,6 +457,7 @@ def test_bad_budgets_are_refused_in_one_line(tmp_path, capsys, flags, message):
     assert not (tmp_path / "run").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_train_to_a_flops_budget(tmp_path):
     with pytest.warns(UserWarning, match="KL pressure reached"):
         code = cli.main(
@@ -486,6 +491,7 @@ def test_train_to_a_flops_budget(tmp_path):
     assert report["config"]["target_flops"] == 0.05
 
 
+@pytest.mark.slow
 def test_a_seeded_run_is_repeated_exactly_in_a_new_process(tmp_path):
     """Two processes, the same seed: the same report and the same weights
     (shuffling, the one-pixel shifts, the gates' noise, the budget's steering
@@ -519,6 +525,7 @@ def test_a_seeded_run_is_repeated_exactly_in_a_new_process(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_train_on_the_jax_backend(tmp_path):
     """`--backend jax` trains on JAX; the .tflite is converted on TensorFlow
     and computes what the slim model computes."""

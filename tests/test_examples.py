@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The top-level keys of the report.json `keras-vib train` writes
 # (tests/test_cli.py checks them there).
@@ -24,6 +26,7 @@ CLI_REPORT_KEYS = (
 )
 
 
+@pytest.mark.slow
 def test_lenet300_mnist_example(tmp_path):
     assert os.environ.get("TFDS_DATA_DIR"), "set TFDS_DATA_DIR to a prepared MNIST"
     result = subprocess.run(
@@ -65,6 +68,7 @@ def test_lenet300_mnist_example(tmp_path):
     assert "structure" in result.stdout
 
 
+@pytest.mark.slow
 def test_deploy_tflite_example(tmp_path):
     result = subprocess.run(
         [
@@ -100,6 +104,7 @@ def test_deploy_tflite_example(tmp_path):
     assert len(list(tmp_path.glob("*.tflite"))) == 4
 
 
+@pytest.mark.slow
 def test_compress_pretrained_example():
     result = subprocess.run(
         [

@@ -102,6 +102,7 @@ def test_float_tflite_matches_slim_keras_model(random_lenet5):
     assert len(tflite) < len(plain)
 
 
+@pytest.mark.slow
 def test_int8_keeps_accuracy_on_mnist(trained_lenet5, mnist):
     (x_train, _), test = mnist
     float_acc = export.evaluate_tflite(export.to_tflite(trained_lenet5), test)
@@ -121,6 +122,7 @@ def test_evaluate_tflite_agrees_with_run_tflite(random_lenet5):
     assert export.evaluate_tflite(tflite, dataset) == expected
 
 
+@pytest.mark.slow
 def test_twin_and_quantization_aware_training(trained_lenet5, mnist):
     (x_train, y_train), test = mnist
     slim = kv.slim_model(trained_lenet5)
@@ -253,6 +255,7 @@ def test_twin_and_quantization_aware_training_with_an_input_gate():
     assert np.abs(out - expected).max() <= 0.05 * scale, (out[:3], expected[:3])
 
 
+@pytest.mark.slow
 def test_to_tflite_on_another_backend_says_what_to_do(tmp_path):
     """On JAX or torch, a one-line error with the command that converts."""
     import subprocess

@@ -138,6 +138,7 @@ def check_end_to_end(model, x, y, rng, tol=1e-5):
 APPLICATIONS = ["MobileNetV2", "ResNet50", "DenseNet121", "VGG16"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", APPLICATIONS)
 def test_keras_applications_end_to_end(name):
     rng = np.random.default_rng(1)
@@ -265,6 +266,7 @@ def _application(name, size):
     return model, x, rng
 
 
+@pytest.mark.slow
 # Squeeze-and-excitation: the excitation rides on the feature map's gate.
 @pytest.mark.parametrize(
     "name", ["EfficientNetB0", "EfficientNetV2B0", "MobileNetV3Small"]

@@ -313,6 +313,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow
 def test_fit_under_mirrored_strategy():
     result = subprocess.run(
@@ -378,6 +379,7 @@ JAX_DATA_PARALLEL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_fit_under_jax_data_parallel_on_two_devices():
     """`keras.distribution.DataParallel` on two CPU devices: the same loss
     (the KL counted once) and the same update as on one device; the monitor

@@ -693,6 +693,7 @@ LOAD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_slim_loads_without_keras_vib(tmp_path):
     model, _, x = prepare(lenet5_caffe(), 23)
     ref = numpy_out(model(x, training=False))
