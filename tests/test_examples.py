@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -131,3 +132,14 @@ def test_compress_pretrained_example():
     assert params[1] <= params[0]
     accuracy = [float(row.split()[3]) for row in table]
     assert min(accuracy) > 50  # 30 steps of training already learn MNIST
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The two commands of a fresh machine")[1]
+    section = section.split("\n## ")[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", section, re.S)
+    assert len(commands) == 2, commands
+    assert commands[0].startswith("pip install -e . && keras-vib train")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci
