@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vib import _validate
 from keras_vib import report as _report
 
 __all__ = ["VIBBudget"]
@@ -16,17 +17,9 @@ __all__ = ["VIBBudget"]
 _KINDS = ("flops", "params")
 
 
-def _is_real(value):
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(value)
-    )
-
-
 def _check_budget(name, value):
     """A fraction in (0, 1), or a whole count >= 1."""
-    ok = _is_real(value) and (
+    ok = _validate.is_real(value) and (
         0 < value < 1 or (value >= 1 and float(value).is_integer())
     )
     if not ok:
@@ -143,52 +136,20 @@ class VIBBudget(keras.callbacks.Callback):
         name = f"target_{self.kind}"
         value = target_params if target_flops is None else target_flops
         self.budget = _check_budget(name, value)
-        if not _is_real(pruning_end) or not 0 < pruning_end <= 1:
-            raise ValueError(
-                "Expected `pruning_end` to be in (0, 1]. "
-                f"Received: pruning_end={pruning_end!r}"
-            )
-        self.pruning_end = float(pruning_end)
-        if initial_kl is not None and (not _is_real(initial_kl) or not initial_kl > 0):
-            raise ValueError(
-                "Expected `initial_kl` to be a number > 0 or None. "
-                f"Received: initial_kl={initial_kl!r}"
-            )
-        self.initial_kl = None if initial_kl is None else float(initial_kl)
-        if not isinstance(cost_aware, (bool, np.bool_)):
-            raise ValueError(
-                "Expected `cost_aware` to be a bool. "
-                f"Received: cost_aware={cost_aware!r}"
-            )
-        self.cost_aware = bool(cost_aware)
-        if not _is_real(cost_power) or not 0 <= cost_power <= 1:
-            raise ValueError(
-                "Expected `cost_power` to be in [0, 1]. "
-                f"Received: cost_power={cost_power!r}"
-            )
-        self.cost_power = float(cost_power)
+        self.pruning_end = _validate.number(
+            "pruning_end", pruning_end, low=0, high=1, low_open=True
+        )
+        self.initial_kl = _validate.number(
+            "initial_kl", initial_kl, low=0, low_open=True, optional=True
+        )
+        self.cost_aware = _validate.boolean("cost_aware", cost_aware)
+        self.cost_power = _validate.number("cost_power", cost_power, low=0, high=1)
         self._shares = {}
-        if (
-            isinstance(check_every, bool)
-            or not isinstance(check_every, (int, np.integer))
-            or check_every <= 0
-        ):
-            raise ValueError(
-                "Expected `check_every` to be a positive integer. "
-                f"Received: check_every={check_every!r}"
-            )
-        self.check_every = int(check_every)
-        if not _is_real(growth) or not growth > 1:
-            raise ValueError(
-                f"Expected `growth` to be a number > 1. Received: growth={growth!r}"
-            )
-        self.growth = float(growth)
-        if not _is_real(min_fraction) or not 0 < min_fraction <= 1:
-            raise ValueError(
-                "Expected `min_fraction` to be in (0, 1]. "
-                f"Received: min_fraction={min_fraction!r}"
-            )
-        self.min_fraction = float(min_fraction)
+        self.check_every = _validate.integer("check_every", check_every, minimum=1)
+        self.growth = _validate.number("growth", growth, low=1, low_open=True)
+        self.min_fraction = _validate.number(
+            "min_fraction", min_fraction, low=0, high=1, low_open=True
+        )
         self.verbose = int(verbose)
         self.target = self.reference = self.value = None
         self.reached_epoch = None

@@ -10,19 +10,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vib import _validate
 from keras_vib import report as _report
 
 __all__ = ["VIBMonitor"]
 
 _logger = logging.getLogger("keras_vib")
-
-
-def _check_non_negative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(
-            f"Expected `{name}` to be an integer >= 0. Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 def _print(message):
@@ -99,8 +92,8 @@ class VIBMonitor(keras.callbacks.Callback):
         verbose: int = 1,
     ):
         super().__init__()
-        self.kl_warmup_epochs = _check_non_negative_int(
-            "kl_warmup_epochs", kl_warmup_epochs
+        self.kl_warmup_epochs = _validate.integer(
+            "kl_warmup_epochs", kl_warmup_epochs, minimum=0
         )
         if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
             raise ValueError(
@@ -110,7 +103,7 @@ class VIBMonitor(keras.callbacks.Callback):
         self.plot_dir = plot_dir
         if isinstance(verbose, bool):
             verbose = int(verbose)
-        self.verbose = _check_non_negative_int("verbose", verbose)
+        self.verbose = _validate.integer("verbose", verbose, minimum=0)
         self.epoch = []
         self.history = {}
         self.log_alpha = {}
@@ -316,14 +309,7 @@ class VIBMonitor(keras.callbacks.Callback):
 
         >>> monitor.plot_log_alpha("log_alpha.png")  # doctest: +SKIP
         """
-        if (
-            isinstance(bins, bool)
-            or not isinstance(bins, (int, np.integer))
-            or (bins <= 0)
-        ):
-            raise ValueError(
-                f"Expected `bins` to be a positive integer. Received: bins={bins!r}"
-            )
+        bins = _validate.integer("bins", bins, minimum=1)
         self._check_can_plot("plot_log_alpha")
         from matplotlib.ticker import MaxNLocator
 

@@ -33,7 +33,7 @@ import urllib.parse
 import numpy as np
 import tensorflow as tf
 
-from keras_vib.layers import _check_positive_int
+from keras_vib import _validate
 
 __all__ = [
     "DATASETS",
@@ -160,30 +160,6 @@ def _check_split(split):
             f"tensorflow-datasets way, e.g. 'train[:90%]'). Received: split={split!r}"
         )
     return match.group(1) == "train"
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Expected `{name}` to be a bool. Received: {name}={value!r}")
-    return bool(value)
-
-
-def _check_optional_bool(name, value):
-    if value is not None and not isinstance(value, (bool, np.bool_)):
-        raise ValueError(
-            f"Expected `{name}` to be a bool or None. Received: {name}={value!r}"
-        )
-    return None if value is None else bool(value)
-
-
-def _check_seed(seed):
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
-    ):
-        raise ValueError(
-            f"Expected `seed` to be an integer >= 0 or None. Received: seed={seed!r}"
-        )
-    return None if seed is None else int(seed)
 
 
 def info(name: str) -> DatasetInfo:
@@ -365,11 +341,11 @@ def _pipeline(
 def _options(name, split, batch_size, augment, shuffle, seed, standardize):
     spec = _check_name(name)
     train = _check_split(split)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    augment = _check_bool("augment", augment)
-    shuffle = _check_optional_bool("shuffle", shuffle)
-    standardize = _check_optional_bool("standardize", standardize)
-    seed = _check_seed(seed)
+    batch_size = _validate.integer("batch_size", batch_size, minimum=1)
+    augment = _validate.boolean("augment", augment)
+    shuffle = _validate.boolean("shuffle", shuffle, optional=True)
+    standardize = _validate.boolean("standardize", standardize, optional=True)
+    seed = _validate.integer("seed", seed, minimum=0, optional=True)
     return {
         "spec": spec,
         "train": train,
@@ -449,10 +425,10 @@ def load(
     >>> model.fit(train, validation_data=test, epochs=300)
     """
     options = _options(name, split, batch_size, augment, shuffle, seed, standardize)
-    shuffle_buffer = _check_positive_int("shuffle_buffer", shuffle_buffer)
-    download = _check_bool("download", download)
-    cache = _check_bool("cache", cache)
-    drop_remainder = _check_bool("drop_remainder", drop_remainder)
+    shuffle_buffer = _validate.integer("shuffle_buffer", shuffle_buffer, minimum=1)
+    download = _validate.boolean("download", download)
+    cache = _validate.boolean("cache", cache)
+    drop_remainder = _validate.boolean("drop_remainder", drop_remainder)
     from_env = data_dir is None
     if data_dir is None:
         # Read at call time: tfds reads TFDS_DATA_DIR once, at its import.
@@ -524,8 +500,8 @@ def synthetic(
     options = _options(name, split, batch_size, augment, shuffle, seed, standardize)
     if options["seed"] is None:
         raise ValueError("Expected `seed` to be an integer >= 0. Received: seed=None")
-    num_examples = _check_positive_int("num_examples", num_examples)
-    drop_remainder = _check_bool("drop_remainder", drop_remainder)
+    num_examples = _validate.integer("num_examples", num_examples, minimum=1)
+    drop_remainder = _validate.boolean("drop_remainder", drop_remainder)
     spec = options["spec"]
     templates = np.random.default_rng(12345).uniform(
         0, 255, (spec.num_classes,) + spec.input_shape

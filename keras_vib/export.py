@@ -18,7 +18,7 @@ import time
 import keras
 import numpy as np
 
-from keras_vib import graph
+from keras_vib import _validate, graph
 from keras_vib.handlers import handler_for
 from keras_vib.slim import slim_model
 
@@ -318,6 +318,9 @@ def run_tflite(tflite_bytes, x, num_threads: int | None = None) -> np.ndarray:
         The float32 numpy output batch.
     """
     x = np.asarray(x, "float32")
+    num_threads = _validate.integer(
+        "num_threads", num_threads, minimum=1, optional=True
+    )
     interpreter = _interpreter(tflite_bytes, num_threads)
     (inp,), (out,) = _prepare(interpreter, len(x))
     interpreter.set_tensor(inp["index"], _quantize(x, inp))
@@ -338,6 +341,7 @@ def evaluate_tflite(tflite_bytes, dataset, batch_size: int = 256) -> float:
     Returns:
         The accuracy, a float in [0, 1].
     """
+    batch_size = _validate.integer("batch_size", batch_size, minimum=1)
     if isinstance(dataset, tuple) and len(dataset) == 2:
         x_all, y_all = np.asarray(dataset[0]), np.asarray(dataset[1])
         dataset = [
@@ -389,14 +393,11 @@ def benchmark_tflite(
         A dict: `median_ms`, `p90_ms`, `size_bytes`, `gzip_bytes` (the size
         once gzip-compressed, which is what unstructured sparsity shrinks).
     """
-    if not isinstance(runs, int) or runs <= 0:
-        raise ValueError(
-            f"Expected `runs` to be a positive int. Received: runs={runs!r}"
-        )
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(
-            f"Expected `warmup` to be an int >= 0. Received: warmup={warmup!r}"
-        )
+    runs = _validate.integer("runs", runs, minimum=1)
+    warmup = _validate.integer("warmup", warmup, minimum=0)
+    num_threads = _validate.integer(
+        "num_threads", num_threads, minimum=1, optional=True
+    )
     if kernels not in KERNELS:
         raise ValueError(
             f"Expected `kernels` to be one of {list(KERNELS)}. "

@@ -5,7 +5,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_vib import graph
+from keras_vib import _validate, graph
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE
 from keras_vib.layers import VIBGate, _check_kl_weight
 
@@ -227,10 +227,7 @@ def add_gates(
     """
     select = _selector(layers)
     kl_weight = _check_kl_weights(kl_weight)
-    if not isinstance(gate_input, bool):
-        raise ValueError(
-            f"Expected `gate_input` to be a bool. Received: gate_input={gate_input!r}"
-        )
+    gate_input = _validate.boolean("gate_input", gate_input)
     g = _Graph(model)
     analysis = g.analysis
 

@@ -7,11 +7,11 @@ term, the variational bound of VIBNet (Dai et al., ICML 2018), is registered
 with `add_loss`, so plain `model.fit` trains and prunes.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import activations, initializers, ops
+
+from keras_vib import _validate
 
 __all__ = ["VIBGate", "VIBDense", "VIBConv2D", "SelectFeatures"]
 
@@ -31,42 +31,11 @@ _LOG_ALPHA_EPS = 1e-8
 
 
 def _check_kl_weight(kl_weight):
-    if (
-        isinstance(kl_weight, bool)
-        or not isinstance(kl_weight, (int, float, np.integer, np.floating))
-        or not math.isfinite(kl_weight)
-        or kl_weight < 0
-    ):
-        raise ValueError(
-            "Expected `kl_weight` to be a finite number >= 0. "
-            f"Received: kl_weight={kl_weight!r}"
-        )
-    return float(kl_weight)
+    return _validate.number("kl_weight", kl_weight, low=0)
 
 
 def _check_threshold(threshold):
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float, np.integer, np.floating))
-        or not math.isfinite(threshold)
-    ):
-        raise ValueError(
-            "Expected `threshold` to be a finite number. "
-            f"Received: threshold={threshold!r}"
-        )
-    return float(threshold)
-
-
-def _check_positive_int(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value <= 0
-    ):
-        raise ValueError(
-            f"Expected `{name}` to be a positive integer. Received: {name}={value!r}"
-        )
-    return int(value)
+    return _validate.number("threshold", threshold)
 
 
 def kl_divergence(mu, log_sigma2):
@@ -376,7 +345,7 @@ class VIBDense(_GatedLayer):
         bias_constraint=None,
         **kwargs,
     ):
-        units = _check_positive_int("units", units)
+        units = _validate.integer("units", units, minimum=1)
         super().__init__(**kwargs)
         self.units = units
         self.activation = activations.get(activation)
@@ -475,7 +444,7 @@ class VIBConv2D(_GatedLayer):
         bias_constraint=None,
         **kwargs,
     ):
-        filters = _check_positive_int("filters", filters)
+        filters = _validate.integer("filters", filters, minimum=1)
         super().__init__(**kwargs)
         self.filters = filters
         self.batch_norm = bool(batch_norm)

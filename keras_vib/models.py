@@ -14,19 +14,12 @@ All models return logits (no softmax): compile them with
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Sequence
 
 import keras
-import numpy as np
 
-from keras_vib.layers import (
-    VIBConv2D,
-    VIBDense,
-    VIBGate,
-    _check_kl_weight,
-    _check_positive_int,
-)
+from keras_vib import _validate
+from keras_vib.layers import VIBConv2D, VIBDense, VIBGate, _check_kl_weight
 
 __all__ = [
     "LENET5_KL_MULTIPLIERS",
@@ -78,12 +71,6 @@ _VGG16_FC_UNITS = (512, 512)
 LENET5_KL_MULTIPLIERS = (1.0, 4.0, 100.0)
 
 
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Expected `{name}` to be a bool. Received: {name}={value!r}")
-    return bool(value)
-
-
 def _check_input_shape(input_shape, rank=None):
     try:
         shape = tuple(input_shape)
@@ -92,10 +79,7 @@ def _check_input_shape(input_shape, rank=None):
     if (
         shape is None
         or not shape
-        or any(
-            isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0
-            for d in shape
-        )
+        or any(not _validate.is_integer(d) or d <= 0 for d in shape)
         or (rank is not None and len(shape) != rank)
     ):
         what = f"{rank} positive integers" if rank else "positive integers"
@@ -107,16 +91,7 @@ def _check_input_shape(input_shape, rank=None):
 
 
 def _check_width(width):
-    if (
-        isinstance(width, bool)
-        or not isinstance(width, (int, float, np.integer, np.floating))
-        or not math.isfinite(width)
-        or width <= 0
-    ):
-        raise ValueError(
-            f"Expected `width` to be a finite number > 0. Received: width={width!r}"
-        )
-    return float(width)
+    return _validate.number("width", width, low=0, low_open=True)
 
 
 def _scaled(units, width):
@@ -170,10 +145,10 @@ def lenet_300_100(
     >>> keras_vib.compression_report(model).total_neurons
     1184
     """
-    vib = _check_bool("vib", vib)
-    input_gate = _check_bool("input_gate", input_gate)
+    vib = _validate.boolean("vib", vib)
+    input_gate = _validate.boolean("input_gate", input_gate)
     kl_weight = _check_kl_weight(kl_weight)
-    num_classes = _check_positive_int("num_classes", num_classes)
+    num_classes = _validate.integer("num_classes", num_classes, minimum=1)
     input_shape = _check_input_shape(input_shape)
     layers = [
         keras.Input(input_shape, name="image"),
@@ -242,9 +217,9 @@ def lenet5_caffe(
     >>> model.output_shape
     (None, 10)
     """
-    vib = _check_bool("vib", vib)
+    vib = _validate.boolean("vib", vib)
     kl_weight = _check_kl_weight(kl_weight)
-    num_classes = _check_positive_int("num_classes", num_classes)
+    num_classes = _validate.integer("num_classes", num_classes, minimum=1)
     input_shape = _check_input_shape(input_shape, rank=3)
     multipliers = _check_multipliers(kl_multipliers, 3, "conv1, conv2, fc1")
     if min(input_shape[:2]) < 16:
@@ -304,12 +279,7 @@ def _check_multipliers(kl_multipliers, count, layout):
             f"Received: kl_multipliers={kl_multipliers!r}"
         )
     for value in values:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float, np.integer, np.floating))
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        if not _validate.is_real(value) or value < 0:
             raise ValueError(
                 "Expected every entry of `kl_multipliers` to be a finite number "
                 f">= 0. Received: kl_multipliers={kl_multipliers!r}"
@@ -383,8 +353,8 @@ def vgg16(
     >>> model.get_layer("block1_conv1").kl_weight  # 1e-5 / 32
     3.125e-07
     """
-    vib = _check_bool("vib", vib)
-    num_classes = _check_positive_int("num_classes", num_classes)
+    vib = _validate.boolean("vib", vib)
+    num_classes = _validate.integer("num_classes", num_classes, minimum=1)
     kl_weight = _check_kl_weight(kl_weight)
     input_shape = _check_input_shape(input_shape, rank=3)
     width = _check_width(width)

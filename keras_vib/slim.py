@@ -13,7 +13,7 @@ import contextlib
 import keras
 import numpy as np
 
-from keras_vib import graph
+from keras_vib import _validate, graph
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE
 from keras_vib.handlers.kernels import FLOAT
 from keras_vib.layers import SelectFeatures
@@ -435,11 +435,7 @@ def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
     >>> slim.count_params() < model.count_params()
     True
     """
-    if not isinstance(keep_input_shape, bool):
-        raise ValueError(
-            "Expected `keep_input_shape` to be a bool. "
-            f"Received: keep_input_shape={keep_input_shape!r}"
-        )
+    keep_input_shape = _validate.boolean("keep_input_shape", keep_input_shape)
     analysis = graph.analyze(model)
     _check_supported(analysis)
     builder = _Builder(analysis, keep_input_shape)
