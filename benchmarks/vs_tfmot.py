@@ -138,11 +138,9 @@ def train_vib(args):
     train, _ = train_data(args)
     gated = models.lenet5_caffe(vib=True, kl_weight=args.kl_weight)
     compile_keras(gated, args)
-    monitor = kv.VIBMonitor(
-        kl_warmup_epochs=warmup_epochs(args),
-        verbose=1 if args.verbose else 0,
-    )
-    seconds = fit(gated, train, args, [monitor])
+    monitor = kv.VIBMonitor(verbose=1 if args.verbose else 0)
+    warmup = [kv.VIBWarmup(warmup_epochs(args))] if warmup_epochs(args) else []
+    seconds = fit(gated, train, args, warmup + [monitor])
     slim = kv.slim_model(gated)
     return slim, kv.compression_report(slim, reference=gated), seconds
 

@@ -74,7 +74,7 @@ def main():
     gated.fit(
         train,
         epochs=args.finetune_epochs,
-        callbacks=[kv.VIBMonitor(kl_warmup_epochs=1)],
+        callbacks=[kv.VIBWarmup(1), kv.VIBMonitor()],
         shuffle=False,
     )
     report = kv.compression_report(gated)

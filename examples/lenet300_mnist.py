@@ -74,12 +74,13 @@ def main():
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    monitor = kv.VIBMonitor(kl_warmup_epochs=args.warmup_epochs, plot_dir=out)
+    monitor = kv.VIBMonitor(plot_dir=out)
+    warmup = [kv.VIBWarmup(args.warmup_epochs)] if args.warmup_epochs else []
     model.fit(
         train,
         epochs=args.epochs,
         validation_data=test,
-        callbacks=[monitor, keras.callbacks.CSVLogger(out / "history.csv")],
+        callbacks=[*warmup, monitor, keras.callbacks.CSVLogger(out / "history.csv")],
     )
     _, accuracy = model.evaluate(test, verbose=0)
     report = kv.compression_report(model)

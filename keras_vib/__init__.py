@@ -10,6 +10,7 @@ from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 from keras_vib.models import get_model, lenet5_caffe, lenet_300_100, vgg16
 from keras_vib.report import CompressionReport, compression_report
 from keras_vib.slim import slim_model
+from keras_vib.warmup import VIBWarmup
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "CompressionReport",
     "compression_report",
     "VIBMonitor",
+    "VIBWarmup",
     "VIBBudget",
     "slim_model",
     "add_gates",

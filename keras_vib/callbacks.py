@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -12,6 +13,7 @@ from keras import ops
 
 from keras_vib import _validate
 from keras_vib import report as _report
+from keras_vib.warmup import VIBWarmup
 
 __all__ = ["VIBMonitor"]
 
@@ -27,7 +29,7 @@ def _print(message):
 
 
 class VIBMonitor(keras.callbacks.Callback):
-    """Monitors the compression of a VIB model during `fit`, and warms up KL.
+    """Monitors the compression of a VIB model during `fit`, and plots it.
 
     At the end of every epoch the monitor writes into the epoch `logs`:
 
@@ -39,8 +41,8 @@ class VIBMonitor(keras.callbacks.Callback):
     - `flops`: the multiply-accumulates of the pruned network;
     - `kl`: the sum of the gates' weighted KL terms, i.e. the KL part of the
       loss as it stands at the end of the epoch (a float);
-    - `kl_scale`: the current KL warm-up factor, only if `kl_warmup_epochs`
-      is > 0.
+    - `kl_scale`: the current KL warm-up factor, only with the deprecated
+      `kl_warmup_epochs` > 0 (`VIBWarmup` logs it itself).
 
     The `logs` dict is updated in place, so the callbacks that come after the
     monitor in the `callbacks` list, the `History` returned by `fit` and the
@@ -54,17 +56,14 @@ class VIBMonitor(keras.callbacks.Callback):
     numpy array of its per-unit log alpha at the last epoch end). The record
     is reset at the start of every `fit`.
 
-    KL warm-up: with `kl_warmup_epochs=N > 0`, at the beginning of epoch `e`
-    the monitor sets the `kl_scale` variable of every gate of the model to
-    `min(1, e / N)`, so the KL term is off at epoch 0 and reaches its full
-    weight at epoch N. `kl_scale` is a variable, so this needs no retracing
-    of the train step. It is set back to 1 when training ends. The epoch
-    index counts from `initial_epoch`, so a resumed `fit` continues the ramp.
+    The monitor only watches; the KL warm-up is `keras_vib.VIBWarmup`'s
+    job (as tfmot keeps `UpdatePruningStep` apart from `PruningSummaries`).
 
     Args:
-        kl_warmup_epochs: integer >= 0, the number of epochs over which the
-            KL weight grows linearly from 0 to its full value. 0 (the
-            default) disables the warm-up and leaves `kl_scale` alone.
+        kl_warmup_epochs: deprecated, use `keras_vib.VIBWarmup(N)` beside
+            the monitor; an integer > 0 still warms the KL up over N epochs
+            as `VIBWarmup(N)` does (with a `DeprecationWarning`). 0 (the
+            default): no warm-up.
         plot_dir: optional directory (created if needed). When set, the
             monitor writes `kept_neurons.png` (see `plot_kept`) and
             `log_alpha.png` (see `plot_log_alpha`) there when training ends.
@@ -75,11 +74,11 @@ class VIBMonitor(keras.callbacks.Callback):
 
     Example:
 
-    >>> monitor = keras_vib.callbacks.VIBMonitor(
-    ...     kl_warmup_epochs=5, plot_dir="vib_plots")
+    >>> monitor = keras_vib.VIBMonitor(plot_dir="vib_plots")
     >>> history = model.fit(
     ...     x, y, epochs=20,
-    ...     callbacks=[monitor, keras.callbacks.CSVLogger("train.csv")])
+    ...     callbacks=[keras_vib.VIBWarmup(5), monitor,
+    ...                keras.callbacks.CSVLogger("train.csv")])
     >>> history.history["r_w"][-1]  # fraction of weights kept
     0.0359
     >>> monitor.plot_kept("kept.png")  # doctest: +SKIP
@@ -95,6 +94,15 @@ class VIBMonitor(keras.callbacks.Callback):
         self.kl_warmup_epochs = _validate.integer(
             "kl_warmup_epochs", kl_warmup_epochs, minimum=0
         )
+        self._warmup = None
+        if self.kl_warmup_epochs:
+            warnings.warn(
+                "`VIBMonitor(kl_warmup_epochs=N)` is deprecated: pass "
+                "`keras_vib.VIBWarmup(N)` as a callback beside the monitor.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            self._warmup = VIBWarmup(self.kl_warmup_epochs)
         if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
             raise ValueError(
                 "Expected `plot_dir` to be None or a path (str or os.PathLike). "
@@ -136,13 +144,6 @@ class VIBMonitor(keras.callbacks.Callback):
             self._gates = gates
         return self._gates
 
-    def _set_kl_scale(self, value):
-        for _, gate in self._gated_layers():
-            gate.kl_scale.assign(value)
-
-    def _warmup_scale(self, epoch):
-        return min(1.0, float(epoch) / self.kl_warmup_epochs)
-
     def _flush_message(self):
         if self._pending_message is not None:
             _print(self._pending_message)
@@ -153,6 +154,8 @@ class VIBMonitor(keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         self._gates = None
+        if self._warmup is not None:
+            self._warmup.set_model(model)
 
     def on_train_begin(self, logs=None):
         self._gates = None
@@ -161,11 +164,13 @@ class VIBMonitor(keras.callbacks.Callback):
         self.history = {}
         self.log_alpha = {}
         self._pending_message = None
+        if self._warmup is not None:
+            self._warmup.on_train_begin(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._flush_message()
-        if self.kl_warmup_epochs > 0:
-            self._set_kl_scale(self._warmup_scale(epoch))
+        if self._warmup is not None:
+            self._warmup.on_epoch_begin(epoch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -187,8 +192,8 @@ class VIBMonitor(keras.callbacks.Callback):
         values["r_n"] = float(report.r_n)
         values["flops"] = int(round(float(report.flops)))
         values["kl"] = kl
-        if self.kl_warmup_epochs > 0:
-            values["kl_scale"] = float(ops.convert_to_numpy(gates[0][1].kl_scale))
+        if self._warmup is not None:
+            self._warmup.on_epoch_end(epoch, values)
         logs.update(values)
 
         self.epoch.append(int(epoch))
@@ -205,8 +210,8 @@ class VIBMonitor(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._flush_message()
-        if self.kl_warmup_epochs > 0:
-            self._set_kl_scale(1.0)
+        if self._warmup is not None:
+            self._warmup.on_train_end(logs)
         if self.plot_dir is not None and self.epoch:
             os.makedirs(self.plot_dir, exist_ok=True)
             self.plot_kept(os.path.join(self.plot_dir, "kept_neurons.png"))

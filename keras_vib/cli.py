@@ -254,19 +254,18 @@ def train(args):
         )
     if pretrain:
         _pretrain(model, train_ds, pretrain, args.verbose)
-    monitor = kv.VIBMonitor(
-        # The budget steers the KL scale itself: no warm-up then.
-        kl_warmup_epochs=0 if budget else recipe["warmup_epochs"],
-        plot_dir=out,
-        verbose=1 if args.verbose else 0,
-    )
+    monitor = kv.VIBMonitor(plot_dir=out, verbose=1 if args.verbose else 0)
     callbacks = [monitor, keras.callbacks.CSVLogger(out / "history.csv")]
+    if budget is not None:  # the budget steers the KL scale itself
+        callbacks.insert(0, budget)
+    elif recipe["warmup_epochs"]:
+        callbacks.insert(0, kv.VIBWarmup(recipe["warmup_epochs"]))
     if pretrain < recipe["epochs"]:
         model.fit(
             train_ds,
             epochs=recipe["epochs"] - pretrain,
             validation_data=test_ds,
-            callbacks=([budget] if budget else []) + callbacks,
+            callbacks=callbacks,
             verbose=args.verbose,
             shuffle=False,  # the dataset shuffles itself
         )
