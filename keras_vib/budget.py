@@ -58,7 +58,7 @@ class VIBBudget(keras.callbacks.Callback):
     says what the KL pressure had reached. `kl_scale` is back at 1 after
     training; slim and fine-tune as usual.
 
-    Use it instead of `VIBMonitor`'s KL warm-up (both set `kl_scale`).
+    Use it instead of `VIBWarmup` (both set `kl_scale`).
     The epoch logs get `budget` (the pruned model's size over the budget)
     and `kl_scale`.
 

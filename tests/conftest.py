@@ -10,7 +10,9 @@ _SHARED_TFDS = (
 if _SHARED_TFDS.is_dir():
     os.environ.setdefault("TFDS_DATA_DIR", str(_SHARED_TFDS))
 
+import helpers  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -31,3 +33,45 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tensorflow" in item.keywords:
             item.add_marker(skip)
+
+
+# -- deployment fixtures (test_export, test_litert, test_twin) ----------------
+
+
+@pytest.fixture(scope="module")
+def random_lenet5():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    model = helpers.lenet5()
+    helpers.random_gates(model, rng)  # mu of both signs: the slim model needs scales
+    x = rng.random((32, 28, 28, 1)).astype("float32")
+    return model, x
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    import tensorflow_datasets as tfds
+
+    def arrays(split):
+        x, y = tfds.as_numpy(
+            tfds.load("mnist", split=split, batch_size=-1, as_supervised=True)
+        )
+        return x.astype("float32") / 255.0, y
+
+    return arrays("train"), arrays("test[:2000]")
+
+
+@pytest.fixture(scope="module")
+def trained_lenet5(mnist):
+    """A gated LeNet-5 trained for one short epoch on 12,000 MNIST digits."""
+    keras.utils.set_random_seed(0)
+    (x, y), _ = mnist
+    x, y = x[:12000], y[:12000]
+    model = helpers.lenet5()
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    return model

@@ -129,3 +129,30 @@ def gate_slim_reload(model, x, rng, tmp_path=None, **gate_kwargs):
         loaded = keras.models.load_model(path)
         assert_close(loaded(x, training=False), expected)
     return gated, slim
+
+
+def builtin_ops():
+    """The names of TFLite's builtin operators (TensorFlow needed)."""
+    from tensorflow.lite.python.schema_py_generated import BuiltinOperator
+
+    return {name for name in dir(BuiltinOperator) if name.isupper()}
+
+
+def lenet5(vib=True):
+    """LeNet-5-Caffe, gated (`vib`) or plain, built from the layers."""
+    import keras_vib as kv
+
+    conv = kv.VIBConv2D if vib else keras.layers.Conv2D
+    dense = kv.VIBDense if vib else keras.layers.Dense
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            conv(20, 5, activation="relu", name="conv1"),
+            keras.layers.MaxPooling2D(),
+            conv(50, 5, activation="relu", name="conv2"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            dense(500, activation="relu", name="fc1"),
+            keras.layers.Dense(10, name="classifier"),
+        ]
+    )

@@ -1,0 +1,71 @@
+"""The tf_keras twin of a slim model and quantization-aware training."""
+
+import keras
+import numpy as np
+import pytest
+from helpers import builtin_ops
+
+import keras_vib as kv
+from keras_vib import export
+
+pytestmark = pytest.mark.tensorflow
+BUILTIN_OPS = builtin_ops()
+
+
+@pytest.mark.slow
+def test_twin_and_quantization_aware_training(trained_lenet5, mnist):
+    (x_train, y_train), test = mnist
+    slim = kv.slim_model(trained_lenet5)
+    twin = export.to_tf_keras(slim)
+    assert type(twin).__module__.startswith("tf_keras")
+    x = test[0][:64]
+    np.testing.assert_allclose(
+        twin(x).numpy(), keras.ops.convert_to_numpy(slim(x)), rtol=1e-5, atol=1e-5
+    )
+    float_acc = export.evaluate_tflite(export.to_tflite(slim), test)
+
+    qat = export.quantization_aware(slim)
+    qat.compile(
+        "adam",
+        __import__("tf_keras").losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    qat.fit(x_train, y_train, batch_size=128, epochs=1, verbose=0)  # all 60,000
+    int8 = export.to_tflite(qat, "int8", representative_data=x_train[:500])
+    assert set(export.tflite_ops(int8)) <= BUILTIN_OPS
+    int8_acc = export.evaluate_tflite(int8, test)
+    assert int8_acc >= float_acc - 0.005, (float_acc, int8_acc)
+
+
+def test_twin_and_quantization_aware_training_with_an_input_gate():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            kv.VIBGate(name="input_gate"),
+            keras.layers.Dense(4, activation="relu"),
+            keras.layers.Dense(2),
+        ]
+    )
+    gate = model.get_layer("input_gate")
+    gate.log_sigma2.assign(np.array([-9, 6, -9, 6, -9, 6], "float32"))
+    slim = kv.slim_model(model)  # starts with SelectFeatures([0, 2, 4])
+    x = np.random.default_rng(0).normal(size=(256, 6)).astype("float32")
+    twin = export.to_tf_keras(slim)
+    assert twin.input_shape == (None, 6)
+    assert [type(layer).__name__ for layer in twin.layers][1] == "SelectFeatures"
+    np.testing.assert_allclose(
+        twin(x).numpy(), keras.ops.convert_to_numpy(slim(x)), rtol=1e-5, atol=1e-6
+    )
+    # tfmot wraps the twin (the selection stays in float) and the int8 file
+    # gathers the kept features: GATHER among the builtin ops.
+    qat = export.quantization_aware(slim)
+    qat.compile("adam", "mse")
+    qat.fit(x, keras.ops.convert_to_numpy(slim(x)), epochs=1, verbose=0)
+    int8 = export.to_tflite(qat, "int8", representative_data=x)
+    ops = export.tflite_ops(int8)
+    assert "GATHER" in ops and set(ops) <= BUILTIN_OPS
+    out = export.run_tflite(int8, x)
+    expected = qat(x).numpy()
+    assert out.shape == (256, 2)
+    scale = np.abs(expected).max()
+    assert np.abs(out - expected).max() <= 0.05 * scale, (out[:3], expected[:3])
