@@ -185,22 +185,11 @@ def _data(args, recipe):
     return train, test
 
 
-def train(args):
+def _gated_model(args, recipe, info, steps):
+    """The zoo model with gates, compiled with the recipe's optimizer."""
     import keras
 
-    import keras_vib as kv
-    from keras_vib import datasets, models
-
-    recipe = _recipe(args)
-    out = pathlib.Path(args.out or f"runs/{args.model}_{args.dataset}_seed{args.seed}")
-    keras.utils.set_random_seed(args.seed)
-    info = datasets.info(args.dataset)
-    train_ds, test_ds = _data(args, recipe)
-    if args.steps_per_epoch:
-        train_ds = train_ds.take(args.steps_per_epoch)
-    steps = int(train_ds.cardinality())
-    if steps <= 0:
-        steps = -(-info["train_examples"] // recipe["batch_size"])
+    from keras_vib import models
 
     extra = {}
     if args.width is not None:
@@ -215,34 +204,55 @@ def train(args):
         input_shape=info["input_shape"],
         **extra,
     )
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
         keras.optimizers.Adam(_schedule(recipe, steps)),
-        loss,
+        _loss(),
         metrics=["accuracy"],
         steps_per_execution=args.steps_per_execution,
     )
-    budget = None
-    if args.target_flops is not None or args.target_params is not None:
-        budget = kv.VIBBudget(
-            target_flops=args.target_flops,
-            target_params=args.target_params,
-            verbose=1 if args.verbose else 0,
-        )
-        flag = "--target-flops" if args.target_flops is not None else "--target-params"
-        for name in ("kl_factor", "warmup_epochs"):
-            if getattr(args, name, None) is not None:
-                option = "--" + name.replace("_", "-")
-                raise CLIError(
-                    f"{option} has no effect with {flag}: the budget sets the "
-                    "KL scale itself (drop one of the two)"
-                )
-        try:
-            budget.resolve(model)
-        except ValueError as e:
-            raise CLIError(f"{flag}: {e}") from None
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    return model
+
+
+def _loss():
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _budget(args, model):
+    """The `VIBBudget` of `--target-flops` / `--target-params`, checked
+    against `model`, or None."""
+    import keras_vib as kv
+
+    if args.target_flops is None and args.target_params is None:
+        return None
+    flag = "--target-flops" if args.target_flops is not None else "--target-params"
+    for name in ("kl_factor", "warmup_epochs"):
+        if getattr(args, name, None) is not None:
+            option = "--" + name.replace("_", "-")
+            raise CLIError(
+                f"{option} has no effect with {flag}: the budget sets the "
+                "KL scale itself (drop one of the two)"
+            )
+    budget = kv.VIBBudget(
+        target_flops=args.target_flops,
+        target_params=args.target_params,
+        verbose=1 if args.verbose else 0,
+    )
+    try:
+        budget.resolve(model)
+    except ValueError as e:
+        raise CLIError(f"{flag}: {e}") from None
+    return budget
+
+
+def _fit_vib(model, budget, data, recipe, args, out):
+    """The VIB epochs (after the plain ones the recipe may start with)."""
+    import keras
+
+    import keras_vib as kv
+
+    train_ds, test_ds = data
     pretrain = min(recipe["pretrain_epochs"], recipe["epochs"])
     vib_epochs = recipe["epochs"] - pretrain
     if budget is None and 0 < vib_epochs < recipe["warmup_epochs"]:
@@ -260,48 +270,54 @@ def train(args):
         callbacks.insert(0, budget)
     elif recipe["warmup_epochs"]:
         callbacks.insert(0, kv.VIBWarmup(recipe["warmup_epochs"]))
-    if pretrain < recipe["epochs"]:
+    if vib_epochs:
         model.fit(
             train_ds,
-            epochs=recipe["epochs"] - pretrain,
+            epochs=vib_epochs,
             validation_data=test_ds,
             callbacks=callbacks,
             verbose=args.verbose,
             shuffle=False,  # the dataset shuffles itself
         )
-    _, gated_accuracy = model.evaluate(test_ds, verbose=0)
-    report = kv.compression_report(model)
-    slim = kv.slim_model(model)
-    accuracy = gated_accuracy
-    if recipe["finetune_epochs"]:
-        # Prune, then fine-tune: the slim model (stock layers, closed units
-        # gone) trains on the cross-entropy alone, without gate noise.
-        if args.verbose:
-            print(
-                f"Fine-tuning the slim model ({report.structure}, "
-                f"{slim.count_params():,} parameters) for "
-                f"{recipe['finetune_epochs']} epochs",
-                flush=True,
-            )
-        total = recipe["finetune_epochs"] * steps
-        slim.compile(
-            keras.optimizers.Adam(
-                keras.optimizers.schedules.CosineDecay(recipe["finetune_lr"], total)
-            ),
-            loss,
-            metrics=["accuracy"],
-            steps_per_execution=args.steps_per_execution,
+
+
+def _finetune(slim, structure, data, recipe, args, out, steps):
+    """Prune, then fine-tune: the slim model (stock layers, closed units
+    gone) trains on the cross-entropy alone, without gate noise."""
+    import keras
+
+    train_ds, test_ds = data
+    if args.verbose:
+        print(
+            f"Fine-tuning the slim model ({structure}, {slim.count_params():,} "
+            f"parameters) for {recipe['finetune_epochs']} epochs",
+            flush=True,
         )
-        slim.fit(
-            train_ds,
-            epochs=recipe["finetune_epochs"],
-            validation_data=test_ds,
-            callbacks=[keras.callbacks.CSVLogger(out / "finetune_history.csv")],
-            verbose=args.verbose,
-            shuffle=False,
-        )
-        _, accuracy = slim.evaluate(test_ds, verbose=0)
-    wall = time.perf_counter() - start
+    total = recipe["finetune_epochs"] * steps
+    slim.compile(
+        keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(recipe["finetune_lr"], total)
+        ),
+        _loss(),
+        metrics=["accuracy"],
+        steps_per_execution=args.steps_per_execution,
+    )
+    slim.fit(
+        train_ds,
+        epochs=recipe["finetune_epochs"],
+        validation_data=test_ds,
+        callbacks=[keras.callbacks.CSVLogger(out / "finetune_history.csv")],
+        verbose=args.verbose,
+        shuffle=False,
+    )
+
+
+def _save_models(model, slim, out, args):
+    """gated.keras, slim.keras and slim_float32.tflite in `out`."""
+    import keras
+
+    import keras_vib as kv
+
     model.save(out / "gated.keras")
     slim.save(out / "slim.keras")
     if keras.backend.backend() == "tensorflow":
@@ -309,12 +325,18 @@ def train(args):
             kv.export.to_tflite(slim, path=out / "slim_float32.tflite")
     else:  # Keras's LiteRT export needs TensorFlow: convert the saved model
         _export_on_tensorflow(out / "slim.keras", out / "slim_float32.tflite")
-    config = run_config(args)
-    # Errors and ratios in %, rounded: 4 decimals hold every figure a
-    # test set of up to a million examples can tell, without float32 noise.
+
+
+def _result(args, recipe, report, errors, slim, budget, wall):
+    """What report.json holds. Errors and ratios in %, rounded: 4 decimals
+    hold every figure a test set of up to a million examples can tell,
+    without float32 noise."""
+    import keras
+
+    error, gated_error = errors
     result = {
-        "error_pct": round(100.0 * (1.0 - accuracy), 4),
-        "gated_error_pct": round(100.0 * (1.0 - gated_accuracy), 4),
+        "error_pct": round(error, 4),
+        "gated_error_pct": round(gated_error, 4),
         "r_w_pct": round(100.0 * report.r_w, 4),
         "r_n_pct": round(100.0 * report.r_n, 4),
         "flops": report.flops,
@@ -322,7 +344,7 @@ def train(args):
         "epochs": recipe["epochs"],
         "wall_seconds": wall,
         "slim_params": slim.count_params(),
-        "config": config,
+        "config": run_config(args),
         "backend": keras.backend.backend(),
         "report": report.to_dict(),
     }
@@ -336,6 +358,43 @@ def train(args):
             "reached_epoch": budget.reached_epoch,
             "adjusted_units": budget.adjusted,
         }
+    return result
+
+
+def train(args):
+    """`keras-vib train`: data, gated model, VIB epochs, slim, fine-tune,
+    save, export, report."""
+    import keras
+
+    import keras_vib as kv
+    from keras_vib import datasets
+
+    recipe = _recipe(args)
+    out = pathlib.Path(args.out or f"runs/{args.model}_{args.dataset}_seed{args.seed}")
+    keras.utils.set_random_seed(args.seed)
+    info = datasets.info(args.dataset)
+    data = _data(args, recipe)
+    if args.steps_per_epoch:
+        data = (data[0].take(args.steps_per_epoch), data[1])
+    steps = int(data[0].cardinality())
+    if steps <= 0:
+        steps = -(-info["train_examples"] // recipe["batch_size"])
+    model = _gated_model(args, recipe, info, steps)
+    budget = _budget(args, model)
+    out.mkdir(parents=True, exist_ok=True)  # all checked: now write
+    start = time.perf_counter()
+    _fit_vib(model, budget, data, recipe, args, out)
+    _, gated_accuracy = model.evaluate(data[1], verbose=0)
+    report = kv.compression_report(model)
+    slim = kv.slim_model(model)
+    accuracy = gated_accuracy
+    if recipe["finetune_epochs"]:
+        _finetune(slim, report.structure, data, recipe, args, out, steps)
+        _, accuracy = slim.evaluate(data[1], verbose=0)
+    wall = time.perf_counter() - start
+    _save_models(model, slim, out, args)
+    errors = (100.0 * (1.0 - accuracy), 100.0 * (1.0 - gated_accuracy))
+    result = _result(args, recipe, report, errors, slim, budget, wall)
     (out / "report.json").write_text(json.dumps(result, indent=2))
     print(report)
     if recipe["finetune_epochs"]:
