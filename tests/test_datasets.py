@@ -281,7 +281,6 @@ def test_synthetic_is_deterministic_and_splits_differ():
     assert not np.array_equal(a[0], c[0])
 
 
-# One test, not one per case: every test pays for the session reset.
 BAD_ARGUMENTS = [
     (lambda: datasets.load("imagenet"), "'imagenet'.*'mnist'.*'cifar100'"),
     (lambda: datasets.info("cifar"), "'cifar'.*'cifar10'"),
@@ -296,7 +295,9 @@ BAD_ARGUMENTS = [
 ]
 
 
-def test_bad_arguments():
-    for call, match in BAD_ARGUMENTS:
-        with pytest.raises(ValueError, match=match):
-            call()
+@pytest.mark.parametrize(
+    "call, match", BAD_ARGUMENTS, ids=[m for _, m in BAD_ARGUMENTS]
+)
+def test_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -200,11 +200,11 @@ def test_get_model_builds_each_model():
     assert models.get_model("vgg16", width=0.0625, name="tiny").name == "tiny"
 
 
-def test_get_model_unknown_name():
-    for name in ["resnet50", "LeNet300", "", None, 3]:
-        with pytest.raises(ValueError, match="lenet300.*lenet5.*vgg16") as info:
-            models.get_model(name)
-        assert repr(name) in str(info.value)
+@pytest.mark.parametrize("name", ["resnet50", "LeNet300", "", None, 3])
+def test_get_model_unknown_name(name):
+    with pytest.raises(ValueError, match="lenet300.*lenet5.*vgg16") as info:
+        models.get_model(name)
+    assert repr(name) in str(info.value)
 
 
 def test_get_model_unknown_argument():
@@ -213,7 +213,6 @@ def test_get_model_unknown_argument():
     assert "kl_weight" in str(info.value)  # lists the accepted arguments
 
 
-# One test, not one per case: every test pays for the session reset.
 BAD_ARGUMENTS = [
     (lambda: models.lenet_300_100(num_classes=0), "num_classes=0"),
     (lambda: models.lenet5_caffe(num_classes=-1), "num_classes=-1"),
@@ -235,7 +234,9 @@ BAD_ARGUMENTS = [
 ]
 
 
-def test_bad_arguments():
-    for build, match in BAD_ARGUMENTS:
-        with pytest.raises(ValueError, match=match):
-            build()
+@pytest.mark.parametrize(
+    "build, match", BAD_ARGUMENTS, ids=[m for _, m in BAD_ARGUMENTS]
+)
+def test_bad_arguments(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()

@@ -51,9 +51,12 @@ def test_number_intervals(kwargs, ok, bad, words):
 def test_boolean():
     assert _validate.boolean("flag", np.bool_(False)) is False
     assert _validate.boolean("flag", None, optional=True) is None
-    for value in (0, 1, "yes", None):
-        with pytest.raises(ValueError, match=f"to be a bool. Received: flag={value!r}"):
-            _validate.boolean("flag", value)
+
+
+@pytest.mark.parametrize("value", [0, 1, "yes", None])
+def test_boolean_refuses_what_is_not_a_bool(value):
+    with pytest.raises(ValueError, match=f"to be a bool. Received: flag={value!r}"):
+        _validate.boolean("flag", value)
 
 
 @pytest.mark.tensorflow
