@@ -370,7 +370,14 @@ class _NumpyZeros(keras.initializers.Initializer):
     random initializer per shape, seconds for a handful of layers)."""
 
     def __call__(self, shape, dtype=None):
-        return np.zeros(shape, keras.backend.standardize_dtype(dtype or "float32"))
+        zeros = np.zeros(shape, keras.backend.standardize_dtype(dtype or "float32"))
+        if keras.backend.backend() == "jax":
+            # Placed as it is: `jnp.asarray` would compile a conversion per
+            # shape (a fifth of a second for LeNet-5's four layers).
+            import jax
+
+            return jax.device_put(zeros)
+        return zeros
 
 
 @contextlib.contextmanager
