@@ -117,8 +117,19 @@ def test_report_table_and_dict():
     assert data["structure"] == report.structure
     assert data["r_w_pct"] == pytest.approx(100 * report.r_w)
     assert [row["name"] for row in data["layers"]] == ["input_gate", "fc1", "fc2"]
-    text = str(report)
-    assert report.structure in text and "r_W" in text and "FLOPs" in text
+    lines = str(report).splitlines()
+    assert lines[0] == f"Compression report: {model.name}"
+    assert lines[1].split() == ["gated", "layer", "kept", "total", "kept", "%"]
+    for line, layer in zip(lines[2:5], report.layers):
+        pct = f"{100 * layer.kept / layer.total:.2f}"
+        assert line.split() == [layer.name, str(layer.kept), str(layer.total), pct]
+    assert lines[5] == (
+        f"r_W: {100 * report.r_w:.2f}% ({report.kept_weights:,} of "
+        f"{report.total_weights:,} weights)"
+    )
+    assert lines[6].startswith(f"r_N: {100 * report.r_n:.2f}% ")
+    assert lines[7].startswith("FLOPs: ") and "multiply-accumulates" in lines[7]
+    assert lines[-1] == f"structure: {report.structure}"
 
 
 def test_gated_layers_in_graph_order():
