@@ -276,7 +276,8 @@ def run_vib(model, budget, seed, args):
     gated.compile(
         keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"], steps_per_execution=20
     )
-    callback = kv.VIBBudget(target_flops=budget, verbose=0)
+    extra = {} if args.cost_power is None else {"cost_power": args.cost_power}
+    callback = kv.VIBBudget(target_flops=budget, verbose=0, **extra)
     gated.fit(train, epochs=args.epochs, callbacks=[callback], verbose=0, shuffle=False)
     structure = kv.compression_report(gated).structure
     result = finetune(kv.slim_model(gated), structure, train, test, args, model)
@@ -308,7 +309,10 @@ def run_baseline(model, budgets, seed, args, slimming):
 def key(model, method, budget, seed, args):
     steps = f"x{args.steps_per_epoch}" if args.steps_per_epoch else ""
     epochs = f"{args.epochs}+{args.finetune_epochs}{steps}"
-    return f"{model}|{method}|{budget:g}|{seed}|{epochs}"
+    power = ""
+    if method == "keras_vib" and args.cost_power is not None:
+        power = f"|power{args.cost_power:g}"
+    return f"{model}|{method}|{budget:g}|{seed}|{epochs}{power}"
 
 
 def plan(args):
@@ -439,6 +443,11 @@ def main(argv=None):
     )
     parser.add_argument("--epochs", type=positive_int, default=12)
     parser.add_argument("--finetune-epochs", type=int, default=4)
+    parser.add_argument(
+        "--cost-power",
+        type=float,
+        help="keras_vib's VIBBudget(cost_power=...) (default: VIBBudget's)",
+    )
     parser.add_argument(
         "--steps-per-epoch",
         type=positive_int,
