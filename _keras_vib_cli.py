@@ -171,7 +171,7 @@ def build_parser():
         description="Train a gated zoo model on a dataset, prune it, remove "
         "the pruned units, fine-tune, and write the models, a .tflite file, "
         'report.json and plots. A default marked "the recipe\'s" comes from '
-        "the recipe of --model and --dataset (keras_vib.cli.RECIPES; README, "
+        "the recipe of --model and --dataset (keras_vib.models.RECIPES; README, "
         "'Command line, model zoo, datasets').",
     )
     train.add_argument("--model", choices=MODELS, required=True)

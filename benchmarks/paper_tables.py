@@ -116,7 +116,7 @@ def fmt(value, pattern):
 
 
 def table(results, commands, command_line, note=None, title=None):
-    recipe = "its default recipe (`keras_vib/cli.py`, `RECIPES`)"
+    recipe = "its default recipe (`keras_vib/models.py`, `RECIPES`)"
     if title:
         recipe += " changed by the arguments after `--` in the command"
     lines = [
