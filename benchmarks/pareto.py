@@ -276,8 +276,8 @@ def run_vib(model, budget, seed, args):
     gated.compile(
         keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"], steps_per_execution=20
     )
-    extra = {} if args.cost_power is None else {"cost_power": args.cost_power}
-    callback = kv.VIBBudget(target_flops=budget, verbose=0, **extra)
+    power = args.cost_power if args.cost_power == "auto" else float(args.cost_power)
+    callback = kv.VIBBudget(target_flops=budget, cost_power=power, verbose=0)
     gated.fit(train, epochs=args.epochs, callbacks=[callback], verbose=0, shuffle=False)
     structure = kv.compression_report(gated).structure
     result = finetune(kv.slim_model(gated), structure, train, test, args, model)
@@ -285,6 +285,7 @@ def run_vib(model, budget, seed, args):
         target=callback.target,
         reached_epoch=callback.reached_epoch,
         adjusted=callback.adjusted,
+        power=callback.power,
     )
     return [result]
 
@@ -310,8 +311,8 @@ def key(model, method, budget, seed, args):
     steps = f"x{args.steps_per_epoch}" if args.steps_per_epoch else ""
     epochs = f"{args.epochs}+{args.finetune_epochs}{steps}"
     power = ""
-    if method == "keras_vib" and args.cost_power is not None:
-        power = f"|power{args.cost_power:g}"
+    if method == "keras_vib":
+        power = f"|power{args.cost_power}"
     return f"{model}|{method}|{budget:g}|{seed}|{epochs}{power}"
 
 
@@ -427,6 +428,19 @@ def plot(results, args, path):
     plt.close(fig)
 
 
+def cost_power(text):
+    """`--cost-power`: "auto" or a number in [0, 1], as in the key (`0.5`)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"auto or a number in [0, 1]; got {text!r}")
+    return f"{value:g}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(NAMES), choices=list(NAMES))
@@ -445,8 +459,10 @@ def main(argv=None):
     parser.add_argument("--finetune-epochs", type=int, default=4)
     parser.add_argument(
         "--cost-power",
-        type=float,
-        help="keras_vib's VIBBudget(cost_power=...) (default: VIBBudget's)",
+        type=cost_power,
+        default="auto",
+        help="keras_vib's VIBBudget(cost_power=...): auto (VIBBudget's default) "
+        "or a number in [0, 1]",
     )
     parser.add_argument(
         "--steps-per-epoch",

@@ -80,12 +80,20 @@ class VIBBudget(keras.callbacks.Callback):
             where the budget is spent; a gate with `kl_weight=0` stays
             unpruned. False: the gates' `kl_weight`s share the pressure out
             (per-layer multipliers).
-        cost_power: float in [0, 1], with `cost_aware`: a unit's pressure
-            goes as its cost to this power. 1: in proportion to the cost,
-            which at tight budgets empties the costliest layers first (the
-            channels of a first conv layer cost what hundreds of dense
-            units do); 0.5 (the default) evens that out; 0: the same
-            pressure on every unit.
+        cost_power: `"auto"` or a float in [0, 1], with `cost_aware`: a
+            unit's pressure goes as its cost to this power. 1: in
+            proportion to the cost, which at tight budgets empties the
+            costliest layers first (a channel of a first conv layer costs
+            what a hundred dense units do); 0.5 evens that out; 0: the same
+            pressure on every unit. `"auto"` (the default): 1 where the
+            costliest gate's units cost at most `max_pressure_ratio` times
+            the cheapest gate's (the dense layers of an MLP), else the power
+            that brings that ratio down to `max_pressure_ratio` (about 0.73
+            on LeNet-5, whose conv1 channels cost 117 times a dense unit);
+            set when training starts, see the `power` attribute.
+        max_pressure_ratio: float > 1, with `cost_power="auto"`: the most
+            the pressure on a unit of the costliest gate may exceed the
+            pressure on a unit of the cheapest.
         check_every: positive int, training steps (batches) between two
             checks.
         growth: float > 1, the factor by which the KL scale changes per
@@ -98,6 +106,8 @@ class VIBBudget(keras.callbacks.Callback):
     Attributes:
         target: the budget as a count (set when training starts).
         reference: the model's size when training starts.
+        power: the cost power in use (`cost_power`, or what `"auto"`
+            chose when training started; None before).
         reached_epoch: the epoch (from 0) at which the KL pressure reached
             the budget, or None.
         value: the model's size when training ended.
@@ -119,7 +129,8 @@ class VIBBudget(keras.callbacks.Callback):
         pruning_end: float = 0.5,
         initial_kl: float | None = 1e-2,
         cost_aware: bool = True,
-        cost_power: float = 0.5,
+        cost_power: float | str = "auto",
+        max_pressure_ratio: float = 32.0,
         check_every: int = 50,
         growth: float = 1.1,
         min_fraction: float = 0.85,
@@ -143,7 +154,17 @@ class VIBBudget(keras.callbacks.Callback):
             "initial_kl", initial_kl, low=0, low_open=True, optional=True
         )
         self.cost_aware = _validate.boolean("cost_aware", cost_aware)
-        self.cost_power = _validate.number("cost_power", cost_power, low=0, high=1)
+        if cost_power != "auto":
+            if not _validate.is_real(cost_power) or not 0 <= cost_power <= 1:
+                raise _validate.fail(
+                    "cost_power", '"auto" or a finite number in [0, 1]', cost_power
+                )
+            cost_power = float(cost_power)
+        self.cost_power = cost_power
+        self.max_pressure_ratio = _validate.number(
+            "max_pressure_ratio", max_pressure_ratio, low=1, low_open=True
+        )
+        self.power = None
         self._shares = {}
         self.check_every = _validate.integer("check_every", check_every, minimum=1)
         self.growth = _validate.number("growth", growth, low=1, low_open=True)
@@ -196,15 +217,28 @@ class VIBBudget(keras.callbacks.Callback):
             costs[id(gate)] = max(now - self._measure(), 0)
             gate.log_sigma2.assign(saved)
         weights = {id(g): g.kl_weight * g.positions for _, g in self._gates}
+        if self.power is None:
+            self.power = self._auto_power(costs.values())
         costs = {
-            key: cost**self.cost_power if cost > 0 else 0.0
-            for key, cost in costs.items()
+            key: cost**self.power if cost > 0 else 0.0 for key, cost in costs.items()
         }
         scale = np.mean([c for c in costs.values() if c > 0] or [1.0])
         self._shares = {
             key: costs[key] / scale / weights[key] if weights[key] else 0.0
             for key in costs
         }
+
+    def _auto_power(self, costs):
+        """`cost_power`, or with `"auto"` the largest power <= 1 at which
+        the costliest of `costs` (per unit) is at most `max_pressure_ratio`
+        times the cheapest."""
+        if self.cost_power != "auto":
+            return self.cost_power
+        positive = [c for c in costs if c > 0]
+        spread = max(positive) / min(positive) if positive else 1.0
+        if spread <= self.max_pressure_ratio:
+            return 1.0
+        return math.log(self.max_pressure_ratio) / math.log(spread)
 
     # -- closing and reopening units -------------------------------------
 
@@ -326,6 +360,7 @@ class VIBBudget(keras.callbacks.Callback):
         self._steps = self._offset = self._checks = 0
         self._epoch_steps = None
         self._shares = {}
+        self.power = None
         self._update_shares()
         self._set_scale(self._initial_scale())
 
