@@ -81,13 +81,10 @@ def test_the_kl_scale_starts_at_initial_kl():
     assert 0 < scale < 1  # the weight of 3e-2 alone gives more than 0.5 nats
 
 
-@pytest.mark.parametrize("power", [1.0, 0.5])
-@pytest.mark.parametrize("kind", ["flops", "params"])
-def test_cost_aware_pressure_follows_what_a_unit_costs(kind, power):
-    """Each gate's KL weight per unit ends up proportional to the FLOPs (or
-    parameters) one of its units costs, to `cost_power`, whatever its own
-    `kl_weight`."""
-    model = keras.Sequential(
+def three_gates():
+    """A conv layer and two dense ones whose units cost 800, 132 and 35
+    FLOPs each."""
+    return keras.Sequential(
         [
             keras.Input((6, 6, 2)),
             kv.VIBConv2D(8, 3, activation="relu", kl_weight=1e-5, name="conv"),
@@ -97,6 +94,24 @@ def test_cost_aware_pressure_follows_what_a_unit_costs(kind, power):
             L.Dense(3, name="out"),
         ]
     )
+
+
+def pressure_per_unit(model, names=("conv", "fc1", "fc2")):
+    """Each gate's KL weight per unit (its scale, weight and positions)."""
+    pressure = {}
+    for name in names:
+        gate = model.get_layer(name).gate
+        pressure[name] = float(gate.kl_scale) * gate.kl_weight * gate.positions
+    return pressure
+
+
+@pytest.mark.parametrize("power", [1.0, 0.5])
+@pytest.mark.parametrize("kind", ["flops", "params"])
+def test_cost_aware_pressure_follows_what_a_unit_costs(kind, power):
+    """Each gate's KL weight per unit ends up proportional to the FLOPs (or
+    parameters) one of its units costs, to `cost_power`, whatever its own
+    `kl_weight`."""
+    model = three_gates()
     budget = kv.VIBBudget(**{f"target_{kind}": 0.5}, cost_power=power, verbose=0)
     budget.set_model(model)
     budget.on_train_begin()
@@ -105,12 +120,8 @@ def test_cost_aware_pressure_follows_what_a_unit_costs(kind, power):
     cost = {"conv": 16 * 18 + 16 * 32, "fc1": 128 + 4, "fc2": 32 + 3}
     if kind == "params":
         cost = {"conv": 18 + 1 + 16 * 32, "fc1": 128 + 1 + 4, "fc2": 32 + 1 + 3}
-    per_unit = {}
-    for name in cost:
-        gate = model.get_layer(name).gate
-        scale = float(gate.kl_scale)
-        per_unit[name] = scale * gate.kl_weight * gate.positions
-        per_unit[name] /= cost[name] ** power
+    per_unit = pressure_per_unit(model)
+    per_unit = {name: per_unit[name] / cost[name] ** power for name in cost}
     values = list(per_unit.values())
     assert max(values) == pytest.approx(min(values), rel=1e-5), per_unit
     plain = kv.VIBBudget(**{f"target_{kind}": 0.5}, cost_aware=False, verbose=0)
@@ -118,6 +129,28 @@ def test_cost_aware_pressure_follows_what_a_unit_costs(kind, power):
     plain.on_train_begin()
     scales = {float(model.get_layer(n).gate.kl_scale) for n in cost}
     assert len(scales) == 1  # the gates' own weights share the pressure
+
+
+@pytest.mark.parametrize("ratio", [32.0, 4.0, 1.5])
+def test_auto_cost_power_caps_the_pressure_ratio(ratio):
+    """`cost_power="auto"`: in proportion to the cost (power 1) while the
+    costliest unit costs at most `max_pressure_ratio` times the cheapest
+    (800 / 35 here), else the power at which the ratio is exactly that."""
+    model = three_gates()
+    budget = kv.VIBBudget(target_flops=0.5, max_pressure_ratio=ratio, verbose=0)
+    assert budget.cost_power == "auto" and budget.power is None
+    budget.set_model(model)
+    budget.on_train_begin()
+    spread = 800 / 35
+    expected = 1.0 if spread <= ratio else np.log(ratio) / np.log(spread)
+    assert budget.power == pytest.approx(expected)
+    pressure = pressure_per_unit(model)
+    assert pressure["conv"] / pressure["fc2"] == pytest.approx(min(spread, ratio))
+    assert pressure["conv"] > pressure["fc1"] > pressure["fc2"]
+    budget._steps = 10
+    model.get_layer("conv").gate.log_sigma2.assign(np.full(8, 5.0, "float32"))
+    budget.on_epoch_begin(1)  # the shares are measured again, not the power
+    assert budget.power == pytest.approx(expected)
 
 
 def test_an_unreached_budget_is_met_at_the_end_with_a_warning():
@@ -181,6 +214,8 @@ def test_params_budget_on_an_add_gates_resnet():
         ({"target_flops": 0.1, "cost_power": 1.5}, "cost_power=1.5"),
         ({"target_flops": 0.1, "cost_power": -0.1}, "cost_power=-0.1"),
         ({"target_flops": 0.1, "cost_power": True}, "cost_power=True"),
+        ({"target_flops": 0.1, "cost_power": "Auto"}, "cost_power='Auto'"),
+        ({"target_flops": 0.1, "max_pressure_ratio": 1}, "max_pressure_ratio=1"),
     ],
 )
 def test_bad_arguments(kwargs, match):
