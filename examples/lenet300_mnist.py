@@ -80,7 +80,12 @@ def main():
         train,
         epochs=args.epochs,
         validation_data=test,
-        callbacks=[*warmup, monitor, keras.callbacks.CSVLogger(out / "history.csv")],
+        callbacks=[
+            *warmup,
+            monitor,
+            keras.callbacks.CSVLogger(out / "history.csv"),
+            kv.VIBProgbarLogger(),  # the bar without the monitor's counts
+        ],
     )
     _, accuracy = model.evaluate(test, verbose=0)
     report = kv.compression_report(model)

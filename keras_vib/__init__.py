@@ -2,7 +2,7 @@
 
 from keras_vib import datasets, export, handlers, models
 from keras_vib.budget import VIBBudget
-from keras_vib.callbacks import VIBMonitor
+from keras_vib.callbacks import VIBMonitor, VIBProgbarLogger
 from keras_vib.datasets import DatasetNotFoundError
 from keras_vib.gating import add_gates
 from keras_vib.handlers import register_layer
@@ -21,6 +21,7 @@ __all__ = [
     "CompressionReport",
     "compression_report",
     "VIBMonitor",
+    "VIBProgbarLogger",
     "VIBWarmup",
     "VIBBudget",
     "slim_model",

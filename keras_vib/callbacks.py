@@ -1,4 +1,4 @@
-"""Training callbacks of keras_vib: monitoring, plotting and KL warm-up."""
+"""Training callbacks of keras_vib: monitoring, plotting and the progress bar."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from keras_vib import _validate
 from keras_vib import report as _report
 from keras_vib.warmup import VIBWarmup
 
-__all__ = ["VIBMonitor"]
+__all__ = ["VIBMonitor", "VIBProgbarLogger"]
 
 _logger = logging.getLogger("keras_vib")
 
@@ -342,3 +342,39 @@ class VIBMonitor(keras.callbacks.Callback):
         figure.suptitle(f"log alpha per gated layer after epoch {epoch}")
         self._save(figure, path)
         return figure
+
+
+class VIBProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar without `VIBMonitor`'s counts.
+
+    Keras's `ProgbarLogger` prints every log entry as a float with four
+    decimals (`kept/fc1: 300.0000 - flops: 8434.0000`). This one leaves out
+    the counts `VIBMonitor` writes into the epoch logs (`kept/<layer>` and
+    `flops`), which the monitor's own line already shows as whole numbers
+    (with `verbose` > 0); the fractions (`r_w`, `r_n`), the KL, the loss
+    and the metrics stay in the bar. `History`, `CSVLogger` and
+    `TensorBoard` still get every entry: only the bar's copy is trimmed.
+    Keras uses a `ProgbarLogger` found in `callbacks` in place of its own,
+    with `fit`'s `verbose`.
+
+    Example:
+
+    >>> model.fit(
+    ...     train_ds,
+    ...     epochs=20,
+    ...     callbacks=[keras_vib.VIBMonitor(), keras_vib.VIBProgbarLogger()],
+    ... )
+    """
+
+    @staticmethod
+    def _trim(logs):
+        if logs is None:
+            return None
+        return {
+            key: value
+            for key, value in logs.items()
+            if not (key.startswith("kept/") or key == "flops")
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._trim(logs))

@@ -212,7 +212,11 @@ def _fit_vib(model, budget, data, recipe, args, out):
     if pretrain:
         _pretrain(model, train_ds, pretrain, args.verbose)
     monitor = kv.VIBMonitor(plot_dir=out, verbose=1 if args.verbose else 0)
-    callbacks = [monitor, keras.callbacks.CSVLogger(out / "history.csv")]
+    callbacks = [
+        monitor,
+        keras.callbacks.CSVLogger(out / "history.csv"),
+        kv.VIBProgbarLogger(),  # the monitor's counts as whole numbers
+    ]
     if budget is not None:  # the budget steers the KL scale itself
         callbacks.insert(0, budget)
     elif recipe["warmup_epochs"]:

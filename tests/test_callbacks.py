@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_vib.callbacks import VIBMonitor
+from keras_vib.callbacks import VIBMonitor, VIBProgbarLogger
 from keras_vib.layers import VIBDense, VIBGate
 from keras_vib.report import compression_report, gated_layers
 
@@ -226,6 +226,30 @@ def test_verbose_prints_one_line_per_epoch(capsys):
 
     model.fit(x, y, epochs=2, verbose=0, callbacks=[VIBMonitor(verbose=0)])
     assert "VIB:" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_progbar_logger_leaves_the_counts_to_the_monitor(capsys, verbose):
+    """Keras's bar prints `kept/fc1: 32.0000`; `VIBProgbarLogger` leaves
+    the counts out of the bar (the monitor's line has them as integers),
+    while History still gets them."""
+    x, y = make_data(n=64)
+    model = make_model()
+    model.fit(x, y, epochs=1, verbose=verbose, callbacks=[VIBMonitor(verbose=1)])
+    assert "kept/fc1:" in capsys.readouterr().out  # Keras's own bar
+    history = model.fit(
+        x,
+        y,
+        epochs=2,
+        verbose=verbose,
+        callbacks=[VIBMonitor(verbose=1), VIBProgbarLogger()],
+    )
+    out = capsys.readouterr().out
+    assert "kept/" not in out and "flops:" not in out
+    assert "r_w:" in out and "loss:" in out  # the rest of the bar stays
+    assert "structure 16-32-16" in out  # the monitor's line
+    assert history.history["kept/fc1"] == [32, 32]
+    assert "flops" in history.history
 
 
 @pytest.mark.parametrize(
