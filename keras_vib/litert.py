@@ -33,9 +33,33 @@ def _interpreter(tflite_bytes, num_threads=None, kernels="default"):
 
 
 def tflite_ops(tflite_bytes) -> list:
-    """The sorted names of the operators in a TFLite flatbuffer."""
-    interpreter = _interpreter(tflite_bytes)
-    return sorted({op["op_name"] for op in interpreter._get_ops_details()})
+    """The sorted names of the operators in a TFLite flatbuffer.
+
+    Read from the flatbuffer itself with LiteRT's schema (every operator
+    of every subgraph): builtin operators by their `BuiltinOperator` name
+    (`"FULLY_CONNECTED"`), custom ones by their custom code.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {
+        code: name
+        for name, code in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
+    }
+    model = schema.Model.GetRootAs(bytes(tflite_bytes), 0)
+    found = set()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for i in range(subgraph.OperatorsLength()):
+            opcode = model.OperatorCodes(subgraph.Operators(i).OpcodeIndex())
+            # Codes over 127 live in BuiltinCode, older ones in the
+            # deprecated int8 field: the larger of the two is the code.
+            code = max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode())
+            if code == schema.BuiltinOperator.CUSTOM:
+                found.add(opcode.CustomCode().decode())
+            else:
+                found.add(names.get(code, f"BUILTIN_{code}"))
+    return sorted(found)
 
 
 def _prepare(interpreter, batch_size):

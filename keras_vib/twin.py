@@ -137,11 +137,7 @@ def quantization_aware(model):
         def get_config(self):
             return {}
 
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E501
-        default_8bit_quantize_registry,
-    )
-
-    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    registry = quantize.default_8bit.Default8BitQuantizeRegistry()
 
     def annotate(layer):
         if registry.supports(layer) or layer.name in fusable:
