@@ -165,6 +165,14 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _train_parser(sub)
+    _slim_parser(sub)
+    _export_parser(sub)
+    _report_parser(sub)
+    return parser
+
+
+def _train_parser(sub):
     train = sub.add_parser(
         "train",
         help="train a gated model, slim and export it",
@@ -176,115 +184,82 @@ def build_parser():
     )
     train.add_argument("--model", choices=MODELS, required=True)
     train.add_argument("--dataset", choices=DATASETS, required=True)
-    train.add_argument(
+    recipe = "the recipe of --model and --dataset (keras_vib.models.RECIPES)"
+    _recipe_arguments(train.add_argument_group("recipe", recipe))
+    budget = "a budget instead of --kl-factor and --warmup-epochs"
+    _budget_arguments(train.add_argument_group("budget", budget))
+    _run_arguments(train.add_argument_group("run"))
+    _quick_arguments(train.add_argument_group("quick runs"))
+
+
+def _recipe_arguments(group):
+    """The recipe's settings: schedule, KL, fine-tuning, augmentation."""
+    group.add_argument(
         "--epochs", type=_positive_int("epochs"), help=f"VIB training epochs {RECIPE}"
     )
-    train.add_argument(
+    group.add_argument(
         "--batch-size",
         type=_positive_int("batch-size"),
         help=f"examples per batch {RECIPE}",
     )
-    train.add_argument(
+    group.add_argument(
         "--learning-rate",
         "--lr",
         type=_positive_float("lr"),
         help=f"Adam's learning rate {RECIPE}",
     )
-    train.add_argument(
+    group.add_argument(
         "--lr-schedule", choices=SCHEDULES, help=f"learning-rate schedule {RECIPE}"
     )
-    train.add_argument(
+    group.add_argument(
         "--lr-step-epochs",
         type=_positive_int("lr-step-epochs"),
         help=f"epochs between two steps of the step schedule {RECIPE}",
     )
-    train.add_argument(
+    group.add_argument(
         "--lr-step-factor",
         type=_positive_float("lr-step-factor"),
         help=f"learning-rate factor per step {RECIPE}",
     )
-    train.add_argument(
+    group.add_argument(
         "--kl-factor",
         type=_non_negative_float("kl-factor"),
         help="base weight of the KL terms (times per-layer multipliers on "
         "lenet5 and vgg16) " + RECIPE,
     )
-    train.add_argument(
+    group.add_argument(
         "--pretrain-epochs",
         type=_non_negative_int("pretrain-epochs"),
         help="epochs of plain training (KL off) before the VIB epochs " + RECIPE,
     )
-    train.add_argument(
+    group.add_argument(
         "--warmup-epochs",
         type=_non_negative_int("warmup-epochs"),
         help="epochs over which the KL weight grows from 0 to its value " + RECIPE,
     )
-    train.add_argument(
+    group.add_argument(
         "--finetune-epochs",
         type=_non_negative_int("finetune-epochs"),
         help="epochs of plain training of the slim model after the VIB epochs "
         + RECIPE,
     )
-    train.add_argument(
+    group.add_argument(
         "--finetune-lr",
         type=_positive_float("finetune-lr"),
         help="initial learning rate of the fine-tuning (cosine decay to 0) " + RECIPE,
     )
-    train.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="random seed: a run is repeated exactly (default 0)",
-    )
-    train.add_argument(
+    group.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="random shifts of the training images (CIFAR: pad 4, crop, flip; "
         "MNIST-like: pad 1, crop) " + RECIPE,
     )
-    train.add_argument(
-        "--out",
-        type=_out_dir,
-        default=None,
-        help="output folder, made if missing (default: runs/MODEL_DATASET_seedN)",
-    )
-    train.add_argument(
-        "--data-dir",
-        default=None,
-        help="tensorflow-datasets folder (default: $TFDS_DATA_DIR, else "
-        "~/tensorflow_datasets)",
-    )
-    train.add_argument(
-        "--no-download",
-        action="store_true",
-        help="fail at once if the dataset is not prepared in the data dir",
-    )
-    train.add_argument(
-        "--steps-per-epoch",
-        type=_positive_int("steps-per-epoch"),
-        help="cap the training batches per epoch (quick runs)",
-    )
-    train.add_argument(
-        "--steps-per-execution",
-        type=_positive_int("steps-per-execution"),
-        default=STEPS_PER_EXECUTION,
-        help="training batches run in one graph call (Keras `compile` "
-        "argument): faster for small models, the same results; the progress "
-        f"bar moves once per call (default {STEPS_PER_EXECUTION})",
-    )
-    train.add_argument(
-        "--synthetic",
-        type=_positive_int("synthetic"),
-        metavar="N",
-        help="use N random examples of the dataset's shape (smoke tests)",
-    )
-    train.add_argument(
-        "--width",
-        type=_positive_float("width"),
-        help="vgg16 only: scale its channel counts (quick runs)",
-    )
-    budget = train.add_mutually_exclusive_group()
+
+
+def _budget_arguments(group):
+    """--target-flops or --target-params (VIBBudget)."""
+    budget = group.add_mutually_exclusive_group()
     budget.add_argument(
         "--target-flops",
         type=_budget("target-flops"),
@@ -299,7 +274,34 @@ def build_parser():
         metavar="F",
         help="the same budget in parameters of the slim model",
     )
-    train.add_argument(
+
+
+def _run_arguments(group):
+    """Seed, data, output, progress output and backend."""
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed: a run is repeated exactly (default 0)",
+    )
+    group.add_argument(
+        "--data-dir",
+        default=None,
+        help="tensorflow-datasets folder (default: $TFDS_DATA_DIR, else "
+        "~/tensorflow_datasets)",
+    )
+    group.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail at once if the dataset is not prepared in the data dir",
+    )
+    group.add_argument(
+        "--out",
+        type=_out_dir,
+        default=None,
+        help="output folder, made if missing (default: runs/MODEL_DATASET_seedN)",
+    )
+    group.add_argument(
         "--verbose",
         type=int,
         choices=(0, 1, 2),
@@ -307,17 +309,49 @@ def build_parser():
         help="Keras's progress output: 0 silent, 1 progress bar, 2 a line per epoch "
         "(default 1)",
     )
-    train.add_argument(
+    group.add_argument(
         "--backend",
         choices=BACKENDS,
         help="Keras backend to train on (default: $KERAS_BACKEND, else "
         "tensorflow); the .tflite is converted on tensorflow in a subprocess",
     )
 
+
+def _quick_arguments(group):
+    """Shorter runs: fewer batches, synthetic data, a narrower vgg16."""
+    group.add_argument(
+        "--steps-per-epoch",
+        type=_positive_int("steps-per-epoch"),
+        help="cap the training batches per epoch (quick runs)",
+    )
+    group.add_argument(
+        "--steps-per-execution",
+        type=_positive_int("steps-per-execution"),
+        default=STEPS_PER_EXECUTION,
+        help="training batches run in one graph call (Keras `compile` "
+        "argument): faster for small models, the same results; the progress "
+        f"bar moves once per call (default {STEPS_PER_EXECUTION})",
+    )
+    group.add_argument(
+        "--synthetic",
+        type=_positive_int("synthetic"),
+        metavar="N",
+        help="use N random examples of the dataset's shape (smoke tests)",
+    )
+    group.add_argument(
+        "--width",
+        type=_positive_float("width"),
+        help="vgg16 only: scale its channel counts (quick runs)",
+    )
+
+
+def _slim_parser(sub):
     slim = sub.add_parser("slim", help="remove the closed units of a saved model")
     slim.add_argument("model", type=_existing_file)
     slim.add_argument("--out", type=_out_file(".keras"), required=True)
 
+
+def _export_parser(sub):
     export = sub.add_parser("export", help="write a .tflite file from a saved model")
     export.add_argument("model", type=_existing_file)
     export.add_argument("--out", type=_out_file(".tflite"), required=True)
@@ -329,6 +363,8 @@ def build_parser():
     export.add_argument("--dataset", choices=DATASETS, help="calibration data for int8")
     export.add_argument("--data-dir", default=None)
 
+
+def _report_parser(sub):
     report = sub.add_parser("report", help="print r_W, r_N, FLOPs and structure")
     report.add_argument("model", type=_existing_file)
     report.add_argument(
@@ -338,7 +374,6 @@ def build_parser():
         "and structure against it",
     )
     report.add_argument("--json", action="store_true", help="print JSON")
-    return parser
 
 
 def main(argv=None):
