@@ -308,6 +308,7 @@ def _result(args, recipe, report, errors, slim, budget, wall):
             "original": budget.reference,
             "reached_epoch": budget.reached_epoch,
             "adjusted_units": budget.adjusted,
+            "cost_power": budget.power,
         }
     return result
 

@@ -489,6 +489,7 @@ def test_train_to_a_flops_budget(tmp_path):
     assert 0.85 * budget["target"] <= budget["reached"] <= budget["target"]
     assert report["flops"] == budget["reached"]
     assert report["config"]["target_flops"] == 0.05
+    assert budget["cost_power"] == 1.0  # "auto": lenet300's units cost alike
 
 
 @pytest.mark.slow
