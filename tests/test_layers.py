@@ -1,5 +1,6 @@
 import json
 import math
+import socket
 import subprocess
 import sys
 import textwrap
@@ -324,6 +325,155 @@ def test_fit_under_mirrored_strategy():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2" in result.stdout
+
+
+# One training step on two worker processes (MultiWorkerMirroredStrategy,
+# TF_CONFIG on localhost) or on one process ("single"), with the custom
+# training loop of README's "Training on several devices or machines":
+# Keras 3's `fit` fails under this strategy for any model
+# (keras-team/keras#20585).
+MULTI_WORKER_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    mode = sys.argv[1]
+    if mode != "single":
+        os.environ["TF_CONFIG"] = json.dumps({
+            "cluster": {"worker": sys.argv[2:4]},
+            "task": {"type": "worker", "index": int(mode)},
+        })
+    import numpy as np
+    import tensorflow as tf
+    import keras
+    import keras_vib as kv
+
+    GLOBAL = 32
+    if mode == "single":
+        strategy = tf.distribute.get_strategy()
+    else:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        # Gates nearly noiseless (log sigma^2 = -20): each replica's draws
+        # then give the one-process loss to float precision.
+        quiet = {
+            "kl_weight": 1e-2,
+            "log_sigma2_initializer": keras.initializers.Constant(-20.0),
+        }
+        model = keras.Sequential([
+            keras.Input((10,)),
+            kv.VIBGate(name="input_gate", **quiet),
+            kv.VIBDense(8, activation="relu", name="fc", **quiet),
+            keras.layers.Dense(2, name="out"),
+        ])
+        optimizer = keras.optimizers.SGD(0.1)
+        cross_entropy = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="sum"
+        )
+    initial = [np.asarray(w) for w in model.get_weights()]
+
+    @tf.function
+    def train_step(x, y):
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                loss = cross_entropy(y, logits) / GLOBAL
+                loss += tf.add_n(model.losses) / replicas
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        per_replica = strategy.run(step, args=(x, y))
+        return strategy.reduce("SUM", per_replica, axis=None)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(GLOBAL, 10)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    ds = strategy.experimental_distribute_dataset(ds.with_options(options))
+    monitor = kv.VIBMonitor(verbose=0)
+    callbacks = keras.callbacks.CallbackList([monitor], model=model)
+    callbacks.on_train_begin()
+    callbacks.on_epoch_begin(0)
+    for xb, yb in ds:
+        loss = float(train_step(xb, yb))
+    callbacks.on_epoch_end(0, {"loss": loss})
+    callbacks.on_train_end()
+    slim = kv.slim_model(model)
+    gap = float(np.abs(np.asarray(slim(x)) - np.asarray(model(x))).max())
+    weights = [np.asarray(w) for w in model.get_weights()]
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(weights, initial))
+    print("RESULT", json.dumps({
+        "replicas": replicas, "loss": loss, "kl": monitor.history["kl"][-1],
+        "gap": gap, "moved": moved, "weights": [w.tolist() for w in weights],
+    }))
+    """
+)
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _result(stdout):
+    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")][0]
+    return json.loads(line[len("RESULT ") :])
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_custom_loop_under_multi_worker_mirrored_strategy(tmp_path):
+    """Two worker processes on localhost: the same loss (the KL counted
+    once) and the same update as one process on the whole batch; both
+    workers agree, the monitor runs and the result slims."""
+    cluster = [f"localhost:{port}" for port in _free_ports(2)]
+    script = tmp_path / "worker.py"
+    script.write_text(MULTI_WORKER_SCRIPT)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(i), *cluster],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        for worker in workers:
+            out, err = worker.communicate(timeout=300)
+            assert worker.returncode == 0, err[-3000:]
+            outputs.append(_result(out))
+    finally:
+        for worker in workers:
+            worker.kill()
+    single = subprocess.run(
+        [sys.executable, str(script), "single"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = _result(single.stdout)
+    assert one["replicas"] == 1 and one["kl"] > 1.0  # would show if doubled
+    assert one["moved"] > 1e-3  # the step changed the weights
+    for found in outputs:
+        assert found["replicas"] == 2
+        assert found["loss"] == pytest.approx(one["loss"], rel=1e-5)
+        assert found["kl"] == pytest.approx(one["kl"], rel=1e-5)
+        assert found["gap"] < 1e-5
+        for a, b in zip(found["weights"], one["weights"]):
+            np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 JAX_DATA_PARALLEL_SCRIPT = textwrap.dedent(
