@@ -154,21 +154,23 @@ class VIBGate(keras.layers.Layer):
         self.positions = (
             int(np.prod(spatial)) if self.kl_spatial_scaling and spatial else 1
         )
-        # The gate's variables are never autocast: the KL term and log alpha
-        # are computed in float32 whatever the compute dtype (float16 would
-        # overflow `mu^2 / sigma^2` once log alpha < -11); `call` casts `mu`
-        # and `sigma` to the inputs' dtype itself.
+        # The gate's variables are float32 and never autocast, whatever the
+        # dtype policy (mixed or not): the KL term and log alpha are computed
+        # in float32 (float16 would overflow `mu^2 / sigma^2` once log alpha
+        # < -11); `call` casts `mu` and `sigma` to the inputs' dtype itself.
         self.mu = self.add_weight(
             name="mu",
             shape=(channels,),
             initializer=self.mu_initializer,
             autocast=False,
+            dtype="float32",
         )
         self.log_sigma2 = self.add_weight(
             name="log_sigma2",
             shape=(channels,),
             initializer=self.log_sigma2_initializer,
             autocast=False,
+            dtype="float32",
         )
         # Multiplier of kl_weight, 1 by default; `VIBMonitor` anneals it.
         self.kl_scale = self.add_weight(
@@ -177,6 +179,7 @@ class VIBGate(keras.layers.Layer):
             initializer="ones",
             trainable=False,
             autocast=False,
+            dtype="float32",
         )
 
     @property
