@@ -542,8 +542,7 @@ def test_fit_under_jax_data_parallel_on_two_devices():
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    line = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")][0]
-    found = json.loads(line[len("RESULT ") :])
+    found = _result(result.stdout)
     (l1, l2), (k1, k2) = found["loss"], found["kl"]
     assert k1 > 0.1  # a KL term that would show if counted twice
     assert l2 == pytest.approx(l1, rel=1e-5)

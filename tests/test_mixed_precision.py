@@ -63,31 +63,25 @@ def test_fit_and_evaluate_in_mixed_precision(policy):
     np.testing.assert_allclose(got, expected, atol=tolerance * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("name", ["float16", "bfloat16"])
-def test_pure_half_precision_policies_keep_the_gates_in_float32(name):
+@pytest.mark.parametrize("policy", ["float16", "bfloat16"], indirect=True)
+def test_pure_half_precision_policies_keep_the_gates_in_float32(policy):
     """Under a policy that is not mixed (half-precision variables too) the
     gates' variables stay float32, so the KL neither overflows nor breaks
     Keras's sum of the losses (a float16 KL did both)."""
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        model = gated_net()
-        for _, gate in kv.report.gates(model):
-            for variable in (gate.mu, gate.log_sigma2, gate.kl_scale):
-                assert keras.backend.standardize_dtype(variable.dtype) == "float32"
-            assert np.isfinite(float(to_numpy(gate.kl_loss())))
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(32, 8, 8, 1)).astype("float32")
-        y = np.arange(32) % 3
-        model.compile(
-            "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        )
-        history = model.fit(x, y, epochs=1, batch_size=16, verbose=0)
-        assert np.isfinite(history.history["loss"][0])
-        slim = kv.slim_model(model)
-        np.testing.assert_allclose(
-            to_numpy(slim(x)).astype("float32"),
-            to_numpy(model(x)).astype("float32"),
-            atol=5e-2,
-        )
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    model = gated_net()
+    for _, gate in kv.report.gates(model):
+        for variable in (gate.mu, gate.log_sigma2, gate.kl_scale):
+            assert keras.backend.standardize_dtype(variable.dtype) == "float32"
+        assert np.isfinite(float(to_numpy(gate.kl_loss())))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 8, 8, 1)).astype("float32")
+    y = np.arange(32) % 3
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    slim = kv.slim_model(model)
+    np.testing.assert_allclose(
+        to_numpy(slim(x)).astype("float32"),
+        to_numpy(model(x)).astype("float32"),
+        atol=5e-2,
+    )
