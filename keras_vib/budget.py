@@ -15,6 +15,8 @@ from keras_vib import report as _report
 __all__ = ["VIBBudget"]
 
 _KINDS = ("flops", "params")
+_MORE_TRIALS = 128  # units tried one by one past the reopened prefix
+_MARGIN = 5.0  # nats of log alpha by which `_freeze` secures the kept units
 
 
 def _check_budget(name, value):
@@ -44,9 +46,13 @@ class VIBBudget(keras.callbacks.Callback):
     the first `pruning_end` of the training steps (as tfmot's pruning
     schedules do for sparsity): behind the plan, the KL scale is multiplied
     by `growth`; ahead of it, divided by it. Once the model is at or under
-    the budget the KL term is turned off (`kl_scale` 0), so that training
-    goes on without pruning further, closing the least informative units
-    again should the data reopen some. Each gate's share of the pressure
+    the budget, the callback fills it (reopens the closed units of lowest
+    `log alpha` that still fit), turns the KL term off (`kl_scale` 0) and
+    the gates' noise too (their `noise` variable 0: in training they act as
+    at inference, closed units off), so that the remaining epochs train
+    the pruned model itself; should a unit reopen all the same (an
+    optimizer's momentum), the least informative are closed again at the
+    next check. Each gate's share of the pressure
     follows what its units cost in the budget (`cost_aware`), so no
     per-layer KL weights need tuning either.
 
@@ -55,8 +61,9 @@ class VIBBudget(keras.callbacks.Callback):
     of it: it closes the open units of highest `log alpha`, or reopens the
     closed units of lowest, as few as it takes. A budget the KL pressure did
     not reach within the epochs is still met that way, with a warning that
-    says what the KL pressure had reached. `kl_scale` is back at 1 after
-    training; slim and fine-tune as usual.
+    says what the KL pressure had reached. `kl_scale` and `noise` are back
+    at 1 after training (the kept units' `log alpha` stays lower by the
+    margin the freeze gave them); slim and fine-tune as usual.
 
     Use it instead of `VIBWarmup` (both set `kl_scale`).
     The epoch logs get `budget` (the pruned model's size over the budget)
@@ -295,7 +302,19 @@ class VIBBudget(keras.callbacks.Callback):
     def _reopen_to_budget(self):
         units = [u for u in self._units() if not u[3]]
         units.sort(key=lambda u: u[2])  # least prunable first
-        return self._search([(g, j) for g, j, _, _ in units], close=False)
+        candidates = [(g, j) for g, j, _, _ in units]
+        count = self._search(candidates, close=False)
+        # Units are coarse (a channel of a first conv layer costs what a
+        # hundred dense units do): past the first that does not fit, the
+        # next ones, in the same order, that still do.
+        for gate, j in candidates[count + 1 : count + 1 + _MORE_TRIALS]:
+            saved = ops.convert_to_numpy(gate.log_sigma2).copy()
+            self._apply([(gate, j)], close=False)
+            if self._measure() <= self.target:
+                count += 1
+            else:
+                gate.log_sigma2.assign(saved)
+        return count
 
     def resolve(self, model) -> int:
         """The budget as a count for `model` (as it is now); checks it.
@@ -329,6 +348,22 @@ class VIBBudget(keras.callbacks.Callback):
                 f"{name}={self.budget!r} ({target:,} {self.kind})"
             )
         return target
+
+    def _freeze(self):
+        """Once the budget is reached: fills it (reopens the closed units of
+        lowest `log alpha` that still fit), then the gates act as at
+        inference for the rest of training (`noise` 0: no noise, closed
+        units off), and every unit's `log alpha` moves `_MARGIN` away from
+        the threshold (the order within the kept and within the closed
+        units unchanged), so that a drift of `mu` neither closes nor
+        reopens any: the remaining epochs train the pruned model."""
+        self._reopen_to_budget()
+        for _, gate in self._gates:
+            kept = gate.kept_mask()
+            log_sigma2 = ops.convert_to_numpy(gate.log_sigma2).copy()
+            log_sigma2 += np.where(kept, -_MARGIN, _MARGIN).astype("float32")
+            gate.log_sigma2.assign(log_sigma2)
+            gate.noise.assign(0.0)
 
     # -- callback hooks --------------------------------------------------
 
@@ -388,6 +423,7 @@ class VIBBudget(keras.callbacks.Callback):
                 return
             self.reached_epoch = self._epoch
             self._set_scale(0.0)
+            self._freeze()
             if self.verbose:
                 print(
                     f"VIBBudget: {value:,} {self.kind} <= {self.target:,} at "
@@ -432,3 +468,5 @@ class VIBBudget(keras.callbacks.Callback):
             )
         self._shares = {}  # back to the gates' own weights
         self._set_scale(1.0)
+        for _, gate in self._gates:
+            gate.noise.assign(1.0)

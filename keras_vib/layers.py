@@ -64,7 +64,9 @@ class VIBGate(keras.layers.Layer):
     channel (shared across spatial positions). At inference it returns
     `inputs * mu_j` for channels whose `log_alpha_j = log_sigma2_j -
     log(mu_j^2 + 1e-8)` is below `threshold`, and 0 for the others (the
-    pruned channels).
+    pruned channels). Its non-trainable `noise` variable (1) set to 0 makes
+    training calls act as inference (no noise, pruned channels off):
+    `VIBBudget` does that once the budget is reached.
 
     The layer adds its KL term with `add_loss`:
     `kl_weight * 0.5 * sum_j log(1 + mu_j^2 / (exp(log_sigma2_j) + 1e-8))`,
@@ -181,6 +183,17 @@ class VIBGate(keras.layers.Layer):
             autocast=False,
             dtype="float32",
         )
+        # 1: the gates draw their noise in training (the VIB); 0: they act
+        # as at inference (`mu`, closed channels off), which `VIBBudget`
+        # sets once the budget is reached.
+        self.noise = self.add_weight(
+            name="noise",
+            shape=(),
+            initializer="ones",
+            trainable=False,
+            autocast=False,
+            dtype="float32",
+        )
 
     @property
     def units(self):
@@ -219,12 +232,22 @@ class VIBGate(keras.layers.Layer):
             eps = keras.random.normal(
                 noise_shape, dtype=inputs.dtype, seed=self.seed_generator
             )
-            return inputs * (mu + eps * sigma)
+            noise = ops.cast(self.noise, inputs.dtype)
+            keep = ops.cast(self.log_alpha() < self.threshold, inputs.dtype)
+            return inputs * (noise * (mu + eps * sigma) + (1 - noise) * mu * keep)
         keep = ops.cast(self.log_alpha() < self.threshold, inputs.dtype)
         return inputs * (mu * keep)
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def load_own_variables(self, store):
+        if len(store.keys()) == 3:  # saved before the `noise` variable
+            for i, variable in enumerate((self.mu, self.log_sigma2, self.kl_scale)):
+                variable.assign(store[str(i)])
+            self.noise.assign(1.0)
+            return
+        super().load_own_variables(store)
 
     def get_config(self):
         config = super().get_config()

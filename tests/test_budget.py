@@ -5,6 +5,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from helpers import set_gates
 
 import keras_vib as kv
 
@@ -151,6 +152,65 @@ def test_auto_cost_power_caps_the_pressure_ratio(ratio):
     model.get_layer("conv").gate.log_sigma2.assign(np.full(8, 5.0, "float32"))
     budget.on_epoch_begin(1)  # the shares are measured again, not the power
     assert budget.power == pytest.approx(expected)
+
+
+def test_after_the_budget_the_pruned_model_trains_without_noise():
+    """Once the budget is reached the gates act as at inference (`noise`
+    0) and the structure holds: without an optimizer's momentum (plain SGD)
+    no unit closes or reopens; after training `noise` is 1 again."""
+    model = mlp()
+    budget = kv.VIBBudget(target_flops=0.3, check_every=4, growth=2.0, verbose=0)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            gates = kv.report.gates(model)
+            noise = {float(keras.ops.convert_to_numpy(g.noise)) for _, g in gates}
+            kept = np.concatenate([g.kept_mask() for _, g in gates])
+            seen.append((budget.reached_epoch is not None, noise, kept))
+
+    model.compile(
+        keras.optimizers.SGD(0.1),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = data()
+    model.fit(x, y, batch_size=32, epochs=10, callbacks=[budget, Record()], verbose=0)
+    assert budget.reached_epoch is not None and budget.reached_epoch < 8
+    after = [(noise, kept) for reached, noise, kept in seen if reached]
+    assert len(after) >= 2
+    assert all(noise == {0.0} for noise, _ in after)
+    assert not any(noise == {0.0} for reached, noise, _ in seen if not reached)
+    for (_, kept), (_, later) in zip(after, after[1:]):
+        np.testing.assert_array_equal(later, kept)  # nothing closes or reopens
+    for _, gate in kv.report.gates(model):
+        assert float(keras.ops.convert_to_numpy(gate.noise)) == 1.0
+
+
+def test_filling_the_budget_skips_a_unit_too_costly_for_what_is_left():
+    """Reopening goes down the closed units by `log alpha`; one that does
+    not fit (an fc1 unit, 20 + 4 MACs) is passed over for the next that
+    does (an fc2 unit, 10 + 3 MACs)."""
+    model = mlp()
+    model(data(n=2)[0])
+    fc1, fc2 = model.get_layer("fc1").gate, model.get_layer("fc2").gate
+
+    def close(gate, kept, log_alpha):
+        log_sigma2 = np.full(gate.units, log_alpha, "float32")
+        log_sigma2[:kept] = -9.0
+        set_gates(gate, np.ones(gate.units), log_sigma2)
+
+    before = kv.compression_report(model).flops
+    budget = kv.VIBBudget(target_flops=before - 1, min_fraction=1.0, verbose=0)
+    budget.set_model(model)
+    budget.on_train_begin()
+    close(fc1, 10, 0.5)  # the closed fc1 units: the first to reopen...
+    close(fc2, 4, 2.0)
+    start = kv.compression_report(model).flops
+    budget.target = start + 20  # ...but each costs 24: only an fc2 unit fits
+    budget.on_train_end()
+    assert (fc1.num_kept(), fc2.num_kept()) == (10, 5)
+    assert budget.adjusted == -1
+    assert kv.compression_report(model).flops == start + 13
 
 
 def test_an_unreached_budget_is_met_at_the_end_with_a_warning():

@@ -122,6 +122,61 @@ def test_inference_is_deterministic_training_is_not():
     assert not np.allclose(a, b)
 
 
+def test_without_noise_training_acts_as_inference():
+    """`noise` 0 (what VIBBudget sets once the budget is reached): training
+    calls draw nothing and close the closed channels, as inference does,
+    and `log_sigma2` gets no gradient from the data."""
+    gate = built_gate((None, 4))
+    mu = np.array([1.5, -0.7, 0.1, 2.0], "float32")
+    set_gates(gate, mu, np.array([-9.0, -9.0, 0.0, 2.0], "float32"))
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    assert not np.allclose(to_numpy(gate(x, training=True)), to_numpy(gate(x)))
+    gate.noise.assign(0.0)
+    np.testing.assert_array_equal(
+        to_numpy(gate(x, training=True)), to_numpy(gate(x, training=False))
+    )
+
+    def data_term(mu, log_sigma2):
+        trainable = [mu, log_sigma2]
+        others = [v.value for v in gate.non_trainable_variables]
+        y, _ = gate.stateless_call(trainable, others, x, training=True)
+        return keras.ops.sum(y**2)
+
+    grad_mu, grad_log_sigma2 = gradients(
+        data_term, [to_numpy(gate.mu), to_numpy(gate.log_sigma2)]
+    )
+    np.testing.assert_array_equal(grad_log_sigma2, 0.0)
+    kept = gate.kept_mask()
+    np.testing.assert_array_equal(grad_mu[~kept], 0.0)
+    assert np.all(grad_mu[kept] != 0)
+
+
+def test_weights_saved_without_the_noise_variable_load(tmp_path):
+    """A gate saved with three variables (before `noise`) loads; `noise` 1."""
+    import h5py
+
+    layer = kv.VIBDense(6, activation="relu", name="fc")
+    model = keras.Sequential([keras.Input((5,)), layer])
+    set_gates(layer.gate, np.linspace(-1, 1, 6), np.linspace(-9, 3, 6))
+    path = tmp_path / "old.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:
+        groups = []
+        f.visititems(
+            lambda name, obj: groups.append(name) if name.endswith("vars") else None
+        )
+        (gate_vars,) = [g for g in groups if "gate" in g or "vib_gate" in g]
+        assert sorted(f[gate_vars].keys()) == ["0", "1", "2", "3"]
+        del f[gate_vars]["3"]
+    fresh_layer = kv.VIBDense(6, activation="relu", name="fc")
+    fresh = keras.Sequential([keras.Input((5,)), fresh_layer])
+    fresh_layer.gate.noise.assign(0.0)
+    fresh.load_weights(path)
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(fresh(x)), to_numpy(model(x)))
+    assert float(to_numpy(fresh_layer.gate.noise)) == 1.0
+
+
 def test_vib_conv2d_is_conv_bn_activation_gate():
     layer = kv.VIBConv2D(3, 3, padding="same", activation="relu", batch_norm=True)
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype("float32")
