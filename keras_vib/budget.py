@@ -16,7 +16,7 @@ __all__ = ["VIBBudget"]
 
 _KINDS = ("flops", "params")
 _MORE_TRIALS = 128  # units tried one by one past the reopened prefix
-_MARGIN = 5.0  # nats of log alpha by which `_freeze` secures the kept units
+_MARGIN = 5.0  # nats of log alpha `_freeze` puts between a unit and the threshold
 
 
 def _check_budget(name, value):
@@ -355,8 +355,9 @@ class VIBBudget(keras.callbacks.Callback):
         inference for the rest of training (`noise` 0: no noise, closed
         units off), and every unit's `log alpha` moves `_MARGIN` away from
         the threshold (the order within the kept and within the closed
-        units unchanged), so that a drift of `mu` neither closes nor
-        reopens any: the remaining epochs train the pruned model."""
+        units unchanged), so that a drift of `mu` closes or reopens none
+        (an optimizer's momentum still may: the next check closes again):
+        the remaining epochs train the pruned model."""
         self._reopen_to_budget()
         for _, gate in self._gates:
             kept = gate.kept_mask()

@@ -225,6 +225,7 @@ class VIBGate(keras.layers.Layer):
     def call(self, inputs, training=None):
         self.add_loss(self.kl_loss())
         mu = ops.cast(self.mu, inputs.dtype)
+        keep = ops.cast(self.log_alpha() < self.threshold, inputs.dtype)
         if training:
             sigma = ops.cast(ops.exp(0.5 * self.log_sigma2), inputs.dtype)
             rank = len(inputs.shape)
@@ -233,9 +234,7 @@ class VIBGate(keras.layers.Layer):
                 noise_shape, dtype=inputs.dtype, seed=self.seed_generator
             )
             noise = ops.cast(self.noise, inputs.dtype)
-            keep = ops.cast(self.log_alpha() < self.threshold, inputs.dtype)
             return inputs * (noise * (mu + eps * sigma) + (1 - noise) * mu * keep)
-        keep = ops.cast(self.log_alpha() < self.threshold, inputs.dtype)
         return inputs * (mu * keep)
 
     def compute_output_shape(self, input_shape):
