@@ -174,25 +174,21 @@ class VIBGate(keras.layers.Layer):
             autocast=False,
             dtype="float32",
         )
-        # Multiplier of kl_weight, 1 by default; `VIBMonitor` anneals it.
-        self.kl_scale = self.add_weight(
-            name="kl_scale",
-            shape=(),
-            initializer="ones",
-            trainable=False,
-            autocast=False,
-            dtype="float32",
-        )
-        # 1: the gates draw their noise in training (the VIB); 0: they act
-        # as at inference (`mu`, closed channels off), which `VIBBudget`
-        # sets once the budget is reached.
-        self.noise = self.add_weight(
-            name="noise",
-            shape=(),
-            initializer="ones",
-            trainable=False,
-            autocast=False,
-            dtype="float32",
+        # Two non-trainable float32 scalars, 1 by default: `kl_scale`
+        # multiplies kl_weight (`VIBWarmup` anneals it, `VIBBudget` steers
+        # it); `noise` 1: the gates draw their noise in training (the VIB),
+        # 0: they act as at inference (`mu`, closed channels off), which
+        # `VIBBudget` sets once the budget is reached.
+        self.kl_scale, self.noise = (
+            self.add_weight(
+                name=name,
+                shape=(),
+                initializer="ones",
+                trainable=False,
+                autocast=False,
+                dtype="float32",
+            )
+            for name in ("kl_scale", "noise")
         )
 
     @property

@@ -165,7 +165,7 @@ def test_weights_saved_without_the_noise_variable_load(tmp_path):
         f.visititems(
             lambda name, obj: groups.append(name) if name.endswith("vars") else None
         )
-        (gate_vars,) = [g for g in groups if "gate" in g or "vib_gate" in g]
+        (gate_vars,) = [g for g in groups if "gate" in g]
         assert sorted(f[gate_vars].keys()) == ["0", "1", "2", "3"]
         del f[gate_vars]["3"]
     fresh_layer = kv.VIBDense(6, activation="relu", name="fc")
