@@ -86,3 +86,17 @@ def number(
         expected = "a finite number" + (f" {interval}" if interval else "")
         raise fail(name, expected + (" or None" if optional else ""), value)
     return float(value)
+
+
+def indices(name, value, size):
+    """`value` (ints in `[0, size)`, any iterable) as a numpy int array."""
+    try:
+        array = np.asarray(list(np.atleast_1d(value)))
+    except TypeError:
+        array = None
+    ok = array is not None and array.ndim == 1
+    if ok and array.size:
+        ok = array.dtype.kind in "iu" and array.min() >= 0 and array.max() < size
+    if not ok:
+        raise fail(name, f"integer indices in [0, {size})", value)
+    return array.astype(int)

@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_vib import _validate
 from keras_vib import report as _report
+from keras_vib.gates import gates as _gates_of
 
 __all__ = ["VIBBudget"]
 
@@ -329,7 +330,7 @@ class VIBBudget(keras.callbacks.Callback):
             ValueError: the model has no gate, or the budget is not below
                 the model's size.
         """
-        self._gates = _report.gates(model)
+        self._gates = _gates_of(model)
         if not self._gates:
             raise ValueError(
                 f"VIBBudget found no VIB gate in the model {model.name!r}: "

@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_vib import _validate
 from keras_vib import report as _report
+from keras_vib.gates import gates as _gates_of
 from keras_vib.warmup import VIBWarmup
 
 __all__ = ["VIBMonitor", "VIBProgbarLogger"]
@@ -127,7 +128,7 @@ class VIBMonitor(keras.callbacks.Callback):
                     "VIBMonitor has no model: use it as a callback of "
                     "`model.fit`, or call `set_model(model)` first."
                 )
-            gates = _report.gates(self.model)
+            gates = _gates_of(self.model)
             if not gates:
                 raise ValueError(
                     "VIBMonitor found no VIB gate in the model "

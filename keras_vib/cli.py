@@ -65,7 +65,7 @@ def _pretrain(model, train_ds, epochs, verbose):
     (`kl_scale` 0) for `epochs` epochs, then back on."""
     import keras_vib as kv
 
-    gates = [gate for _, gate in kv.report.gates(model)]
+    gates = [gate for _, gate in kv.gates.gates(model)]
     for gate in gates:
         gate.kl_scale.assign(0.0)
     try:

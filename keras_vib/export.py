@@ -244,9 +244,9 @@ def to_tflite(
 
 
 def _has_gates(model):
-    from keras_vib.report import gated_layers
+    from keras_vib.gates import has_gates
 
-    return bool(gated_layers(model))
+    return has_gates(model)
 
 
 # The runtime and the twin, reachable as `keras_vib.export.<name>` too (they

@@ -412,7 +412,7 @@ def _set_rule(node):
         rule = node.handler.rule(node)
         node.kind, node.sources = rule.kind, rule.sources
         node.pad_sensitive = rule.pad_sensitive
-    gate = node.handler.gate(layer)
+    gate = node.handler.gate(node)
     node.gate = gate.kept_mask() if gate is not None else None
 
 
@@ -491,7 +491,7 @@ EXPLICIT = "explicit"  # a per-channel scale layer (BatchNormalization) in its p
 
 def gate_scale(node):
     """The per-channel factor the gate of `node` applies at inference: `mu` or 0."""
-    gate = node.handler.gate(node.layer)
+    gate = node.handler.gate(node)
     mu = keras.ops.convert_to_numpy(gate.mu).astype("float64")
     return np.where(gate.kept_mask(), mu, 0.0)
 
@@ -503,7 +503,7 @@ def _single_reader(analysis, readers, tensor):
 def _backward_absorber(analysis, index, positive, readers, producers):
     """Index of the node that can absorb gate `index`'s scale, or None."""
     node = analysis.nodes[index]
-    if node.handler.gate(node.layer) is not node.layer:
+    if node.handler.gate(node) is not node.layer:
         # A gated kernel layer (VIBDense): its own weights, if its
         # activation lets the scale through.
         ok = passes(node.handler.output_scaling(node), positive)

@@ -218,6 +218,96 @@ class VIBGate(keras.layers.Layer):
         kl = ops.sum(kl_divergence(self.mu, self.log_sigma2))
         return self.kl_weight * self.kl_scale * self.positions * kl
 
+    # -- closing and reopening units (what callbacks call) -----------------
+
+    def _set_log_alpha(self, indices, offset):
+        """Puts units `indices` at `log alpha = threshold + offset`."""
+        indices = _validate.indices("indices", indices, self.units)
+        if not len(indices):
+            return
+        log_sigma2 = np.array(ops.convert_to_numpy(self.log_sigma2), "float32")
+        mu2 = np.square(np.asarray(ops.convert_to_numpy(self.mu), "float32"))
+        log_mu2 = np.log(mu2[indices] + np.float32(_LOG_ALPHA_EPS))
+        log_sigma2[indices] = log_mu2 + np.float32(self.threshold + offset)
+        self.log_sigma2.assign(log_sigma2)
+
+    def close(self, indices, margin: float = 1.0) -> None:
+        """Closes units: their `log_alpha` goes `margin` nats over `threshold`.
+
+        Args:
+            indices: the units to close (ints in `[0, units)`).
+            margin: float > 0, how far past the threshold they go.
+        """
+        margin = _validate.number("margin", margin, low=0, low_open=True)
+        self._set_log_alpha(indices, margin)
+
+    def reopen(self, indices, margin: float = 1.0) -> None:
+        """Reopens units: their `log_alpha` goes `margin` nats under `threshold`.
+
+        Their `mu` is kept (a unit closed by its `mu` shrinking to 0 stays
+        small).
+
+        Args:
+            indices: the units to reopen (ints in `[0, units)`).
+            margin: float > 0, how far under the threshold they go.
+        """
+        margin = _validate.number("margin", margin, low=0, low_open=True)
+        self._set_log_alpha(indices, -margin)
+
+    def set_kept(self, mask, margin: float = 1.0) -> None:
+        """Closes and reopens units so that exactly `mask` is kept.
+
+        Units already on the right side of the threshold are left as they
+        are.
+
+        Args:
+            mask: boolean array of length `units`, True for the kept units.
+            margin: as in `close` and `reopen`.
+        """
+        mask = np.asarray(mask, bool)
+        if mask.shape != (self.units,):
+            raise ValueError(
+                f"Expected `mask` of shape ({self.units},). "
+                f"Received: mask of shape {mask.shape}"
+            )
+        kept = self.kept_mask()
+        self.close(np.flatnonzero(kept & ~mask), margin)
+        self.reopen(np.flatnonzero(~kept & mask), margin)
+
+    def freeze(self, margin: float = 5.0) -> None:
+        """Fixes which units are kept, for training the pruned network.
+
+        Turns the noise off (training calls act as inference: `mu`, closed
+        units off) and moves every unit's `log_alpha` `margin` nats away
+        from the threshold (kept units down, closed units up; the order
+        within each side unchanged), so that a drift of `mu` flips none.
+        `unfreeze` turns the noise back on.
+
+        Args:
+            margin: float >= 0, nats added between each unit and the
+                threshold.
+        """
+        margin = _validate.number("margin", margin, low=0)
+        kept = self.kept_mask()
+        log_sigma2 = np.array(ops.convert_to_numpy(self.log_sigma2), "float32")
+        log_sigma2 += np.where(kept, -margin, margin).astype("float32")
+        self.log_sigma2.assign(log_sigma2)
+        self.noise.assign(0.0)
+
+    def unfreeze(self) -> None:
+        """Turns the training noise back on (after `freeze`)."""
+        self.noise.assign(1.0)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the training noise is off (`freeze`)."""
+        return float(ops.convert_to_numpy(self.noise)) == 0.0
+
+    def set_kl_scale(self, value: float) -> None:
+        """Sets the factor (>= 0) on `kl_weight` (warm-ups, budgets)."""
+        value = _validate.number("value", value, low=0)
+        self.kl_scale.assign(value)
+
     def call(self, inputs, training=None):
         self.add_loss(self.kl_loss())
         mu = ops.cast(self.mu, inputs.dtype)

@@ -3,6 +3,7 @@
 import dataclasses
 
 from keras_vib import graph
+from keras_vib.gates import gated_layers, gates  # noqa: F401  (re-exported)
 from keras_vib.slim import slim_params
 
 
@@ -159,44 +160,6 @@ def format_count(n):
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"
     return str(int(n))
-
-
-def _gated(nodes):
-    """`(name, layer, gate)` of each gated layer, first call only."""
-    seen, out = set(), []
-    for node in nodes:
-        gate = node.handler.gate(node.layer)
-        if gate is not None and id(node.layer) not in seen:
-            seen.add(id(node.layer))
-            out.append((node.layer.name, node.layer, gate))
-    return out
-
-
-def gated_layers(model):
-    """The gated layers of a model, in graph order.
-
-    Args:
-        model: a built Sequential or functional Keras model.
-
-    Returns:
-        A list of `(name, layer)`: each `VIBGate`, `VIBDense` or `VIBConv2D`
-        (any layer whose handler holds a gate) with its name. Every such
-        layer has `kept_mask()`, `num_kept()`, `log_alpha()` and `kl_loss()`.
-    """
-    return [(name, layer) for name, layer, _ in _gated(graph.Graph(model).nodes)]
-
-
-def gates(model):
-    """The `VIBGate` of each gated layer of a model, in graph order.
-
-    Args:
-        model: a built Sequential or functional Keras model.
-
-    Returns:
-        A list of `(name, gate)`, named as in `gated_layers`: a `VIBDense` or
-        `VIBConv2D` holds its gate in `.gate`, a bare `VIBGate` is its own.
-    """
-    return [(name, gate) for name, _, gate in _gated(graph.Graph(model).nodes)]
 
 
 def _measure(model, params=True):

@@ -2,44 +2,13 @@
 training through tensorflow-model-optimization, which accepts tf_keras
 models only."""
 
-import functools
-
 from keras_vib import graph
-from keras_vib.export import _check_model, _has_gates, _tf
+from keras_vib.export import _check_model, _has_gates
 from keras_vib.handlers import handler_for
+from keras_vib.handlers.structure import select_features_twin
 from keras_vib.slim import slim_model
 
 __all__ = ["select_features_twin", "to_tf_keras", "quantization_aware"]
-
-
-@functools.cache
-def select_features_twin(tf_keras):
-    """The tf_keras class twin of `SelectFeatures`, defined once, on demand.
-
-    Registered with tf_keras (package keras_vib) so that tfmot can clone and
-    wrap it; it gathers the kept indices of the last axis like the original.
-    """
-    tf = _tf()
-
-    @tf_keras.utils.register_keras_serializable(package="keras_vib")
-    class SelectFeatures(tf_keras.layers.Layer):
-        def __init__(self, indices, **kwargs):
-            super().__init__(**kwargs)
-            self.indices = [int(i) for i in indices]
-
-        def call(self, inputs):
-            return tf.gather(inputs, self.indices, axis=-1)
-
-        def compute_output_shape(self, input_shape):
-            shape = tf.TensorShape(input_shape)
-            return shape[:-1].concatenate([len(self.indices)])
-
-        def get_config(self):
-            config = super().get_config()
-            config["indices"] = list(self.indices)
-            return config
-
-    return SelectFeatures
 
 
 def to_tf_keras(model):

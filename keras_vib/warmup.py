@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_vib import _validate
-from keras_vib import report as _report
+from keras_vib.gates import gates as _gates_of
 
 __all__ = ["VIBWarmup"]
 
@@ -43,10 +43,10 @@ class VIBWarmup(keras.callbacks.Callback):
 
     def _set_scale(self, value):
         for _, gate in self._gates:
-            gate.kl_scale.assign(value)
+            gate.set_kl_scale(value)
 
     def on_train_begin(self, logs=None):
-        self._gates = _report.gates(self.model)
+        self._gates = _gates_of(self.model)
         if not self._gates:
             raise ValueError(
                 f"VIBWarmup found no VIB gate in the model {self.model.name!r}: "

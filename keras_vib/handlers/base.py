@@ -115,8 +115,8 @@ class LayerHandler:
         """
         return np.zeros(node.out_shape[-1], bool)
 
-    def gate(self, layer):
-        """The `VIBGate` this layer applies to its outputs, or None."""
+    def gate(self, node):
+        """The `VIBGate` this call applies to its outputs, or None."""
         return None
 
     def blocked_reason(self, layer):

@@ -1,6 +1,8 @@
 """Layers that move channels around: Flatten, Reshape, merges, Concatenate,
 and keras_vib's `SelectFeatures`."""
 
+import functools
+
 import keras
 import numpy as np
 
@@ -176,6 +178,36 @@ class Concatenate(LayerHandler):
         return stock_twin(layer, tf_keras, ("axis",))
 
 
+@functools.cache
+def select_features_twin(tf_keras):
+    """The tf_keras class twin of `SelectFeatures`, defined once, on demand.
+
+    Registered with tf_keras (package keras_vib) so that tfmot can clone and
+    wrap it; it gathers the kept indices of the last axis like the original.
+    """
+    import tensorflow as tf
+
+    @tf_keras.utils.register_keras_serializable(package="keras_vib")
+    class SelectFeatures(tf_keras.layers.Layer):
+        def __init__(self, indices, **kwargs):
+            super().__init__(**kwargs)
+            self.indices = [int(i) for i in indices]
+
+        def call(self, inputs):
+            return tf.gather(inputs, self.indices, axis=-1)
+
+        def compute_output_shape(self, input_shape):
+            shape = tf.TensorShape(input_shape)
+            return shape[:-1].concatenate([len(self.indices)])
+
+        def get_config(self):
+            config = super().get_config()
+            config["indices"] = list(self.indices)
+            return config
+
+    return SelectFeatures
+
+
 class Select(PassThrough):
     """keras_vib's `SelectFeatures`: output `k` reads input `indices[k]`."""
 
@@ -196,8 +228,6 @@ class Select(PassThrough):
         ctx.sym[t_out] = ctx.emit(new, None, ctx.sym[t_in])
 
     def twin(self, layer, tf_keras):
-        from keras_vib.export import select_features_twin
-
         return select_features_twin(tf_keras)(layer.indices, name=layer.name)
 
 

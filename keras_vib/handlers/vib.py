@@ -18,8 +18,8 @@ class Gate(PassThrough):
         sources = identity_sources(node)
         return Rule(COUPLED, sources) if sources else OPAQUE_RULE
 
-    def gate(self, layer):
-        return layer
+    def gate(self, node):
+        return node.layer
 
     def slim(self, ctx, node):
         ctx.gate(node)
@@ -31,8 +31,8 @@ class GatedDense(Dense):
     def inner(self, layer):
         return layer.dense
 
-    def gate(self, layer):
-        return layer.gate
+    def gate(self, node):
+        return node.layer.gate
 
     def prunable(self, node):
         return False  # gated already
@@ -44,8 +44,8 @@ class GatedConv2D(Conv):
     def inner(self, layer):
         return layer.conv
 
-    def gate(self, layer):
-        return layer.gate
+    def gate(self, node):
+        return node.layer.gate
 
     def activation(self, layer):
         return layer.activation
