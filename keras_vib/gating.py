@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_vib import _validate, graph
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE
+from keras_vib.handlers.base import output_zero
 from keras_vib.layers import VIBGate, _check_kl_weight
 
 __all__ = ["add_gates"]
@@ -54,6 +55,9 @@ class _Graph:
         self.readers = self.analysis.consumers()
         self.outputs = set(self.analysis.outputs)
 
+    def rule(self, node):
+        return self.analysis.rule(node)
+
     def readers_of(self, tensor):
         return [self.analysis.nodes[i] for i, _ in self.readers.get(tensor, [])]
 
@@ -74,10 +78,10 @@ class _Graph:
         t, name = node.outputs[0], node.layer.name
         while True:
             nxt = self.single_reader(t)
-            if nxt is None or nxt.kind != COUPLED:
+            if nxt is None or self.rule(nxt).kind != COUPLED:
                 return t, name
-            handler = nxt.handler
-            if handler.ties(nxt):
+            rule = self.rule(nxt)
+            if rule.ties:
                 # Channels tied by an Add: one gate after the sum (and its
                 # activation), for every branch.
                 name = nxt.layer.name
@@ -91,14 +95,15 @@ class _Graph:
                 ):
                     return None, name
                 return t, name
-            elif not handler.follower(nxt):
+            elif not rule.follower:
                 return t, name
             t = nxt.outputs[0]
 
     def forces_zero(self, node, k):
         """Whether a zero channel of input `k` zeroes the output (a product)."""
-        zeros = [(src >= 0) & (i == k) for i, src in enumerate(node.sources)]
-        return bool(np.all(node.handler.output_zero(node, zeros)))
+        rule = self.rule(node)
+        zeros = [(src >= 0) & (i == k) for i, src in enumerate(rule.sources)]
+        return bool(np.all(output_zero(rule, zeros)))
 
     def groups(self):
         """Maps each tensor to its channel group's representative.
@@ -116,17 +121,18 @@ class _Graph:
             return t
 
         for node in self.analysis.nodes:
-            if node.kind != COUPLED or len(node.outputs) != 1:
+            rule = self.rule(node)
+            if rule.kind != COUPLED or len(node.outputs) != 1:
                 continue
+            channels = len(rule.sources[0])
             identity = len(node.inputs) == 1 and np.array_equal(
-                node.sources[0], np.arange(len(node.sources[0]))
+                rule.sources[0], np.arange(channels)
             )
-            if not (identity or node.handler.ties(node)):
+            if not (identity or rule.ties):
                 continue
-            linked = node.inputs
             root = find(node.outputs[0])
-            for t in linked:
-                if self.analysis.tensors[t].channels == len(node.sources[0]):
+            for t in node.inputs:
+                if self.analysis.tensors[t].channels == channels:
                     parent[find(t)] = root
         return find
 
@@ -138,7 +144,7 @@ class _Graph:
             return True
         seen = set() if seen is None else seen
         for node in self.readers_of(tensor):
-            if node.index in seen or node.kind == MIXING:
+            if node.index in seen or self.rule(node).kind == MIXING:
                 continue
             seen.add(node.index)
             if any(self.feeds_output(t, seen) for t in node.outputs):
@@ -152,9 +158,10 @@ class _Graph:
             if node.index in seen:
                 continue
             seen.add(node.index)
-            if node.kind == OPAQUE:
+            kind = self.rule(node).kind
+            if kind == OPAQUE:
                 return node
-            if node.kind == COUPLED:
+            if kind == COUPLED:
                 for t in node.outputs:
                     found = self.blocker(t, seen)
                     if found is not None:
@@ -245,9 +252,8 @@ def add_gates(
     ungated = []  # (layer, blocker node)
     for node in analysis.nodes:
         layer = node.layer
-        if not node.handler.prunable(node) or not select(layer):
-            continue
-        if node.kind != MIXING:
+        rule = analysis.rule(node)
+        if not rule.prunable or rule.kind != MIXING or not select(layer):
             continue
         t, name = g.gate_point(node, points)
         if t is None or g.feeds_output(t):

@@ -22,14 +22,17 @@ What each layer kind does to channels comes from its handler
 """
 
 import dataclasses
+import functools
+import inspect
 
 import keras
 import numpy as np
 
+from keras_vib import _keras
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE, handler_for
-from keras_vib.handlers.base import passes
+from keras_vib.handlers.base import OPAQUE_RULE, Kept, output_zero, passes
 
-__all__ = ["Graph", "analyze", "rebuild", "describe"]
+__all__ = ["Graph", "Structure", "analyze", "rebuild", "describe"]
 
 
 def describe(layer):
@@ -39,58 +42,42 @@ def describe(layer):
     return f"keras.ops call {layer.name!r} ({type(layer).__name__})"
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, frozen=True)
 class Node:
     """One call of a layer (or operation) in the flattened graph.
 
+    What the handlers' hooks receive; nothing writes to it once the graph
+    is built (the analysis returns its facts apart, in an `Analysis`).
+
     Attributes:
         layer: the layer or operation called.
-        keras_node: the Keras node of the call (its arguments).
+        call: the Keras call (a `keras_vib._keras.Call`: its tensors and
+            arguments).
         inputs: keys of the input tensors (keys of `Graph.symbols`).
         outputs: keys of the output tensors.
         training: a `training` value forced by an enclosing model call
             (`base(x, training=False)`), else None.
         handler: the layer kind's handler (`handlers.handler_for`).
         index: position in `Graph.nodes`.
-        in_shapes, out_shape: static shapes.
-        kind, sources, pad_sensitive: the channel rule (`handlers.Rule`).
-        gate: for gated layers, the boolean kept mask of their outputs.
-        extra: facts a handler keeps about this call.
     """
 
     layer: object
-    keras_node: object
+    call: object
     inputs: list
     outputs: list
-    training: object = None
-    handler: object = None
-    index: int = 0
-    in_shapes: list = None
-    out_shape: tuple = None
-    kind: str = OPAQUE
-    sources: list = None
-    pad_sensitive: bool = False
-    gate: np.ndarray = None
-    extra: dict = dataclasses.field(default_factory=dict)
+    training: object
+    handler: object
+    index: int
 
     @property
-    def in_tensors(self):
-        return list(self.keras_node.input_tensors)
+    def in_shapes(self):
+        """Static shapes of the inputs."""
+        return [tuple(t.shape) for t in self.call.input_tensors]
 
-
-def _graph_of(model):
-    graph = model
-    if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
-    nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
-    if graph is None or nodes_by_depth is None:
-        return None
-    nodes = []
-    for depth in sorted(nodes_by_depth, reverse=True):
-        for node in nodes_by_depth[depth]:
-            if node.operation is not None and not node.is_input:
-                nodes.append(node)
-    return list(graph.inputs), list(graph.outputs), nodes
+    @property
+    def out_shape(self):
+        """Static shape of the first output (its channels must be known)."""
+        return _static_shape(self.call.output_tensors[0], self.layer)
 
 
 class Graph:
@@ -104,7 +91,7 @@ class Graph:
     """
 
     def __init__(self, model):
-        found = _graph_of(model) if isinstance(model, keras.Model) else None
+        found = _keras.model_calls(model) if isinstance(model, keras.Model) else None
         if found is None:
             raise ValueError(
                 "Expected a built Sequential or functional Keras model (one that "
@@ -121,36 +108,41 @@ class Graph:
         for x, key in zip(inputs, self.inputs):
             self.symbols[key] = x
         self.outputs = self._walk(found, (), self.inputs, None)
-        for i, node in enumerate(self.nodes):
-            node.index = i
 
     def _walk(self, found, scope, feeds, training):
-        inputs, outputs, keras_nodes = found
+        inputs, outputs, calls = found
         alias = {id(x): key for x, key in zip(inputs, feeds)}
 
         def key(t):
             return alias.get(id(t), (scope, id(t)))
 
-        for keras_node in keras_nodes:
-            op = keras_node.operation
-            ins = [key(t) for t in keras_node.input_tensors]
-            inner = _graph_of(op) if isinstance(op, keras.Model) else None
-            forced = keras_node.arguments.kwargs.get("training", training)
-            if inner is not None:
-                if len(inner[0]) != len(ins):
-                    inner = None
-            if inner is not None:
-                outs = self._walk(inner, scope + (id(keras_node),), ins, forced)
-                for t, k in zip(keras_node.outputs, outs):
+        for call in calls:
+            op = call.operation
+            ins = [key(t) for t in call.input_tensors]
+            inner = _keras.model_calls(op) if isinstance(op, keras.Model) else None
+            forced = call.kwargs.get("training", training)
+            if inner is not None and len(inner[0]) == len(ins):
+                outs = self._walk(inner, scope + (id(call),), ins, forced)
+                for t, k in zip(call.output_tensors, outs):
                     alias[id(t)] = k
                 continue
-            outs = [key(t) for t in keras_node.outputs]
-            for t, k in zip(keras_node.outputs, outs):
+            outs = [key(t) for t in call.output_tensors]
+            for t, k in zip(call.output_tensors, outs):
                 self.symbols[k] = t
+            handler = handler_for(op)
             self.nodes.append(
-                Node(op, keras_node, ins, outs, training, handler_for(op))
+                Node(op, call, ins, outs, training, handler, len(self.nodes))
             )
         return [key(t) for t in outputs]
+
+
+@functools.cache
+def _takes_training(cls):
+    """Whether the `call` of a layer class has a `training` argument."""
+    try:
+        return "training" in inspect.signature(cls.call).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def call(node, op, values):
@@ -158,9 +150,8 @@ def call(node, op, values):
 
     Returns the list of outputs.
     """
-    mapping = {id(t): values[k] for t, k in zip(node.in_tensors, node.inputs)}
-    args, kwargs = node.keras_node.arguments.fill_in(mapping)
-    if node.training is not None and getattr(op, "_call_has_training_arg", False):
+    args, kwargs = node.call.arguments_for([values[k] for k in node.inputs])
+    if node.training is not None and _takes_training(type(op)):
         kwargs["training"] = node.training
     return keras.tree.flatten(op(*args, **kwargs))
 
@@ -229,56 +220,6 @@ class TensorInfo:
         return self.shape[-1]
 
 
-@dataclasses.dataclass
-class Analysis:
-    """The result of `analyze`: the graph, tensor facts and gate folds.
-
-    Attributes:
-        graph: the `Graph`.
-        tensors: `TensorInfo` by tensor key.
-        folds: for each gated node (by index), where its scale `mu` goes in
-            the slim model: `BACKWARD` (into the layer that produces its
-            input), `FORWARD` (into the layers that read it) or `EXPLICIT`
-            (a per-channel scale layer). See `plan_folds`.
-    """
-
-    graph: Graph
-    tensors: dict
-    folds: dict = None
-
-    @property
-    def model(self):
-        return self.graph.model
-
-    @property
-    def nodes(self):
-        return self.graph.nodes
-
-    @property
-    def inputs(self):
-        return self.graph.inputs
-
-    @property
-    def outputs(self):
-        return self.graph.outputs
-
-    @property
-    def symbols(self):
-        return self.graph.symbols
-
-    def consumers(self):
-        """Maps each tensor key to the `(node index, input index)` pairs reading it."""
-        readers = {}
-        for i, node in enumerate(self.nodes):
-            for j, t in enumerate(node.inputs):
-                readers.setdefault(t, []).append((i, j))
-        return readers
-
-    def producers(self):
-        """Maps each tensor key to the index of the node producing it."""
-        return {t: i for i, node in enumerate(self.nodes) for t in node.outputs}
-
-
 def _static_shape(tensor, layer):
     shape = tuple(tensor.shape)
     if len(shape) < 1 or shape[-1] is None:
@@ -304,65 +245,64 @@ def _scatter_any(values, src, channels):
     return out
 
 
-def _forward(node, tensors):
+def _forward(node, rule, gate, tensors):
     ins = [tensors[t] for t in node.inputs]
     out = tensors[node.outputs[0]]
     channels = out.channels
-    if node.kind == OPAQUE:
+    if rule.kind == OPAQUE:
         out.var = np.ones(channels, bool)
         out.zero = np.zeros(channels, bool)
-    elif node.kind == MIXING:
+    elif rule.kind == MIXING:
         any_var = any(t.var.any() for t in ins)
-        if node.pad_sensitive:
+        if rule.pad_sensitive:
             # Zero padding makes a nonzero constant vary over the positions.
             any_var = any_var or any((~t.zero).any() for t in ins)
         out.var = np.full(channels, any_var)
         out.zero = np.zeros(channels, bool)
     else:
-        var = [_gather(t.var, s) for t, s in zip(ins, node.sources)]
-        zero = [_gather(t.zero, s) for t, s in zip(ins, node.sources)]
+        var = [_gather(t.var, s) for t, s in zip(ins, rule.sources)]
+        zero = [_gather(t.zero, s) for t, s in zip(ins, rule.sources)]
         out.var = np.logical_or.reduce(var)
-        if node.pad_sensitive:
+        if rule.pad_sensitive:
             # Zero padding makes a nonzero constant vary over the positions.
             out.var = out.var | ~zero[0]
-        out.zero = np.asarray(node.handler.output_zero(node, zero), bool)
+        out.zero = np.asarray(output_zero(rule, zero), bool)
         out.var = out.var & ~out.zero  # a product with a zero factor, say
-    if node.gate is not None:
-        out.var = out.var & node.gate
-        out.zero = out.zero | ~node.gate
+    if gate is not None:
+        out.var = out.var & gate
+        out.zero = out.zero | ~gate
 
 
-def _backward(node, tensors):
+def _backward(node, rule, gate, tensors):
     ins = [tensors[t] for t in node.inputs]
     live = tensors[node.outputs[0]].live
-    if node.gate is not None:
-        live = live & node.gate
+    if gate is not None:
+        live = live & gate
     for i, t in enumerate(ins):
-        if node.kind == OPAQUE:
+        if rule.kind == OPAQUE:
             need = np.ones(t.channels, bool)
-        elif node.kind == MIXING:
+        elif rule.kind == MIXING:
             need = t.var.copy()
-            if node.pad_sensitive:
+            if rule.pad_sensitive:
                 need |= ~t.zero
             need &= live.any()
         else:
-            need = _scatter_any(live, node.sources[i], t.channels)
+            need = _scatter_any(live, rule.sources[i], t.channels)
         t.live = need if t.live is None else (t.live | need)
 
 
-def _couple(node, tensors):
+def _couple(node, rule, tensors):
     """Makes coupled input and output channels present together.
 
     Returns True when anything changed.
     """
-    if node.kind != COUPLED:
+    if rule.kind != COUPLED:
         return False
     out = tensors[node.outputs[0]]
     changed = False
-    selectable = getattr(node.handler, "selectable", False)
-    for t, src in zip((tensors[i] for i in node.inputs), node.sources):
+    for t, src in zip((tensors[i] for i in node.inputs), rule.sources):
         want_out = out.present | _gather(t.present, src)
-        if selectable:
+        if rule.selectable:
             # An output feature can go on its own (slim_model selects the
             # kept ones): its channel only has to stay while any does.
             want_out = out.present
@@ -374,7 +314,7 @@ def _couple(node, tensors):
     return changed
 
 
-def _feed_starved(nodes, tensors):
+def _feed_starved(nodes, rules, tensors):
     """Keeps the input channels a kept kernel layer cannot do without.
 
     The nonzero constant channels read by a zero-padded conv stay. And a
@@ -385,12 +325,13 @@ def _feed_starved(nodes, tensors):
     """
     changed = False
     for node in nodes:
-        if node.kind != MIXING:
+        rule = rules[node.index]
+        if rule.kind != MIXING:
             continue
         if not any(tensors[t].present.any() for t in node.outputs):
             continue
         ins = [tensors[t] for t in node.inputs]
-        if node.pad_sensitive:
+        if rule.pad_sensitive:
             for t in ins:
                 want = t.present | ~t.zero
                 if not np.array_equal(want, t.present):
@@ -403,30 +344,139 @@ def _feed_starved(nodes, tensors):
     return changed
 
 
-def _set_rule(node):
-    layer = node.layer
-    out_tensors = list(node.keras_node.outputs)
-    node.out_shape = _static_shape(out_tensors[0], layer)
-    node.in_shapes = [tuple(t.shape) for t in node.in_tensors]
-    if len(out_tensors) == 1 and all(s and s[-1] for s in node.in_shapes):
-        rule = node.handler.rule(node)
-        node.kind, node.sources = rule.kind, rule.sources
-        node.pad_sensitive = rule.pad_sensitive
-    gate = node.handler.gate(node)
-    node.gate = gate.kept_mask() if gate is not None else None
+def _rule(node):
+    """The handler's rule, where the analysis can use one: a call with one
+    output and inputs of known channels (else opaque)."""
+    outputs = node.call.output_tensors
+    if len(outputs) == 1 and all(s and s[-1] for s in node.in_shapes):
+        return node.handler.rule(node)
+    return OPAQUE_RULE
 
 
-def analyze(model):
+class Structure:
+    """What the analysis knows of a model whatever its gates keep.
+
+    The graph, each call's `Rule` and each call's gate, computed once:
+    `analyze(structure, masks)` then answers for any kept masks (the budget
+    asks it many times per check).
+
+    Attributes:
+        graph: the `Graph`.
+        rules: the `Rule` of each node, by index.
+        gates: the `VIBGate` of each gated node, by index.
+    """
+
+    def __init__(self, model):
+        self.graph = model if isinstance(model, Graph) else Graph(model)
+        for node in self.graph.nodes:
+            for k in node.outputs:  # every output's channels must be known
+                _static_shape(self.graph.symbols[k], node.layer)
+        self.rules = [_rule(node) for node in self.graph.nodes]
+        self.gates = {}
+        for node in self.graph.nodes:
+            gate = node.handler.gate(node)
+            if gate is not None:
+                self.gates[node.index] = gate
+
+    def masks(self):
+        """The gates' kept masks as they are now, by `id` of the gate."""
+        return {id(g): g.kept_mask() for g in self.gates.values()}
+
+
+@dataclasses.dataclass
+class Analysis:
+    """The result of `analyze`: the graph, its rules, tensor facts, folds.
+
+    Attributes:
+        structure: the `Structure` (graph, rules, gates).
+        masks: the kept mask of each gated node, by index.
+        tensors: `TensorInfo` by tensor key.
+        folds: for each gated node (by index), where its scale `mu` goes in
+            the slim model: `BACKWARD` (into the layer that produces its
+            input), `FORWARD` (into the layers that read it) or `EXPLICIT`
+            (a per-channel scale layer). See `plan_folds`.
+    """
+
+    structure: Structure
+    masks: dict
+    tensors: dict
+    folds: dict = None
+
+    @property
+    def graph(self):
+        return self.structure.graph
+
+    @property
+    def model(self):
+        return self.graph.model
+
+    @property
+    def nodes(self):
+        return self.graph.nodes
+
+    @property
+    def inputs(self):
+        return self.graph.inputs
+
+    @property
+    def outputs(self):
+        return self.graph.outputs
+
+    @property
+    def symbols(self):
+        return self.graph.symbols
+
+    @property
+    def rules(self):
+        return self.structure.rules
+
+    def rule(self, node):
+        """The `Rule` of `node`."""
+        return self.structure.rules[node.index]
+
+    def gate(self, node):
+        """The `VIBGate` of `node`, or None."""
+        return self.structure.gates.get(node.index)
+
+    def kept(self, node):
+        """The `Kept` of `node`, for its handler's `counts`."""
+        t = self.tensors
+        ins = [t[k].present for k in node.inputs]
+        return Kept(self.rule(node), ins, t[node.outputs[0]].present)
+
+    def consumers(self):
+        """Maps each tensor key to the `(node index, input index)` pairs reading it."""
+        readers = {}
+        for i, node in enumerate(self.nodes):
+            for j, t in enumerate(node.inputs):
+                readers.setdefault(t, []).append((i, j))
+        return readers
+
+    def producers(self):
+        """Maps each tensor key to the index of the node producing it."""
+        return {t: i for i, node in enumerate(self.nodes) for t in node.outputs}
+
+
+def analyze(model, masks=None, folds=True):
     """Analyses the channels of a built Sequential or functional model.
 
     Args:
-        model: a built `keras.Sequential` or functional `keras.Model` (or a
-            `Graph` of one).
+        model: a built `keras.Sequential` or functional `keras.Model`, or
+            its `Graph` or `Structure`.
+        masks: optional dict, `id(gate)` -> the kept mask to assume for
+            that gate (the gates' own `kept_mask()` by default).
+        folds: whether to plan where the gates' scales go (`plan_folds`).
 
     Returns:
         An `Analysis`.
     """
-    graph = model if isinstance(model, Graph) else Graph(model)
+    structure = model if isinstance(model, Structure) else Structure(model)
+    graph, rules = structure.graph, structure.rules
+    masks = {} if masks is None else masks
+    gate_masks = {
+        i: masks[id(g)] if id(g) in masks else g.kept_mask()
+        for i, g in structure.gates.items()
+    }
     tensors = {}
     for k in graph.inputs:
         shape = tuple(graph.symbols[k].shape)
@@ -435,16 +485,16 @@ def analyze(model):
             shape, np.ones(channels, bool), np.zeros(channels, bool)
         )
     for node in graph.nodes:
-        _set_rule(node)
+        rule = rules[node.index]
         for k in node.outputs:
-            tensors[k] = TensorInfo(_static_shape(graph.symbols[k], node.layer))
-        if node.kind == OPAQUE and len(node.outputs) > 1:
+            tensors[k] = TensorInfo(tuple(graph.symbols[k].shape))
+        if rule.kind == OPAQUE and len(node.outputs) > 1:
             for k in node.outputs:
                 info = tensors[k]
                 info.var = np.ones(info.channels, bool)
                 info.zero = np.zeros(info.channels, bool)
         else:
-            _forward(node, tensors)
+            _forward(node, rule, gate_masks.get(node.index), tensors)
 
     for k in graph.outputs:
         tensors[k].live = np.ones(tensors[k].channels, bool)
@@ -453,7 +503,7 @@ def analyze(model):
             info = tensors[k]
             if info.live is None:  # an output nobody reads
                 info.live = np.zeros(info.channels, bool)
-        _backward(node, tensors)
+        _backward(node, rules[node.index], gate_masks.get(node.index), tensors)
 
     for info in tensors.values():
         info.present = info.var & info.live
@@ -463,23 +513,25 @@ def analyze(model):
     while changed:
         changed = False
         for node in reversed(graph.nodes):
-            changed |= _couple(node, tensors)
+            changed |= _couple(node, rules[node.index], tensors)
         for node in graph.nodes:
-            changed |= _couple(node, tensors)
-        changed |= _feed_starved(graph.nodes, tensors)
-    analysis = Analysis(graph=graph, tensors=tensors)
-    analysis.folds = plan_folds(analysis)
+            changed |= _couple(node, rules[node.index], tensors)
+        changed |= _feed_starved(graph.nodes, rules, tensors)
+    analysis = Analysis(structure, gate_masks, tensors)
+    if folds:
+        analysis.folds = plan_folds(analysis)
     return analysis
 
 
-def folds_constants(node, tensors):
+def folds_constants(analysis, node):
     """Whether a kernel layer folds constant inputs into its bias.
 
     True when some input channel it drops is a nonzero constant: the slim
     layer then needs a bias even if the original had none.
     """
-    if node.kind != MIXING:
+    if analysis.rule(node).kind != MIXING:
         return False
+    tensors = analysis.tensors
     return any((~tensors[t].present & ~tensors[t].zero).any() for t in node.inputs)
 
 
@@ -489,11 +541,11 @@ FORWARD = "forward"  # into the weights of the layers that read its output
 EXPLICIT = "explicit"  # a per-channel scale layer (BatchNormalization) in its place
 
 
-def gate_scale(node):
+def gate_scale(analysis, node):
     """The per-channel factor the gate of `node` applies at inference: `mu` or 0."""
-    gate = node.handler.gate(node)
+    gate = analysis.gate(node)
     mu = keras.ops.convert_to_numpy(gate.mu).astype("float64")
-    return np.where(gate.kept_mask(), mu, 0.0)
+    return np.where(analysis.masks[node.index], mu, 0.0)
 
 
 def _single_reader(analysis, readers, tensor):
@@ -503,10 +555,10 @@ def _single_reader(analysis, readers, tensor):
 def _backward_absorber(analysis, index, positive, readers, producers):
     """Index of the node that can absorb gate `index`'s scale, or None."""
     node = analysis.nodes[index]
-    if node.handler.gate(node) is not node.layer:
+    if analysis.gate(node) is not node.layer:
         # A gated kernel layer (VIBDense): its own weights, if its
         # activation lets the scale through.
-        ok = passes(node.handler.output_scaling(node), positive)
+        ok = passes(analysis.rule(node).output_scaling, positive)
         return index if ok else None
     source = node.inputs[0]
     for _ in range(2):  # [activation layer ->] Dense/Conv/BN
@@ -514,17 +566,16 @@ def _backward_absorber(analysis, index, positive, readers, producers):
             return None
         p = producers[source]
         producer = analysis.nodes[p]
-        if producer.kind == OPAQUE or producer.gate is not None:
+        rule = analysis.rule(producer)
+        if rule.kind == OPAQUE or analysis.gate(producer) is not None:
             return None
-        absorbs = producer.handler.output_scaling(producer)
-        if absorbs is not None:
-            return p if passes(absorbs, positive) else None
-        scaling = producer.handler.scaling(producer)
-        if producer.kind != COUPLED or len(producer.inputs) != 1:
+        if rule.output_scaling is not None:
+            return p if passes(rule.output_scaling, positive) else None
+        if rule.kind != COUPLED or len(producer.inputs) != 1:
             return None
-        if not passes(scaling, positive):
+        if not passes(rule.scaling, positive):
             return None
-        if scaling == "positive":
+        if rule.scaling == "positive":
             # The activation lets a scale >= 0 through; the producer before
             # it must then be linear.
             positive = False
@@ -539,11 +590,12 @@ def _forward_ok(analysis, tensor, positive, readers, seen=None):
     seen = set() if seen is None else seen
     for i, _ in readers.get(tensor, []):
         node = analysis.nodes[i]
-        if node.kind == OPAQUE:
+        rule = analysis.rules[i]
+        if rule.kind == OPAQUE:
             return False
-        if node.handler.absorbs_input_scale(node):
+        if rule.absorbs_input_scale:
             continue  # scales its input rows or channels
-        if node.kind != COUPLED or not passes(node.handler.scaling(node), positive):
+        if rule.kind != COUPLED or not passes(rule.scaling, positive):
             return False
         if i in seen:
             continue
@@ -572,11 +624,10 @@ def plan_folds(analysis):
     """
     readers, producers = analysis.consumers(), analysis.producers()
     folds = {}
-    for i, node in enumerate(analysis.nodes):
-        if node.gate is None:
-            continue
+    for i in analysis.masks:
+        node = analysis.nodes[i]
         present = analysis.tensors[node.outputs[0]].present
-        positive = bool(np.all(gate_scale(node)[present] >= 0))
+        positive = bool(np.all(gate_scale(analysis, node)[present] >= 0))
         absorber = _backward_absorber(analysis, i, positive, readers, producers)
         if absorber is not None:
             folds[i] = (BACKWARD, absorber)

@@ -164,18 +164,32 @@ def format_count(n):
 
 def _measure(model, params=True):
     """The report of `model` on its own (`kept_params` 0 unless `params`)."""
-    analysis = graph.analyze(model)
+    return measure(graph.analyze(model, folds=params), params)
+
+
+def measure(analysis, params=True):
+    """The report of an analysed model (`kept_params` 0 unless `params`).
+
+    Args:
+        analysis: a `graph.Analysis` (with its folds when `params`).
+        params: whether to count the slim model's parameters (a walk of
+            the slim model without building it).
+
+    Returns:
+        A `CompressionReport` against the model itself.
+    """
     tensors = analysis.tensors
     rows, weights, seen = [], [], set()
     for node in analysis.nodes:
         layer = node.layer
         first_call = id(layer) not in seen
         seen.add(id(layer))
-        if node.gate is not None and first_call:
+        mask = analysis.masks.get(node.index)
+        if mask is not None and first_call:
             out = tensors[node.outputs[0]]
-            useful = out.var & out.live & node.gate
-            rows.append(GateReport(layer.name, int(useful.sum()), len(node.gate)))
-        counts = node.handler.counts(node, tensors)
+            useful = out.var & out.live & mask
+            rows.append(GateReport(layer.name, int(useful.sum()), len(mask)))
+        counts = node.handler.counts(node, analysis.kept(node))
         if counts is None:
             continue
         kept, total, flops, total_flops = (int(c) for c in counts)
@@ -187,7 +201,7 @@ def _measure(model, params=True):
             )
         )
     return CompressionReport(
-        model_name=model.name,
+        model_name=analysis.model.name,
         layers=rows,
         weight_layers=weights,
         kept_neurons=sum(g.kept for g in rows),
@@ -197,7 +211,7 @@ def _measure(model, params=True):
         flops=sum(w.flops for w in weights),
         total_flops=sum(w.total_flops for w in weights),
         kept_params=slim_params(analysis) if params else 0,
-        baseline=model.name if rows else None,
+        baseline=analysis.model.name if rows else None,
     )
 
 

@@ -2,7 +2,7 @@
 
 `graph.analyze` says which channel of which tensor survives and where each
 gate's scale goes (`graph.plan_folds`); each layer kind's handler
-(`keras_vib.handlers`) does its own weight surgery through the `_Builder`
+(`keras_vib.handlers`) does its own weight surgery through the `SlimContext`
 below, which walks the graph once (`graph.rebuild`) and assembles a
 functional model of stock Keras layers. The same walk, without building
 layers, counts the slim model's parameters for `compression_report`.
@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_vib import _validate, graph
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE
+from keras_vib.handlers.base import combine_scales
 from keras_vib.handlers.kernels import FLOAT
 from keras_vib.layers import SelectFeatures
 
@@ -40,7 +41,8 @@ def kept_input_indices(model):
 def _check_supported(analysis):
     """Raises if a layer the slimmer cannot see through loses channels."""
     for node in analysis.nodes:
-        if node.kind != OPAQUE:
+        rule = analysis.rule(node)
+        if rule.kind != OPAQUE:
             continue
         for t in node.inputs:
             info = analysis.tensors[t]
@@ -49,7 +51,7 @@ def _check_supported(analysis):
                     f"Cannot slim through {graph.describe(node.layer)}: it "
                     f"reads {info.channels} channels of which gates closed "
                     f"{int((~info.present).sum())}, and "
-                    f"{node.handler.blocked_reason(node.layer)}. Move the gate "
+                    f"{rule.reason}. Move the gate "
                     "so that it does not feed this layer, or keep those channels "
                     "open. The model was not changed."
                 )
@@ -63,7 +65,7 @@ def _constants(analysis):
     """
     wanted = []
     for node in analysis.nodes:
-        if node.kind != MIXING:
+        if analysis.rule(node).kind != MIXING:
             continue
         if not any(analysis.tensors[t].present.any() for t in node.outputs):
             continue
@@ -112,21 +114,26 @@ class _Placeholder:
 _COUNTED = _Placeholder()
 
 
-class _Builder:
-    """Emits the slim layers, as the handlers ask (see `keras_vib.handlers`).
+class SlimContext:
+    """Emits the slim layers, as the handlers ask (their `slim(node, ctx)`).
 
-    With `build=False` no layer is called: the builder only adds up the
-    parameters of the layers the handlers emit (`params`), which is how
+    With `build=False` no layer is called: it only adds up the parameters
+    of the layers the handlers emit (`params`), which is how
     `compression_report` predicts the slim model's parameter count.
 
-    What a handler's `slim(ctx, node)` uses:
+    What a handler's `slim(node, ctx)` uses:
 
     - `present(key)`: the kept channels of a tensor (boolean mask);
+      `rule(node)`: the node's `Rule`;
+    - `slim_kernel(node, kernel, bias)`: a kernel layer's weights in one
+      step; `output(node, layer, weights)`: calls the new layer and makes it
+      the node's slim output (the two a kernel handler needs);
     - `scale_of(key)` / `set_scale(key, s)`: per channel, the factor by which
       the original tensor differs from the slim one (a gate's scale that
       still has to be folded in downstream);
     - `constant(key)`: values of the dropped constant channels a kernel
-      layer folds into its bias; `fold_rows` does it for a kernel;
+      layer folds into its bias; `fold_rows` does it for a kernel, and
+      `folds_constants(node)` says whether the layer then needs a bias;
     - `output_scale(node)`: the scale the layer must multiply its kept
       outputs by (a gate folded backward into it), or None;
     - `emit(layer, weights, inputs)`: calls a new layer, sets its weights;
@@ -142,7 +149,8 @@ class _Builder:
         self.build = build
         self.params = 0
         self.tensors = analysis.tensors
-        self.constants = _constants(analysis)
+        # Counting needs no values: the constants only change biases.
+        self.constants = _constants(analysis) if build else {}
         self.sym = {}  # key -> slim tensor (None: no channel left)
         self.scale = {}  # key -> original = scale * slim, per channel
         self.reserved = {node.layer.name for node in analysis.nodes}
@@ -150,7 +158,7 @@ class _Builder:
         self.absorbed = {}  # node index -> scale a backward fold asks it to apply
         for i, (mode, absorber) in analysis.folds.items():
             if mode == graph.BACKWARD:
-                s = graph.gate_scale(analysis.nodes[i])
+                s = graph.gate_scale(analysis, analysis.nodes[i])
                 previous = self.absorbed.get(absorber)
                 self.absorbed[absorber] = s if previous is None else previous * s
 
@@ -198,7 +206,13 @@ class _Builder:
         return self.constants.get(key)
 
     def folds_constants(self, node):
-        return graph.folds_constants(node, self.tensors)
+        """Whether the kernel layer of `node` folds dropped constant input
+        channels into its bias (it then needs one)."""
+        return graph.folds_constants(self.a, node)
+
+    def rule(self, node):
+        """The `Rule` of `node`."""
+        return self.a.rule(node)
 
     def fold_rows(self, kernel, bias, key):
         """Applies the input scale and folds the constant input channels.
@@ -217,6 +231,32 @@ class _Builder:
         kernel = kernel * scale[present][:, None]
         return kernel, bias
 
+    def slim_kernel(self, node, kernel, bias):
+        """A kernel layer's weights for the slim model, in one step.
+
+        `fold_rows` on the node's first input, then the kept output columns
+        only, multiplied by `output_scale(node)`. `kernel` has the input
+        channels on axis -2 and the outputs on -1; `bias` is a vector over
+        the outputs (zeros for a layer without bias).
+
+        Returns:
+            `(kernel, bias)`, float64.
+        """
+        kernel, bias = self.fold_rows(kernel, bias, node.inputs[0])
+        present = self.present(node.outputs[0])
+        kernel, bias = kernel[..., present], bias[present]
+        s = self.output_scale(node)
+        if s is not None:
+            kernel, bias = kernel * s, bias * s
+        return kernel, bias
+
+    def output(self, node, layer, weights):
+        """Calls the new `layer` (with `weights`) on the slim first input of
+        `node`, adds its gate's explicit scale if any (`finish`), and makes
+        it the slim version of the node's output."""
+        out = self.emit(layer, weights, self.sym[node.inputs[0]])
+        self.sym[node.outputs[0]] = self.finish(node, out)
+
     def output_scale(self, node):
         """The scale `node`'s slim layer applies to its kept outputs, or None.
 
@@ -225,9 +265,9 @@ class _Builder:
         """
         s = self.absorbed.get(node.index)  # its own gate's too, if backward
         t_out = node.outputs[0]
-        if node.gate is not None:
+        if node.index in self.a.masks:
             mode = self.a.folds[node.index][0]
-            g = graph.gate_scale(node)
+            g = graph.gate_scale(self.a, node)
             if mode == graph.FORWARD:
                 scale = np.ones(len(g), FLOAT)
                 present = self.present(t_out)
@@ -237,11 +277,14 @@ class _Builder:
 
     def finish(self, node, out):
         """Adds the per-channel scale layer of a gate folded nowhere."""
-        if node.gate is None or self.a.folds[node.index][0] != graph.EXPLICIT:
+        if node.index not in self.a.masks:
+            return out
+        if self.a.folds[node.index][0] != graph.EXPLICIT:
             return out
         present = self.present(node.outputs[0])
-        scale = (self.scale_of(node.inputs[0]) if node.kind == COUPLED else 1.0) * (
-            graph.gate_scale(node)
+        coupled = self.rule(node).kind == COUPLED
+        scale = (self.scale_of(node.inputs[0]) if coupled else 1.0) * (
+            graph.gate_scale(self.a, node)
         )
         layer, weights = _affine_bn(
             np.broadcast_to(scale, present.shape)[present],
@@ -252,11 +295,12 @@ class _Builder:
 
     def combined_scale(self, node):
         """The output scale of a coupled node from its inputs' scales."""
+        rule = self.rule(node)
         scales = []
-        for t, src in zip(node.inputs, node.sources):
+        for t, src in zip(node.inputs, rule.sources):
             s = self.scale_of(t)[np.maximum(src, 0)]
             scales.append(np.where(src >= 0, s, 1.0))
-        return node.handler.combine_scales(node, scales)
+        return combine_scales(rule, scales, node.layer.name)
 
     def _call(self, node, layer, weights):
         """Calls `layer` as `node` was called; returns its slim outputs."""
@@ -299,7 +343,7 @@ class _Builder:
         """A standalone `VIBGate`: folded away, or an explicit scale."""
         t_in, t_out = node.inputs[0], node.outputs[0]
         mode = self.a.folds[node.index][0]
-        s = graph.gate_scale(node)
+        s = graph.gate_scale(self.a, node)
         scale_in = self.scale_of(t_in)
         x = self.sym[t_in]
         if mode == graph.FORWARD:
@@ -338,10 +382,10 @@ class _Builder:
         self.sym = values
         if not any(self.present(t).any() for t in node.outputs):
             return [None] * len(node.outputs)
-        if node.kind == OPAQUE:
+        if self.rule(node).kind == OPAQUE:
             self.copy(node)
         else:
-            node.handler.slim(self, node)
+            node.handler.slim(node, self)
         return [self.sym[t] for t in node.outputs]
 
     def run(self):
@@ -360,7 +404,7 @@ def new_weights(layer):
 
 def slim_params(analysis):
     """The parameter count of the slim model of an analysed model."""
-    builder = _Builder(analysis, keep_input_shape=True, build=False)
+    builder = SlimContext(analysis, keep_input_shape=True, build=False)
     builder.run()
     return builder.params
 
@@ -445,7 +489,7 @@ def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
     keep_input_shape = _validate.boolean("keep_input_shape", keep_input_shape)
     analysis = graph.analyze(model)
     _check_supported(analysis)
-    builder = _Builder(analysis, keep_input_shape)
+    builder = SlimContext(analysis, keep_input_shape)
     inputs, outputs = builder.run()
     return keras.Model(
         inputs if len(inputs) > 1 else inputs[0],

@@ -1,8 +1,9 @@
 """Layer handlers: everything keras_vib knows about each kind of layer.
 
-One `LayerHandler` per layer kind owns its channel rule, how a gate's scale
-folds through it, its kernel and FLOP counts, the slicing of its weights and
-its tf_keras twin. The analysis, `compression_report`, `add_gates`,
+One `LayerHandler` per layer kind owns, in five hooks, its channel rule and
+how a gate's scale passes it (`rule`), its gate (`gate`), its kernel and FLOP
+counts (`counts`), the slicing of its weights (`slim`) and its tf_keras twin
+(`twin`). The analysis, `compression_report`, `add_gates`,
 `slim_model` and the export ask `handler_for(layer)`; a new kind is a new
 handler and its test. Teach keras_vib a layer of your own with
 `keras_vib.register_layer(layer_class, handler)`.
@@ -10,14 +11,20 @@ handler and its test. Teach keras_vib a layer of your own with
 
 from keras_vib.handlers import channelwise, kernels, ops, structure, vib
 from keras_vib.handlers.base import (
+    ALL,
+    ANY,
     COUPLED,
     MIXING,
+    NEVER,
     OPAQUE,
+    Kept,
     LayerHandler,
     Rule,
     handler_for,
     is_registered,
     register_layer,
+    registered,
+    unregister_layer,
 )
 from keras_vib.handlers.channelwise import BatchNorm, Channelwise, Normalizing
 from keras_vib.handlers.kernels import Dense, Kernel
@@ -28,7 +35,11 @@ __all__ = [
     "COUPLED",
     "MIXING",
     "OPAQUE",
+    "ALL",
+    "ANY",
+    "NEVER",
     "Rule",
+    "Kept",
     "LayerHandler",
     "Channelwise",
     "BatchNorm",
@@ -38,6 +49,8 @@ __all__ = [
     "Merge",
     "Elementwise",
     "register_layer",
+    "unregister_layer",
+    "registered",
     "handler_for",
     "is_registered",
 ]

@@ -9,6 +9,7 @@ twin. The analysis (`graph`), `compression_report`, `add_gates`,
 classes themselves.
 """
 
+import contextlib
 import dataclasses
 
 import keras
@@ -19,10 +20,20 @@ COUPLED = "coupled"  # output channel k reads input channel sources[i][k] only
 MIXING = "mixing"  # every output channel reads every input channel (a kernel)
 OPAQUE = "opaque"  # unknown: nothing can be said, nothing can be cut
 
+# `Rule.zero`: which zero input channels make an output channel zero.
+ALL = "all"  # when every input's is zero (a sum; the one input of a map)
+ANY = "any"  # when any input's is (a product, a concatenation)
+NEVER = "never"  # never (a bias, an activation with f(0) != 0)
 
-@dataclasses.dataclass
+_UNKNOWN = (
+    "keras_vib does not know how it maps its input channels to its outputs "
+    "(register a handler with keras_vib.register_layer)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
 class Rule:
-    """The channel rule of one layer call.
+    """Everything the analysis needs to know about one layer call.
 
     Attributes:
         kind: `COUPLED`, `MIXING` or `OPAQUE`.
@@ -30,14 +41,68 @@ class Rule:
             output channel, the input channel it reads (-1: none).
         pad_sensitive: zero padding (or a transposed conv's overlap) makes a
             constant but nonzero input channel vary over the positions.
+        zero: which zero input channels make an output channel zero (for
+            `COUPLED`): `ALL`, `ANY`, `NEVER`, or a tuple of the indices of
+            the inputs any of which does.
+        scaling: how a per-channel scale `s` of the inputs passes to the
+            output (`COUPLED`): `"linear"` (`f(s x) = s f(x)` for any `s`;
+            with several inputs the scales multiply), `"positive"` (only for
+            `s >= 0`: ReLU, max-pool) or None (it does not; with several
+            inputs they must then carry the same scale: a sum).
+        absorbs_input_scale: the slim layer takes a per-channel input scale
+            into its weights (a kernel, a batch norm).
+        output_scaling: the slim layer can take a per-channel output scale:
+            `"linear"`, `"positive"` (a ReLU-like activation) or None.
+        prunable: `add_gates` gates its output units (a kernel layer).
+        follower: a gate on its input channels may move after it (a
+            per-channel map right after a kernel layer: activation, batch
+            norm).
+        ties: its inputs' channels are one group (a residual `Add`).
+        selectable: an output channel may go on its own, without the input
+            channel it reads (a `Flatten`: the slim model selects features).
+        reason: why nothing is cut through it (`OPAQUE`), for messages.
     """
 
     kind: str
     sources: list = None
     pad_sensitive: bool = False
+    zero: object = ALL
+    scaling: str = None
+    absorbs_input_scale: bool = False
+    output_scaling: str = None
+    prunable: bool = False
+    follower: bool = False
+    ties: bool = False
+    selectable: bool = False
+    reason: str = _UNKNOWN
 
 
 OPAQUE_RULE = Rule(OPAQUE)
+
+
+def output_zero(rule, zeros):
+    """Which output channels are zero, from `zeros`, one boolean array per
+    input: whether the input channel each output channel reads is zero."""
+    if rule.zero == NEVER or (isinstance(rule.zero, tuple) and not rule.zero):
+        return np.zeros_like(zeros[0])
+    if rule.zero == ALL:
+        return np.logical_and.reduce(zeros)
+    picked = zeros if rule.zero == ANY else [zeros[i] for i in rule.zero]
+    return np.logical_or.reduce(picked)
+
+
+def combine_scales(rule, scales, name):
+    """The output scale of a `COUPLED` call from its inputs' scales (each
+    gathered per output channel): their product where a scale passes, else
+    the one scale they must all carry (a sum)."""
+    if rule.scaling is not None:
+        return np.prod(scales, axis=0)
+    for s in scales[1:]:
+        if not np.allclose(s, scales[0]):
+            raise ValueError(
+                f"Cannot slim through {name!r}: its inputs carry different gate scales."
+            )
+    return scales[0]
 
 
 def identity_sources(node):
@@ -51,6 +116,30 @@ _PROBE = np.linspace(-3.0, 3.0, 13, dtype="float32")
 # `x`, `2.5 x`, `0 x` and `-x` in one batch: one call of the activation (on
 # JAX, one compilation per activation rather than one per probe and op).
 _PROBES = np.stack([_PROBE, 2.5 * _PROBE, 0.0 * _PROBE, -_PROBE])
+_PROBED = {}  # function -> (scaling, keeps zero), for hashable functions
+
+
+def _probe(fn):
+    try:
+        return _PROBED[fn]
+    except (KeyError, TypeError):
+        pass
+    fx, f_scaled, f_zero, f_negated = keras.ops.convert_to_numpy(
+        fn(keras.ops.convert_to_tensor(_PROBES))
+    )
+
+    def close(a, b):
+        return np.allclose(a, b, rtol=1e-6, atol=1e-6)
+
+    keeps = bool(np.all(f_zero == 0))
+    scaling = None
+    if close(f_scaled, 2.5 * fx) and close(f_zero, 0.0):
+        scaling = "linear" if close(f_negated, -fx) else "positive"
+    try:
+        _PROBED[fn] = scaling, keeps
+    except TypeError:
+        pass
+    return scaling, keeps
 
 
 def scaling_of(fn):
@@ -59,24 +148,12 @@ def scaling_of(fn):
     `"positive"`: `f(a x) = a f(x)` for `a >= 0` only (ReLU, leaky ReLU).
     None as `fn` is the identity.
     """
-    if fn is None:
-        return "linear"
-    fx, f_scaled, f_zero, f_negated = keras.ops.convert_to_numpy(
-        fn(keras.ops.convert_to_tensor(_PROBES))
-    )
-
-    def close(a, b):
-        return np.allclose(a, b, rtol=1e-6, atol=1e-6)
-
-    if not (close(f_scaled, 2.5 * fx) and close(f_zero, 0.0)):
-        return None
-    return "linear" if close(f_negated, -fx) else "positive"
+    return "linear" if fn is None else _probe(fn)[0]
 
 
 def keeps_zero(fn):
     """Whether `fn` maps 0 to 0."""
-    value = keras.ops.convert_to_numpy(fn(keras.ops.zeros((1, 1))))
-    return bool(np.all(value == 0))
+    return _probe(fn)[1]
 
 
 def passes(scaling, positive):
@@ -85,111 +162,62 @@ def passes(scaling, positive):
 
 
 class LayerHandler:
-    """What keras_vib knows about one kind of layer.
+    """What keras_vib knows about one kind of layer: five hooks.
 
     The base class describes a layer keras_vib knows nothing about: nothing
     is cut through it, no scale passes it, and it is copied as it is into
-    the gated and the slim model. Subclass it (or use one of the ready-made
-    handlers of `keras_vib.handlers`) and register it with
-    `keras_vib.register_layer` to teach keras_vib a layer kind of your own.
+    the gated and the slim model. Subclass it (or use a ready-made handler
+    of `keras_vib.handlers`) and register it with `keras_vib.register_layer`
+    to teach keras_vib a layer kind of your own (README, "Your own layers").
 
-    Every method receives the graph node of one call of the layer:
-    `node.layer` (the layer or operation), `node.in_shapes` and
-    `node.out_shape` (static shapes), `node.keras_node` (the Keras node, with
-    the call's arguments) and, once the rule is known, `node.sources`.
+    Every hook receives first the graph node of one call of the layer
+    (`keras_vib.graph.Node`): `node.layer` (the layer or operation),
+    `node.in_shapes` and `node.out_shape` (static shapes), `node.inputs` and
+    `node.outputs` (the keys of its tensors). Hooks read the node; none
+    writes to it.
     """
 
-    # -- the channel rule ------------------------------------------------
-
     def rule(self, node) -> Rule:
-        """How the output channels of this call depend on its input channels."""
-        return OPAQUE_RULE
+        """How this call maps channels, and what passes through it.
 
-    def output_zero(self, node, zeros):
-        """Which output channels are identically zero (a `COUPLED` call).
-
-        Args:
-            node: the graph node.
-            zeros: one boolean array per input: whether the input channel
-                each output channel reads (`node.sources`) is zero.
+        Returns:
+            A `Rule`, computed once per analysis of the model.
         """
-        return np.zeros(node.out_shape[-1], bool)
+        return OPAQUE_RULE
 
     def gate(self, node):
         """The `VIBGate` this call applies to its outputs, or None."""
         return None
 
-    def blocked_reason(self, layer):
-        """Why channels cannot be cut through this layer (for messages)."""
-        return (
-            "keras_vib does not know how it maps its input channels to its "
-            "outputs (register a handler with keras_vib.register_layer)"
-        )
+    def counts(self, node, kept):
+        """Kernel entries and multiply-accumulates of this call, or None.
 
-    # -- how a per-channel scale passes ------------------------------------
+        Args:
+            node: the graph node.
+            kept: a `Kept`: `kept.inputs` (one boolean array per input,
+                over its channels) and `kept.output` (over the channels of
+                the first output) say which channels the slim model keeps;
+                `kept.rule` is the call's `Rule`.
 
-    def scaling(self, node):
-        """How a per-channel scale `s` of the inputs passes to the output.
-
-        `"linear"`: `f(s x) = s f(x)` for any `s` (per channel); `"positive"`:
-        only for `s >= 0` (ReLU, max-pool); None: it does not pass.
-        """
-        return None
-
-    def absorbs_input_scale(self, node):
-        """Whether the slim layer takes a per-channel input scale into its weights."""
-        return False
-
-    def output_scaling(self, node):
-        """Whether the slim layer can take a per-channel output scale.
-
-        `"linear"`, `"positive"` (only a scale >= 0, because of a ReLU-like
-        activation) or None.
-        """
-        return None
-
-    def combine_scales(self, node, scales):
-        """The output scale given the input scales gathered per output channel."""
-        return scales[0]
-
-    # -- add_gates -------------------------------------------------------
-
-    def prunable(self, node):
-        """Whether `add_gates` gates this layer's output units (a kernel layer)."""
-        return False
-
-    def follower(self, node):
-        """Whether a gate on its input channels may move after it (per-channel map)."""
-        return False
-
-    def ties(self, node):
-        """Whether its inputs' channels are one group (a residual `Add`)."""
-        return False
-
-    # -- accounting ------------------------------------------------------
-
-    def counts(self, node, tensors):
-        """`(kept, total, flops, total_flops)` of its kernels, or None.
-
-        Kernel entries kept and in all, and multiply-accumulates per example
-        kept and in all, given the `present` channels of `tensors`. By
-        default an opaque layer's kernels (weights of rank >= 2) count as
-        kept, with no FLOPs; a channel-wise layer has no kernel.
+        Returns:
+            `(kept, total, flops, total_flops)`: kernel entries kept and in
+            all, and multiply-accumulates per example kept and in all; None
+            for a call without kernel. By default the kernels (trainable
+            weights of rank >= 2) of an `OPAQUE` call count as kept, with no
+            FLOPs.
         """
         weights = getattr(node.layer, "trainable_weights", [])
         kernels = [w for w in weights if len(w.shape) >= 2]
-        if node.kind != OPAQUE or not kernels:  # an unknown layer's kernels
+        if kept.rule.kind != OPAQUE or not kernels:
             return None
         total = int(sum(np.prod(w.shape) for w in kernels))
         return total, total, 0, 0
 
-    # -- slimming --------------------------------------------------------
-
-    def slim(self, ctx, node):
-        """Emits the slim version of this call (see `keras_vib.slim`)."""
+    def slim(self, node, ctx):
+        """Emits the slim version of this call through `ctx` (a
+        `keras_vib.slim.SlimContext`: see its methods). By default the
+        layer is copied with its weights (it must lose no channel)."""
         ctx.copy(node)
-
-    # -- export ----------------------------------------------------------
 
     def twin(self, layer, tf_keras):
         """The tf_keras (Keras 2) twin of a slim layer, for QAT."""
@@ -199,29 +227,23 @@ class LayerHandler:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    """The channels the slim model keeps around one call (see `counts`)."""
+
+    rule: Rule
+    inputs: list
+    output: np.ndarray
+
+
 class PassThrough(LayerHandler):
-    """A `COUPLED` kind that moves values without changing them.
+    """A `COUPLED` kind that moves values without changing them (Flatten,
+    Reshape, a gate's selection of channels): a zero channel stays zero
+    and any per-channel scale passes."""
 
-    A zero channel stays zero and any per-channel scale passes (Flatten,
-    Reshape, a gate's selection of channels).
-    """
-
-    def output_zero(self, node, zeros):
-        return zeros[0]
-
-    def scaling(self, node):
-        return "linear"
-
-
-def same_scales(node, scales):
-    """The one scale all inputs of a sum carry (they must agree)."""
-    for s in scales[1:]:
-        if not np.allclose(s, scales[0]):
-            raise ValueError(
-                f"Cannot slim through {node.layer.name!r}: its inputs carry "
-                "different gate scales."
-            )
-    return scales[0]
+    def coupled(self, sources, **facts):
+        """The `COUPLED` rule of such a call with these `sources`."""
+        return Rule(COUPLED, sources, scaling="linear", **facts)
 
 
 def stock_twin(layer, tf_keras, names=(), **kwargs):
@@ -275,6 +297,48 @@ def register_layer(layer_class: type, handler: LayerHandler) -> None:
             f"instance. Received: handler={handler!r}"
         )
     _REGISTRY[layer_class] = handler
+
+
+def unregister_layer(layer_class: type) -> None:
+    """Forgets the handler registered for `layer_class` (tests, notebooks).
+
+    Its layers are opaque again (or use the handler of a registered base
+    class they inherit `call` from).
+
+    Args:
+        layer_class: a class given to `register_layer` before.
+
+    Raises:
+        ValueError: if no handler is registered for exactly that class.
+    """
+    if layer_class not in _REGISTRY:
+        raise ValueError(
+            "Expected a layer class registered with keras_vib.register_layer. "
+            f"Received: layer_class={layer_class!r}"
+        )
+    del _REGISTRY[layer_class]
+
+
+@contextlib.contextmanager
+def registered(layer_class: type, handler: LayerHandler):
+    """Registers `handler` for `layer_class` inside a `with` block only.
+
+    The handler registered before (if any) is back afterwards.
+
+    Example:
+
+    >>> with keras_vib.handlers.registered(Scale, Channelwise()):
+    ...     gated = keras_vib.add_gates(model)
+    """
+    previous = _REGISTRY.get(layer_class)
+    register_layer(layer_class, handler)
+    try:
+        yield handler
+    finally:
+        if previous is None:
+            _REGISTRY.pop(layer_class, None)
+        else:
+            _REGISTRY[layer_class] = previous
 
 
 def handler_for(layer) -> LayerHandler:

@@ -4,8 +4,12 @@ pooling, dropout, padding... and the normalisations that do not."""
 import keras
 import numpy as np
 
+from keras_vib import _keras
 from keras_vib.handlers.base import (
+    ALL,
     COUPLED,
+    NEVER,
+    OPAQUE,
     OPAQUE_RULE,
     LayerHandler,
     Rule,
@@ -69,23 +73,22 @@ class Channelwise(LayerHandler):
         sources = identity_sources(node)
         if sources is None:
             return OPAQUE_RULE
-        return Rule(COUPLED, sources, pad_sensitive=self.pads)
-
-    def output_zero(self, node, zeros):
-        keeps = self.keeps_zero
+        function = self.function(node.layer)
+        keeps, scaling = self.keeps_zero, self.scaling_kind
         if keeps == PROBE:
-            keeps = keeps_zero(self.function(node.layer))
-        return zeros[0] if keeps else np.zeros_like(zeros[0])
+            keeps = keeps_zero(function)
+        if scaling == PROBE:
+            scaling = scaling_of(function)
+        return Rule(
+            COUPLED,
+            sources,
+            pad_sensitive=self.pads,
+            zero=ALL if keeps else NEVER,
+            scaling=scaling,
+            follower=self.is_follower,
+        )
 
-    def scaling(self, node):
-        if self.scaling_kind == PROBE:
-            return scaling_of(self.function(node.layer))
-        return self.scaling_kind
-
-    def follower(self, node):
-        return self.is_follower
-
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         layer = node.layer
         t_in, t_out = node.inputs[0], node.outputs[0]
         present = ctx.present(t_out)
@@ -164,18 +167,16 @@ class BatchNorm(LayerHandler):
         sources = identity_sources(node)
         if sources is None or layer.axis not in (-1, len(node.out_shape) - 1):
             return OPAQUE_RULE
-        return Rule(COUPLED, sources)
+        return Rule(
+            COUPLED,
+            sources,
+            zero=NEVER,
+            absorbs_input_scale=True,
+            output_scaling="linear",
+            follower=True,
+        )
 
-    def absorbs_input_scale(self, node):
-        return True
-
-    def output_scaling(self, node):
-        return "linear"
-
-    def follower(self, node):
-        return True
-
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         layer = node.layer
         t_in, t_out = node.inputs[0], node.outputs[0]
         present = ctx.present(t_out)
@@ -201,10 +202,9 @@ class BatchNorm(LayerHandler):
             scale=scale,
             center=center,
         )
-        new = type(layer).from_config(config)
         weights = ([gamma] if scale else []) + ([beta] if center else [])
         weights = [np.asarray(w, FLOAT) for w in weights + [mean, var]]
-        ctx.sym[t_out] = ctx.finish(node, ctx.emit(new, weights, ctx.sym[t_in]))
+        ctx.output(node, type(layer).from_config(config), weights)
 
     def twin(self, layer, tf_keras):
         names = ("axis", "momentum", "epsilon", "center", "scale")
@@ -218,9 +218,11 @@ class Normalizing(LayerHandler):
     statistics, so no channel can go: the layer is kept whole.
     """
 
-    def blocked_reason(self, layer):
-        return (
-            "it normalises over its channels, so removing one would change the others"
+    def rule(self, node):
+        return Rule(
+            OPAQUE,
+            reason="it normalises over its channels, so removing one would "
+            "change the others",
         )
 
 
@@ -271,9 +273,5 @@ def register_all(register):
         [L.LayerNormalization, L.GroupNormalization, L.UnitNormalization],
         Normalizing(),
     )
-    try:  # keras.applications' ConvNeXt blocks
-        from keras.src.applications import convnext
-    except ImportError:  # pragma: no cover
-        return
-    register(convnext.LayerScale, Channelwise())
-    register(convnext.StochasticDepth, Channelwise())
+    # keras.applications' ConvNeXt blocks (LayerScale, StochasticDepth).
+    each(_keras.application_layers()["channelwise"], Channelwise())

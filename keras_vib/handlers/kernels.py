@@ -6,8 +6,10 @@ import keras
 import numpy as np
 
 from keras_vib.handlers.base import (
+    ALL,
     COUPLED,
     MIXING,
+    NEVER,
     OPAQUE_RULE,
     LayerHandler,
     Rule,
@@ -41,29 +43,28 @@ class Kernel(LayerHandler):
     """
 
     twin_args = ()
+    prunable = True  # False for a layer gated already (VIBDense)
 
     def inner(self, layer):
         """The stock layer holding kernel, bias and activation."""
         return layer
 
+    def kernel_rule(self, node, kind=MIXING, **facts):
+        """The rule of a kernel call: it takes input and output scales."""
+        facts.setdefault("pad_sensitive", self.pad_sensitive(node.layer))
+        facts.setdefault("prunable", self.prunable and kind == MIXING)
+        scaling = scaling_of(self.activation(node.layer))
+        return Rule(kind, absorbs_input_scale=True, output_scaling=scaling, **facts)
+
     def rule(self, node):
-        return Rule(MIXING, pad_sensitive=self.pad_sensitive(node.layer))
+        return self.kernel_rule(node)
 
     def pad_sensitive(self, layer):
         return False
 
-    def absorbs_input_scale(self, node):
-        return True
-
-    def output_scaling(self, node):
-        return scaling_of(self.activation(node.layer))
-
     def activation(self, layer):
         """The activation applied to the slim layer's output."""
         return self.inner(layer).activation
-
-    def prunable(self, node):
-        return True
 
     def window(self, layer):
         return 1
@@ -72,14 +73,13 @@ class Kernel(LayerHandler):
         """Output positions (per example) at which the kernel is applied."""
         return math.prod(node.in_shapes[0][1:-1])
 
-    def counts(self, node, tensors):
-        cin = tensors[node.inputs[0]]
-        cout = tensors[node.outputs[0]]
+    def counts(self, node, kept):
+        cin, cout = kept.inputs[0], kept.output
         window = self.window(node.layer)
         positions = self.positions(node)
-        kept = window * _count(cin.present) * _count(cout.present)
-        total = window * cin.channels * cout.channels
-        return kept, total, kept * positions, total * positions
+        k = window * _count(cin) * _count(cout)
+        total = window * len(cin) * len(cout)
+        return k, total, k * positions, total * positions
 
     def to_io(self, kernel):
         return kernel
@@ -105,7 +105,7 @@ class Kernel(LayerHandler):
 
     units_arg = "filters"
 
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         layer = node.layer
         inner = self.inner(layer)
         t_in, t_out = node.inputs[0], node.outputs[0]
@@ -113,22 +113,20 @@ class Kernel(LayerHandler):
         kernel = self.to_io(numpy(inner.kernel))
         units = kernel.shape[-1]
         bias = numpy(inner.bias) if inner.use_bias else np.zeros(units, FLOAT)
-        kernel, bias = ctx.fold_rows(kernel, bias, t_in)
-        kernel, bias = kernel[..., out_present], bias[out_present]
         use_bias = inner.use_bias or ctx.folds_constants(node)
         bn = self.bn(layer)
-        bn_weights = None
-        if bn is not None:
-            bn_weights = [
-                w[out_present] for w in keras_vib_bn_weights(bn, len(out_present))
-            ]
-        s = ctx.output_scale(node)
-        if s is not None:
-            if bn_weights is not None:
+        if bn is None:
+            kernel, bias = ctx.slim_kernel(node, kernel, bias)
+            bn_weights = None
+        else:  # the output scale goes into the batch norm
+            kernel, bias = ctx.fold_rows(kernel, bias, t_in)
+            kernel, bias = kernel[..., out_present], bias[out_present]
+            n = len(out_present)
+            bn_weights = [w[out_present] for w in keras_vib_bn_weights(bn, n)]
+            s = ctx.output_scale(node)
+            if s is not None:
                 bn_weights[0] = bn_weights[0] * s
                 bn_weights[1] = bn_weights[1] * s
-            else:
-                kernel, bias = kernel * s, bias * s
         activation = keras.activations.serialize(self.activation(layer))
         name = ctx.name(layer.name, original=True)
         new = self.new_layer(
@@ -192,11 +190,14 @@ class Conv(Kernel):
         "use_bias",
     )
 
+    def pad_sensitive(self, layer):
+        layer = self.inner(layer)
+        return _pads(layer) or layer.padding == "causal"
+
     def rule(self, node):
-        layer = self.inner(node.layer)
-        if layer.groups != 1:
+        if self.inner(node.layer).groups != 1:
             return OPAQUE_RULE
-        return Rule(MIXING, pad_sensitive=_pads(layer) or layer.padding == "causal")
+        return self.kernel_rule(node)
 
     def window(self, layer):
         return math.prod(self.inner(layer).kernel_size)
@@ -215,33 +216,26 @@ class GroupedConv(Conv):
             return super().rule(node)
         if not (layer.groups == layer.filters == channels):
             return OPAQUE_RULE
-        pads = _pads(layer) or layer.padding == "causal"
-        return Rule(COUPLED, [np.arange(channels)], pad_sensitive=pads)
+        return self.kernel_rule(
+            node,
+            COUPLED,
+            sources=[np.arange(channels)],
+            zero=NEVER if layer.use_bias else ALL,
+            follower=True,
+        )
 
-    def _depthwise(self, node):
-        return node.layer.groups != 1
-
-    def output_zero(self, node, zeros):
-        return zeros[0] & (not node.layer.use_bias)
-
-    def prunable(self, node):
-        return not self._depthwise(node)
-
-    def follower(self, node):
-        return self._depthwise(node)
-
-    def counts(self, node, tensors):
-        if not self._depthwise(node):
-            return super().counts(node, tensors)
-        out = tensors[node.outputs[0]]
+    def counts(self, node, kept):
+        if node.layer.groups == 1:
+            return super().counts(node, kept)
+        out = kept.output
         window = self.window(node.layer)
         positions = self.positions(node)
-        kept, total = window * _count(out.present), window * out.channels
-        return kept, total, kept * positions, total * positions
+        k, total = window * _count(out), window * len(out)
+        return k, total, k * positions, total * positions
 
-    def slim(self, ctx, node):
-        if not self._depthwise(node):
-            return super().slim(ctx, node)
+    def slim(self, node, ctx):
+        if node.layer.groups == 1:
+            return super().slim(node, ctx)
         layer = node.layer
         t_in, t_out = node.inputs[0], node.outputs[0]
         present = ctx.present(t_out)
@@ -257,8 +251,7 @@ class GroupedConv(Conv):
         config = layer.get_config()
         config.update(name=ctx.name(layer.name, original=True), filters=kept)
         config["groups"] = kept
-        new = type(layer).from_config(config)
-        ctx.sym[t_out] = ctx.finish(node, ctx.emit(new, weights, ctx.sym[t_in]))
+        ctx.output(node, type(layer).from_config(config), weights)
 
 
 class ConvTranspose(Conv):
@@ -280,12 +273,12 @@ class ConvTranspose(Conv):
         "use_bias",
     )
 
+    def pad_sensitive(self, layer):
+        flat = all(k == 1 for k in layer.kernel_size)
+        return not (flat and all(s == 1 for s in layer.strides))
+
     def rule(self, node):
-        layer = node.layer
-        flat = all(k == 1 for k in layer.kernel_size) and all(
-            s == 1 for s in layer.strides
-        )
-        return Rule(MIXING, pad_sensitive=not flat)
+        return self.kernel_rule(node)
 
     def positions(self, node):
         return math.prod(node.in_shapes[0][1:-1])
@@ -313,29 +306,24 @@ class Depthwise(LayerHandler):
     def rule(self, node):
         layer = node.layer
         m = layer.depth_multiplier
-        sources = [np.arange(node.out_shape[-1]) // m]
-        return Rule(COUPLED, sources, pad_sensitive=_pads(layer))
+        return Rule(
+            COUPLED,
+            [np.arange(node.out_shape[-1]) // m],
+            pad_sensitive=_pads(layer),
+            zero=NEVER if layer.use_bias else ALL,
+            absorbs_input_scale=True,
+            output_scaling=scaling_of(layer.activation),
+            follower=m == 1,
+        )
 
-    def output_zero(self, node, zeros):
-        return zeros[0] & (not node.layer.use_bias)
-
-    def absorbs_input_scale(self, node):
-        return True
-
-    def output_scaling(self, node):
-        return scaling_of(node.layer.activation)
-
-    def follower(self, node):
-        return node.layer.depth_multiplier == 1
-
-    def counts(self, node, tensors):
-        out = tensors[node.outputs[0]]
+    def counts(self, node, kept):
+        out = kept.output
         window = math.prod(node.layer.kernel_size)
         positions = math.prod(node.out_shape[1:-1])
-        kept, total = window * _count(out.present), window * out.channels
-        return kept, total, kept * positions, total * positions
+        k, total = window * _count(out), window * len(out)
+        return k, total, k * positions, total * positions
 
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         layer = node.layer
         t_in, t_out = node.inputs[0], node.outputs[0]
         in_present, out_present = ctx.present(t_in), ctx.present(t_out)
@@ -351,8 +339,7 @@ class Depthwise(LayerHandler):
             weights.append(bias if s is None else bias * s)
         config = layer.get_config()
         config["name"] = ctx.name(layer.name, original=True)
-        new = type(layer).from_config(config)
-        ctx.sym[t_out] = ctx.finish(node, ctx.emit(new, weights, ctx.sym[t_in]))
+        ctx.output(node, type(layer).from_config(config), weights)
 
     def twin(self, layer, tf_keras):
         return stock_twin(layer, tf_keras, self.twin_args)
@@ -367,21 +354,21 @@ class Separable(Kernel):
 
     twin_args = ("filters",) + Depthwise.twin_args
 
-    def rule(self, node):
-        return Rule(MIXING, pad_sensitive=_pads(node.layer))
+    def pad_sensitive(self, layer):
+        return _pads(layer)
 
-    def counts(self, node, tensors):
+    def counts(self, node, kept):
         layer = node.layer
-        cin, cout = tensors[node.inputs[0]], tensors[node.outputs[0]]
+        cin, cout = kept.inputs[0], kept.output
         m = layer.depth_multiplier
         window = math.prod(layer.kernel_size)
         positions = math.prod(node.out_shape[1:-1])
-        kin, kout = _count(cin.present), _count(cout.present)
-        kept = window * kin * m + kin * m * kout
-        total = window * cin.channels * m + cin.channels * m * cout.channels
-        return kept, total, kept * positions, total * positions
+        kin, kout = _count(cin), _count(cout)
+        k = window * kin * m + kin * m * kout
+        total = window * len(cin) * m + len(cin) * m * len(cout)
+        return k, total, k * positions, total * positions
 
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         layer = node.layer
         t_in, t_out = node.inputs[0], node.outputs[0]
         in_present, out_present = ctx.present(t_in), ctx.present(t_out)
@@ -412,9 +399,8 @@ class Separable(Kernel):
             filters=int(out_present.sum()),
             use_bias=use_bias,
         )
-        new = type(layer).from_config(config)
         weights = [depthwise, pointwise] + ([bias] if use_bias else [])
-        ctx.sym[t_out] = ctx.finish(node, ctx.emit(new, weights, ctx.sym[t_in]))
+        ctx.output(node, type(layer).from_config(config), weights)
 
 
 def register_all(register):

@@ -11,31 +11,54 @@ import keras
 import numpy as np
 
 from keras_vib.handlers.base import (
+    ALL,
     COUPLED,
+    NEVER,
     OPAQUE_RULE,
     LayerHandler,
     Rule,
-    same_scales,
     scaling_of,
 )
 from keras_vib.handlers.structure import broadcast_sources
 
-_UNARY = {
-    "keras.src.ops.numpy": (
-        "Abs Absolute Negative Square Sqrt Exp Exp2 Expm1 Log Log1p Log2 Log10 "
-        "Sin Cos Tan Tanh Sinh Cosh Arctan Arcsinh Sign Floor Ceil Round Trunc "
-        "Clip Reciprocal Cbrt Fabs Copy NanToNum"
-    ),
-    "keras.src.ops.nn": (
-        "Relu Relu6 Sigmoid Softplus Softsign Silu Gelu Elu Selu LeakyRelu "
-        "HardSigmoid HardSilu HardTanh Celu LogSigmoid TanhShrink HardShrink "
-        "SoftShrink Squareplus SparsePlus SparseSigmoid Threshold"
-    ),
-    "keras.src.ops.math": "Erf Erfc Rsqrt",
-    "keras.src.ops.core": "Cast",
-}
-_BINARY = "Add Subtract Multiply Divide TrueDivide Maximum Minimum Power"
-_TIES = {"Add", "Subtract", "Maximum", "Minimum"}
+# The elementwise `keras.ops`, by public name: unary, then binary.
+_UNARY = (
+    "abs negative square sqrt exp exp2 expm1 log log1p log2 log10 sin cos tan "
+    "tanh sinh cosh arctan arcsinh sign floor ceil round trunc clip reciprocal "
+    "cbrt copy nan_to_num relu relu6 sigmoid softplus softsign silu gelu elu "
+    "selu leaky_relu hard_sigmoid hard_silu hard_tanh celu log_sigmoid "
+    "tanh_shrink hard_shrink soft_shrink squareplus sparse_plus sparse_sigmoid "
+    "threshold erf erfc rsqrt cast"
+)
+_BINARY = "add subtract multiply divide true_divide maximum minimum power"
+_TIES = ("add", "subtract", "maximum", "minimum")
+_EXTRA_ARGS = {"clip": (0.0, 1.0), "cast": ("float32",), "threshold": (0.5, 0.0)}
+
+
+def op_classes():
+    """The operation class of each elementwise `keras.ops` function.
+
+    Found through public API: each function is called on a symbolic input
+    and `keras.Function(...).operations` gives the operation it recorded.
+
+    Returns:
+        A dict: class -> `(name, arity)`, the function's name and its number
+        of tensor arguments.
+    """
+    x = keras.Input((4,))
+    calls = []
+    for arity, names in ((1, _UNARY), (2, _BINARY)):
+        for name in names.split():
+            fn = getattr(keras.ops, name, None)
+            if fn is None:  # pragma: no cover (an older Keras)
+                continue
+            calls.append((name, arity, fn(*[x] * arity, *_EXTRA_ARGS.get(name, ()))))
+    classes = {}
+    for name, arity, y in calls:
+        ops = keras.Function([x], [y]).operations
+        found = [op for op in ops if not isinstance(op, keras.layers.InputLayer)]
+        classes[type(found[-1])] = (name, arity)
+    return classes
 
 
 def _is_tensor(value):
@@ -51,8 +74,7 @@ def _scalar(value):
 
 def _call(node, values):
     """Calls the operation of `node` with `values` for its tensor arguments."""
-    mapping = {id(t): v for t, v in zip(node.keras_node.input_tensors, values)}
-    args, kwargs = node.keras_node.arguments.fill_in(mapping)
+    args, kwargs = node.call.arguments_for(values)
     return keras.ops.convert_to_numpy(node.layer(*args, **kwargs))
 
 
@@ -66,15 +88,17 @@ def _probe_input(shape, fill):
 
 
 class Elementwise(LayerHandler):
-    """An elementwise `keras.ops` operation on same-channel tensors."""
+    """An elementwise `keras.ops` operation on same-channel tensors.
+
+    Args:
+        name: the `keras.ops` function's name (`"multiply"`...).
+    """
+
+    def __init__(self, name=""):
+        self.name = name
 
     def rule(self, node):
-        arguments = node.keras_node.arguments
-        constants = [
-            v
-            for v in keras.tree.flatten((arguments.args, arguments.kwargs))
-            if not _is_tensor(v) and v is not None
-        ]
+        constants = node.call.constants()
         if not all(_scalar(v) for v in constants if not isinstance(v, str)):
             return OPAQUE_RULE
         if not node.in_shapes:
@@ -83,13 +107,26 @@ class Elementwise(LayerHandler):
         if sources is None:
             return OPAQUE_RULE
         try:
-            node.extra["zero"] = self._zero_facts(node)
+            zero = self._zero(node)
         except Exception:
             return OPAQUE_RULE
-        return Rule(COUPLED, sources)
+        several = len(node.inputs) > 1
+        if several:
+            scaling = "linear" if self.name == "multiply" else None
+        else:
+            scaling = scaling_of(lambda x: _call(node, [x]))
+        return Rule(
+            COUPLED,
+            sources,
+            zero=zero,
+            scaling=scaling,
+            follower=not several,
+            ties=several and self.name in _TIES,
+        )
 
-    def _zero_facts(self, node):
-        """`(all, forcing)`: zero out of all-zero inputs; inputs forcing zero."""
+    def _zero(self, node):
+        """`Rule.zero`, probed: the inputs whose zero forces a zero output,
+        else `ALL` when all-zero inputs give zero, else `NEVER`."""
         shapes = node.in_shapes
         zeros = [_probe_input(s, "zero") for s in shapes]
         all_zero = bool(np.all(_call(node, zeros) == 0))
@@ -99,54 +136,16 @@ class Elementwise(LayerHandler):
                 _probe_input(s, "zero" if i == k else "random")
                 for i, s in enumerate(shapes)
             ]
-            forcing.append(bool(np.all(_call(node, values) == 0)))
-        return all_zero, forcing
+            if np.all(_call(node, values) == 0):
+                forcing.append(k)
+        if forcing:
+            return tuple(forcing)
+        return ALL if all_zero else NEVER
 
-    def output_zero(self, node, zeros):
-        all_zero, forcing = node.extra["zero"]
-        out = np.zeros(node.out_shape[-1], bool)
-        if all_zero:
-            out |= np.logical_and.reduce(zeros)
-        for zero, forces in zip(zeros, forcing):
-            if forces:
-                out |= zero
-        return out
-
-    def _name(self, node):
-        return type(node.layer).__name__
-
-    def scaling(self, node):
-        if len(node.inputs) == 1:
-            return scaling_of(lambda x: _call(node, [x]))
-        return "linear" if self._name(node) == "Multiply" else None
-
-    def combine_scales(self, node, scales):
-        if len(scales) > 1 and self._name(node) == "Multiply":
-            return np.prod(scales, axis=0)
-        return same_scales(node, scales)
-
-    def follower(self, node):
-        return len(node.inputs) == 1
-
-    def ties(self, node):
-        return len(node.inputs) > 1 and self._name(node) in _TIES
-
-    def counts(self, node, tensors):
-        return None
-
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         ctx.recall(node)
 
 
 def register_all(register):
-    import importlib
-
-    handler = Elementwise()
-    groups = dict(_UNARY)
-    groups["keras.src.ops.numpy"] += " " + _BINARY
-    for module_name, names in groups.items():
-        module = importlib.import_module(module_name)
-        for name in names.split():
-            cls = getattr(module, name, None)
-            if isinstance(cls, type):
-                register(cls, handler)
+    for cls, (name, _) in op_classes().items():
+        register(cls, Elementwise(name))

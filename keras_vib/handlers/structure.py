@@ -6,13 +6,15 @@ import functools
 import keras
 import numpy as np
 
+from keras_vib import _keras
 from keras_vib.handlers.base import (
+    ALL,
+    ANY,
     COUPLED,
     OPAQUE_RULE,
     LayerHandler,
     PassThrough,
     Rule,
-    same_scales,
     stock_twin,
 )
 from keras_vib.layers import SelectFeatures
@@ -38,26 +40,25 @@ class Flatten(PassThrough):
     kept features after the Flatten).
     """
 
-    selectable = True
-
     def rule(self, node):
         channels = node.in_shapes[0][-1]
         width = node.out_shape[-1]
         if width is None or width % channels:
             return OPAQUE_RULE
-        return Rule(COUPLED, [np.tile(np.arange(channels), width // channels)])
+        sources = [np.tile(np.arange(channels), width // channels)]
+        return self.coupled(sources, selectable=True)
 
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         layer = node.layer
         t_in, t_out = node.inputs[0], node.outputs[0]
         out_present = ctx.present(t_out)
-        ctx.set_scale(t_out, ctx.scale_of(t_in)[node.sources[0]])
+        src = ctx.rule(node).sources[0]
+        ctx.set_scale(t_out, ctx.scale_of(t_in)[src])
         config = layer.get_config()
         config["name"] = ctx.name(layer.name, original=True)
         out = ctx.emit(type(layer).from_config(config), None, ctx.sym[t_in])
         # The flattened features of the kept channels, less those dropped
         # one by one (an input gate after a Flatten).
-        src = node.sources[0]
         flat = ctx.present(t_in)[src]
         if not np.array_equal(flat, out_present):
             select = SelectFeatures(
@@ -77,9 +78,9 @@ class Reshape(PassThrough):
     def rule(self, node):
         if node.in_shapes[0][-1] != node.out_shape[-1]:
             return OPAQUE_RULE
-        return Rule(COUPLED, [np.arange(node.out_shape[-1])])
+        return self.coupled([np.arange(node.out_shape[-1])])
 
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         layer = node.layer
         t_in, t_out = node.inputs[0], node.outputs[0]
         ctx.set_scale(t_out, ctx.scale_of(t_in))
@@ -112,25 +113,13 @@ class Merge(LayerHandler):
         if len(node.in_shapes) < 2:
             return OPAQUE_RULE
         sources = broadcast_sources(node.in_shapes, node.out_shape[-1])
-        return Rule(COUPLED, sources) if sources else OPAQUE_RULE
-
-    def output_zero(self, node, zeros):
+        if not sources:
+            return OPAQUE_RULE
         if self.product:
-            return np.logical_or.reduce(zeros)
-        return np.logical_and.reduce(zeros)
+            return Rule(COUPLED, sources, zero=ANY, scaling="linear")
+        return Rule(COUPLED, sources, zero=ALL, ties=True)
 
-    def scaling(self, node):
-        return "linear" if self.product else None
-
-    def combine_scales(self, node, scales):
-        if self.product:
-            return np.prod(scales, axis=0)
-        return same_scales(node, scales)
-
-    def ties(self, node):
-        return not self.product
-
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         ctx.recall(node)
 
     def twin(self, layer, tf_keras):
@@ -150,18 +139,9 @@ class Concatenate(LayerHandler):
             src[offset : offset + shape[-1]] = np.arange(shape[-1])
             sources.append(src)
             offset += shape[-1]
-        return Rule(COUPLED, sources)
+        return Rule(COUPLED, sources, zero=ANY, scaling="linear")
 
-    def output_zero(self, node, zeros):
-        return np.logical_or.reduce(zeros)
-
-    def scaling(self, node):
-        return "linear"
-
-    def combine_scales(self, node, scales):
-        return np.prod(scales, axis=0)  # the others gather 1
-
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         layer = node.layer
         live = [t for t in node.inputs if ctx.sym.get(t) is not None]
         t_out = node.outputs[0]
@@ -212,12 +192,12 @@ class Select(PassThrough):
     """keras_vib's `SelectFeatures`: output `k` reads input `indices[k]`."""
 
     def rule(self, node):
-        return Rule(COUPLED, [np.asarray(node.layer.indices)])
+        return self.coupled([np.asarray(node.layer.indices)])
 
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         layer = node.layer
         t_in, t_out = node.inputs[0], node.outputs[0]
-        ctx.set_scale(t_out, ctx.scale_of(t_in)[node.sources[0]])
+        ctx.set_scale(t_out, ctx.scale_of(t_in)[ctx.rule(node).sources[0]])
         in_present, out_present = ctx.present(t_in), ctx.present(t_out)
         position = np.cumsum(in_present) - 1  # index among the kept inputs
         indices = position[np.asarray(layer.indices)[out_present]]
@@ -240,8 +220,6 @@ def register_all(register):
     register(L.Multiply, Merge(product=True))
     register(L.Concatenate, Concatenate())
     register(SelectFeatures, Select())
-    try:  # keras.applications' InceptionResNetV2: x + scale * r
-        from keras.src.applications import inception_resnet_v2
-    except ImportError:  # pragma: no cover
-        return
-    register(inception_resnet_v2.CustomScaleLayer, Merge())
+    # keras.applications' InceptionResNetV2: x + scale * r.
+    for cls in _keras.application_layers()["scaled_sum"]:
+        register(cls, Merge())

@@ -1,12 +1,6 @@
 """keras_vib's own layers: `VIBGate`, `VIBDense`, `VIBConv2D`."""
 
-from keras_vib.handlers.base import (
-    COUPLED,
-    OPAQUE_RULE,
-    PassThrough,
-    Rule,
-    identity_sources,
-)
+from keras_vib.handlers.base import OPAQUE_RULE, PassThrough, identity_sources
 from keras_vib.handlers.kernels import Conv, Dense
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 
@@ -16,17 +10,19 @@ class Gate(PassThrough):
 
     def rule(self, node):
         sources = identity_sources(node)
-        return Rule(COUPLED, sources) if sources else OPAQUE_RULE
+        return self.coupled(sources) if sources else OPAQUE_RULE
 
     def gate(self, node):
         return node.layer
 
-    def slim(self, ctx, node):
+    def slim(self, node, ctx):
         ctx.gate(node)
 
 
 class GatedDense(Dense):
     """`VIBDense`: a `Dense` and its gate."""
+
+    prunable = False  # gated already
 
     def inner(self, layer):
         return layer.dense
@@ -34,12 +30,11 @@ class GatedDense(Dense):
     def gate(self, node):
         return node.layer.gate
 
-    def prunable(self, node):
-        return False  # gated already
-
 
 class GatedConv2D(Conv):
     """`VIBConv2D`: a `Conv2D`, an optional batch norm, activation, gate."""
+
+    prunable = False
 
     def inner(self, layer):
         return layer.conv
@@ -52,9 +47,6 @@ class GatedConv2D(Conv):
 
     def bn(self, layer):
         return layer.bn
-
-    def prunable(self, node):
-        return False
 
 
 def register_all(register):

@@ -1,0 +1,106 @@
+"""The one door to Keras internals: every private Keras name keras_vib uses.
+
+`setup.py` accepts any Keras 3 from 3.15; a Keras release may move or
+rename any of what follows, and this module is the only place to mend
+then (`tests/test_layering.py` fails if another module uses a private
+Keras name). Each use, and why no public API does it:
+
+- `model._functional` (a `Sequential`'s functional graph) and
+  `graph._nodes_by_depth` (its calls, in topological order): Keras has no
+  public view of a model's layer calls with their arguments
+  (`model.layers` and `model.operations` list layers, not calls; a layer
+  called twice appears once).
+- `Node.operation`, `.is_input`, `.input_tensors`, `.outputs` and
+  `.arguments` (`keras.src.ops.node.Node`): what one call read and
+  produced, and its other arguments; `arguments.fill_in` puts new tensors
+  in the place of the old ones to call the same operation again with the
+  same keyword and constant arguments (rebuilding a graph). No public class
+  holds a call's arguments.
+- `keras.src.applications.convnext.LayerScale` and `.StochasticDepth`,
+  `keras.src.applications.inception_resnet_v2.CustomScaleLayer`: layers of
+  `keras.applications` models that `keras.applications` does not export,
+  so no public name reaches their classes.
+
+The classes of raw `keras.ops` operations, by contrast, are found through
+public API (`keras.Function(...).operations` of symbolic calls of
+`keras.ops` by name), in `keras_vib.handlers.ops`.
+"""
+
+import keras
+
+__all__ = ["Call", "model_calls", "application_layers"]
+
+
+class Call:
+    """One call of a layer or operation in a model's graph.
+
+    Attributes:
+        operation: the layer or operation called.
+        input_tensors: the Keras tensors it read, in order.
+        output_tensors: the Keras tensors it produced, in order.
+        kwargs: its keyword arguments (tensors included).
+    """
+
+    def __init__(self, node):
+        self._node = node
+        self.operation = node.operation
+        self.input_tensors = list(node.input_tensors)
+        self.output_tensors = list(node.outputs)
+        self.kwargs = dict(node.arguments.kwargs)
+
+    def constants(self):
+        """Every argument that is not a Keras tensor (nor None), flattened."""
+        arguments = self._node.arguments
+        flat = keras.tree.flatten((arguments.args, arguments.kwargs))
+        return [
+            v for v in flat if not isinstance(v, keras.KerasTensor) and v is not None
+        ]
+
+    def arguments_for(self, values):
+        """`(args, kwargs)` of this call with `values[i]` for input tensor i."""
+        mapping = {id(t): v for t, v in zip(self.input_tensors, values)}
+        return self._node.arguments.fill_in(mapping)
+
+
+def model_calls(model):
+    """`(inputs, outputs, calls)` of a Sequential or functional model.
+
+    `calls` are the model's `Call`s in topological order (input layers
+    left out); None for a model with no graph (a subclassed model).
+    """
+    graph = model
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+    nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
+    if graph is None or nodes_by_depth is None:
+        return None
+    calls = []
+    for depth in sorted(nodes_by_depth, reverse=True):
+        for node in nodes_by_depth[depth]:
+            if node.operation is not None and not node.is_input:
+                calls.append(Call(node))
+    return list(graph.inputs), list(graph.outputs), calls
+
+
+def application_layers():
+    """The unexported layer classes of keras.applications models, by role.
+
+    Returns:
+        A dict: `"channelwise"` (ConvNeXt's `LayerScale`, `StochasticDepth`)
+        and `"scaled_sum"` (InceptionResNetV2's `x + scale * r`), each a
+        list of classes (empty where this Keras lacks them).
+    """
+    found = {"channelwise": [], "scaled_sum": []}
+    try:
+        from keras.src.applications import convnext
+
+        found["channelwise"] += [convnext.LayerScale, convnext.StochasticDepth]
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    try:
+        from keras.src.applications import inception_resnet_v2
+
+        found["scaled_sum"].append(inception_resnet_v2.CustomScaleLayer)
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    return found
