@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vib import _validate
+from keras_vib import _validate, graph
 from keras_vib import report as _report
 from keras_vib.gates import gates as _gates_of
 
@@ -18,6 +18,35 @@ __all__ = ["VIBBudget"]
 _KINDS = ("flops", "params")
 _MORE_TRIALS = 128  # units tried one by one past the reopened prefix
 _MARGIN = 5.0  # nats of log alpha `_freeze` puts between a unit and the threshold
+
+
+def _changed(masks, changes, close):
+    """A copy of `masks` with the units `changes` (`(gate, index)` pairs)
+    closed (or reopened)."""
+    out = dict(masks)
+    for gate, j in changes:
+        key = id(gate)
+        if out[key] is masks[key]:
+            out[key] = masks[key].copy()
+        out[key][j] = not close
+    return out
+
+
+class _Cost:
+    """A model's FLOPs or slim parameters for any kept masks of its gates.
+
+    The graph is analysed once (`graph.Structure`); each question is then
+    a pass over arrays.
+    """
+
+    def __init__(self, model, kind):
+        self.structure = graph.Structure(model)
+        self.params = kind == "params"
+
+    def __call__(self, masks=None):
+        analysis = graph.analyze(self.structure, masks, folds=self.params)
+        report = _report.measure(analysis, params=self.params)
+        return report.kept_params if self.params else report.flops
 
 
 def _check_budget(name, value):
@@ -186,9 +215,10 @@ class VIBBudget(keras.callbacks.Callback):
 
     # -- measuring -------------------------------------------------------
 
-    def _measure(self):
-        report = _report.compression_report(self.model)
-        return report.flops if self.kind == "flops" else report.kept_params
+    def _measure(self, masks=None):
+        """The model's size in the budget's unit, with the gates' kept masks
+        as they are or as `masks` (`id(gate)` -> mask) says."""
+        return self._cost(masks)
 
     def _reference(self):
         report = _report.compression_report(self.model)
@@ -202,7 +232,7 @@ class VIBBudget(keras.callbacks.Callback):
         share (1 without `cost_aware`)."""
         self._scale = value
         for _, gate in self._gates:
-            gate.kl_scale.assign(value * self._shares.get(id(gate), 1.0))
+            gate.set_kl_scale(value * self._shares.get(id(gate), 1.0))
 
     def _update_shares(self):
         """With `cost_aware`: every gate's share of the KL scale, such that
@@ -211,19 +241,18 @@ class VIBBudget(keras.callbacks.Callback):
         saves, measured), whatever its gate's `kl_weight` and positions."""
         if not self.cost_aware:
             return
-        now = self._measure()
+        masks = self._masks()
+        now = self._measure(masks)
         costs = {}
         for _, gate in self._gates:
-            kept = gate.kept_mask()
+            kept = masks[id(gate)]
             if gate.kl_weight == 0 or kept.sum() < 2:
                 costs[id(gate)] = 0.0  # never close a gate's last unit
                 continue
             log_alpha = ops.convert_to_numpy(gate.log_alpha())
             weakest = int(np.argmax(np.where(kept, log_alpha, -np.inf)))
-            saved = ops.convert_to_numpy(gate.log_sigma2).copy()
-            self._apply([(gate, weakest)], close=True)
-            costs[id(gate)] = max(now - self._measure(), 0)
-            gate.log_sigma2.assign(saved)
+            probe = _changed(masks, [(gate, weakest)], close=True)
+            costs[id(gate)] = max(now - self._measure(probe), 0)
         weights = {id(g): g.kl_weight * g.positions for _, g in self._gates}
         if self.power is None:
             self.power = self._auto_power(costs.values())
@@ -249,72 +278,68 @@ class VIBBudget(keras.callbacks.Callback):
         return math.log(self.max_pressure_ratio) / math.log(spread)
 
     # -- closing and reopening units -------------------------------------
+    # Probes are answered from masks (arrays); only the chosen masks are
+    # given to the gates, which close and reopen their own units.
 
-    def _units(self):
+    def _masks(self):
+        """The gates' kept masks now, by `id` of the gate."""
+        return {id(g): g.kept_mask() for _, g in self._gates}
+
+    def _units(self, masks):
         """`(gate, index, log_alpha, kept)` of every unit."""
         units = []
         for _, gate in self._gates:
             log_alpha = ops.convert_to_numpy(gate.log_alpha())
-            kept = gate.kept_mask()
+            kept = masks[id(gate)]
             units += [(gate, j, log_alpha[j], kept[j]) for j in range(gate.units)]
         return units
 
-    def _apply(self, changes, close):
-        """Closes (or reopens) `changes`, a list of `(gate, index)`."""
-        by_gate = {}
-        for gate, j in changes:
-            by_gate.setdefault(id(gate), (gate, []))[1].append(j)
-        for gate, indices in by_gate.values():
-            log_sigma2 = ops.convert_to_numpy(gate.log_sigma2).copy()
-            mu2 = np.square(ops.convert_to_numpy(gate.mu)) + 1e-8
-            shift = 1.0 if close else -1.0
-            log_sigma2[indices] = np.log(mu2[indices]) + gate.threshold + shift
-            gate.log_sigma2.assign(log_sigma2)
+    def _commit(self, masks):
+        """Has every gate keep what `masks` says."""
+        for _, gate in self._gates:
+            gate.set_kept(masks[id(gate)])
 
-    def _search(self, candidates, close):
-        """Applies the shortest (closing) or longest (reopening) prefix of
-        `candidates` that leaves the model at or under the budget."""
-        saved = [ops.convert_to_numpy(g.log_sigma2).copy() for _, g in self._gates]
+    def _search(self, masks, candidates, close):
+        """The shortest (closing) or longest (reopening) prefix of
+        `candidates` that leaves the model at or under the budget: returns
+        its length and the masks with it applied."""
 
         def fits(k):
-            for (_, gate), value in zip(self._gates, saved):
-                gate.log_sigma2.assign(value)
-            self._apply(candidates[:k], close)
-            return self._measure() <= self.target
+            return self._measure(_changed(masks, candidates[:k], close)) <= self.target
 
+        lo, hi = 0, len(candidates)
         if close:  # the fewest closures that fit
-            lo, hi = 0, len(candidates)
             while lo < hi:
                 mid = (lo + hi) // 2
                 lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
         else:  # the most reopenings that still fit
-            lo, hi = 0, len(candidates)
             while lo < hi:
                 mid = (lo + hi + 1) // 2
                 lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-        fits(lo)
-        return lo
+        return lo, _changed(masks, candidates[:lo], close)
 
     def _close_to_budget(self):
-        units = [u for u in self._units() if u[3]]
+        masks = self._masks()
+        units = [u for u in self._units(masks) if u[3]]
         units.sort(key=lambda u: -u[2])  # most prunable first
-        return self._search([(g, j) for g, j, _, _ in units], close=True)
+        count, masks = self._search(masks, [(g, j) for g, j, _, _ in units], True)
+        self._commit(masks)
+        return count
 
     def _reopen_to_budget(self):
-        units = [u for u in self._units() if not u[3]]
+        masks = self._masks()
+        units = [u for u in self._units(masks) if not u[3]]
         units.sort(key=lambda u: u[2])  # least prunable first
         candidates = [(g, j) for g, j, _, _ in units]
-        count = self._search(candidates, close=False)
+        count, masks = self._search(masks, candidates, close=False)
         # Units are coarse (a channel of a first conv layer costs what a
         # hundred dense units do): past the first that does not fit, the
         # next ones, in the same order, that still do.
         for gate, j in candidates[count + 1 : count + 1 + _MORE_TRIALS]:
-            saved = ops.convert_to_numpy(gate.log_sigma2).copy()
-            self._apply([(gate, j)], close=False)
-            if self._measure() <= self.target:
-                count += 1
-            else:
-                gate.log_sigma2.assign(saved)
+            trial = _changed(masks, [(gate, j)], close=False)
+            if self._measure(trial) <= self.target:
+                masks, count = trial, count + 1
+        self._commit(masks)
         return count
 
     def resolve(self, model) -> int:
@@ -337,6 +362,7 @@ class VIBBudget(keras.callbacks.Callback):
                 "add gates (`keras_vib.add_gates`, `VIBDense`...) first."
             )
         self.set_model(model)
+        self._cost = _Cost(model, self.kind)
         self.reference = self._reference()
         name = f"target_{self.kind}"
         target = self.budget
@@ -361,11 +387,7 @@ class VIBBudget(keras.callbacks.Callback):
         the remaining epochs train the pruned model."""
         self._reopen_to_budget()
         for _, gate in self._gates:
-            kept = gate.kept_mask()
-            log_sigma2 = ops.convert_to_numpy(gate.log_sigma2).copy()
-            log_sigma2 += np.where(kept, -_MARGIN, _MARGIN).astype("float32")
-            gate.log_sigma2.assign(log_sigma2)
-            gate.noise.assign(0.0)
+            gate.freeze(_MARGIN)
 
     # -- callback hooks --------------------------------------------------
 
@@ -471,4 +493,4 @@ class VIBBudget(keras.callbacks.Callback):
         self._shares = {}  # back to the gates' own weights
         self._set_scale(1.0)
         for _, gate in self._gates:
-            gate.noise.assign(1.0)
+            gate.unfreeze()
