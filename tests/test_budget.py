@@ -294,3 +294,20 @@ def test_a_model_without_gates_is_refused():
     model = keras.Sequential([keras.Input((20,)), L.Dense(3)])
     with pytest.raises(ValueError, match="no VIB gate"):
         fit(model, kv.VIBBudget(target_flops=0.5, verbose=0), epochs=1)
+
+
+def test_the_budget_never_writes_a_gate_variable():
+    # The gates close, reopen and freeze themselves (VIBGate's methods);
+    # the budget only asks them.
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(kv.budget))
+    writes = [
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("assign", "assign_add", "assign_sub")
+    ]
+    assert writes == []

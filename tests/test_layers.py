@@ -603,3 +603,91 @@ def test_fit_under_jax_data_parallel_on_two_devices():
     assert l2 == pytest.approx(l1, rel=1e-5)
     assert k2 == pytest.approx(k1, rel=1e-5)
     assert found["diff"] < 1e-5
+
+
+# --------------------------------------------------------------------------
+# A gate closes, reopens and freezes its own units
+
+
+def _gate(units=6, seed=0):
+    gate = kv.VIBGate()
+    gate.build((None, units))
+    rng = np.random.default_rng(seed)
+    mu = rng.uniform(0.5, 1.5, units) * rng.choice([-1, 1], units)
+    set_gates(gate, mu, np.full(units, -9.0))
+    return gate
+
+
+def test_close_and_reopen_move_log_alpha_past_the_threshold():
+    gate = _gate()
+    mu_before = to_numpy(gate.mu).copy()
+    gate.close([1, 4], margin=2.0)
+    log_alpha = to_numpy(gate.log_alpha())
+    np.testing.assert_allclose(log_alpha[[1, 4]], 2.0, atol=1e-5)
+    assert gate.kept_mask().tolist() == [True, False, True, True, False, True]
+    gate.reopen([4])
+    np.testing.assert_allclose(to_numpy(gate.log_alpha())[4], -1.0, atol=1e-5)
+    assert gate.num_kept() == 5
+    np.testing.assert_array_equal(to_numpy(gate.mu), mu_before)  # mu untouched
+
+
+def test_set_kept_changes_only_the_units_on_the_wrong_side():
+    gate = _gate()
+    gate.close([0])
+    before = to_numpy(gate.log_sigma2).copy()
+    mask = np.array([False, True, False, True, True, True])
+    gate.set_kept(mask)
+    np.testing.assert_array_equal(gate.kept_mask(), mask)
+    after = to_numpy(gate.log_sigma2)
+    # Unit 0 was closed already and units 1, 3-5 kept: left as they were.
+    np.testing.assert_array_equal(after[[0, 1, 3, 4, 5]], before[[0, 1, 3, 4, 5]])
+    assert after[2] != before[2]
+
+
+def test_freeze_turns_the_noise_off_and_keeps_the_order():
+    gate = _gate()
+    gate.close([2])
+    log_alpha = to_numpy(gate.log_alpha()).copy()
+    gate.freeze(margin=5.0)
+    assert gate.frozen
+    x = np.ones((3, 6), "float32")
+    np.testing.assert_allclose(
+        to_numpy(gate(x, training=True)), to_numpy(gate(x, training=False))
+    )
+    np.testing.assert_allclose(
+        to_numpy(gate.log_alpha()),
+        log_alpha + np.where(gate.kept_mask(), -5.0, 5.0),
+        atol=1e-4,
+    )
+    gate.unfreeze()
+    assert not gate.frozen
+    assert not np.allclose(
+        to_numpy(gate(x, training=True)), to_numpy(gate(x, training=False))
+    )
+
+
+def test_set_kl_scale_scales_the_kl_term():
+    gate = _gate()
+    full = float(to_numpy(gate.kl_loss()))
+    gate.set_kl_scale(0.25)
+    np.testing.assert_allclose(float(to_numpy(gate.kl_loss())), 0.25 * full, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda g: g.close([6]), r"indices=\[6\]"),
+        (lambda g: g.close([-1]), r"indices=\[-1\]"),
+        (lambda g: g.reopen([0.5]), r"indices=\[0.5\]"),
+        (lambda g: g.close([0], margin=0), "margin=0"),
+        (lambda g: g.set_kept([True, False]), r"mask of shape \(2,\)"),
+        (lambda g: g.freeze(margin=-1), "margin=-1"),
+        (lambda g: g.set_kl_scale(-0.5), "value=-0.5"),
+    ],
+)
+def test_gate_methods_refuse_bad_arguments(call, match):
+    gate = _gate()
+    before = to_numpy(gate.log_sigma2).copy()
+    with pytest.raises(ValueError, match=match):
+        call(gate)
+    np.testing.assert_array_equal(to_numpy(gate.log_sigma2), before)
