@@ -5,7 +5,7 @@ from keras_vib.budget import VIBBudget
 from keras_vib.callbacks import VIBMonitor, VIBProgbarLogger
 from keras_vib.datasets import DatasetNotFoundError
 from keras_vib.gating import add_gates
-from keras_vib.handlers import register_layer
+from keras_vib.handlers import register_layer, unregister_layer
 from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
 from keras_vib.models import get_model, lenet5_caffe, lenet_300_100, vgg16
 from keras_vib.report import CompressionReport, compression_report
@@ -27,6 +27,7 @@ __all__ = [
     "slim_model",
     "add_gates",
     "register_layer",
+    "unregister_layer",
     "handlers",
     "export",
     "datasets",
