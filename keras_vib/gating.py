@@ -236,14 +236,22 @@ def add_gates(
     kl_weight = _check_kl_weights(kl_weight)
     gate_input = _validate.boolean("gate_input", gate_input)
     g = _Graph(model)
+    points = _gate_points(g, select, gate_input)
+    gate_args = dict(
+        mu_initializer=mu_initializer,
+        log_sigma2_initializer=log_sigma2_initializer,
+        kl_spatial_scaling=kl_spatial_scaling,
+        seed=seed,
+    )
+    return _rebuild_with_gates(g, points, kl_weight, gate_args, f"{model.name}_gated")
+
+
+def _gate_points(g, select, gate_input):
+    """Where the gates go: tensor key -> the name of what they gate.
+
+    Warns once about the prunable layers left ungated.
+    """
     analysis = g.analysis
-
-    def weight_for(name):
-        if isinstance(kl_weight, dict):
-            return kl_weight.get(name, 1e-3)
-        return kl_weight
-
-    # Where the gates go: tensor id -> name of the layer they gate.
     points = {}
     if gate_input:
         for t in analysis.inputs:
@@ -264,38 +272,48 @@ def add_gates(
             continue
         points.setdefault(t, name)
     if ungated:
-        warnings.warn(_ungated_message(ungated), stacklevel=2)
+        warnings.warn(_ungated_message(ungated), stacklevel=3)
+    return points
 
-    # Rebuild the graph with the gates in.
-    names = {node.layer.name for node in analysis.nodes}
-    used = set()
 
-    def unique(base, pattern, reserved=()):
+class _Names:
+    """Unique layer names for the clone: its own, and the gates' (which
+    avoid every name of the original model too)."""
+
+    def __init__(self, reserved):
+        self.reserved, self.used = reserved, set()
+
+    def __call__(self, base, pattern, reserve=False):
         name, k = pattern.format(base=base, k=""), 1
-        while name in used or name in reserved:
+        reserved = self.reserved if reserve else ()
+        while name in self.used or name in reserved:
             name, k = pattern.format(base=base, k=f"_{k}"), k + 1
-        used.add(name)
+        self.used.add(name)
         return name
 
+
+def _rebuild_with_gates(g, points, kl_weight, gate_args, name):
+    """The clone of the model with a gate at each of `points`."""
+    analysis = g.analysis
+    unique = _Names({node.layer.name for node in analysis.nodes})
     group_of = g.groups()
     shared = {}  # channel group -> its gate
 
     def gate(t, tensor):
         group = group_of(t)
-        if group in shared:
-            # Channels tied to an already gated group (a chain of residual
-            # sums): the same gate, so that a closed channel goes everywhere.
-            return shared[group](tensor)
-        base = points[t]
-        layer = shared[group] = VIBGate(
-            kl_weight=weight_for(base),
-            mu_initializer=mu_initializer,
-            log_sigma2_initializer=log_sigma2_initializer,
-            kl_spatial_scaling=kl_spatial_scaling,
-            seed=seed,
-            name=unique(base, "{base}_gate{k}", names),
-        )
-        return layer(tensor)
+        if group not in shared:
+            base = points[t]
+            weight = (
+                kl_weight.get(base, 1e-3) if isinstance(kl_weight, dict) else kl_weight
+            )
+            shared[group] = VIBGate(
+                kl_weight=weight,
+                name=unique(base, "{base}_gate{k}", reserve=True),
+                **gate_args,
+            )
+        # Channels tied to an already gated group (a chain of residual
+        # sums) get the same gate, so that a closed channel goes everywhere.
+        return shared[group](tensor)
 
     clones = {}  # a layer called twice (shared) has one clone
 
@@ -324,7 +342,7 @@ def add_gates(
     return keras.Model(
         new_inputs if len(new_inputs) > 1 else new_inputs[0],
         outputs if len(outputs) > 1 else outputs[0],
-        name=f"{model.name}_gated",
+        name=name,
     )
 
 
