@@ -67,86 +67,47 @@ class VIBBudget(keras.callbacks.Callback):
 
     Name the budget in multiply-accumulates (`target_flops`) or in
     parameters of the slim model (`target_params`), as a fraction of the
-    model when training starts (`0.05`: a twentieth) or as a count
-    (`90000`). No KL weight to tune: the callback sets the scale of the KL
-    term itself. It starts the gates' `kl_scale` where their KL terms add up
-    to `initial_kl` nats per example, then, every `check_every` batches,
-    measures the pruned model (`compression_report`) against a plan that
-    shrinks it geometrically from its size at the start to the budget over
-    the first `pruning_end` of the training steps (as tfmot's pruning
-    schedules do for sparsity): behind the plan, the KL scale is multiplied
-    by `growth`; ahead of it, divided by it. Once the model is at or under
-    the budget, the callback fills it (reopens the closed units of lowest
-    `log alpha` that still fit), turns the KL term off (`kl_scale` 0) and
-    the gates' noise too (their `noise` variable 0: in training they act as
-    at inference, closed units off), so that the remaining epochs train
-    the pruned model itself; should a unit reopen all the same (an
-    optimizer's momentum), the least informative are closed again at the
-    next check. Each gate's share of the pressure
-    follows what its units cost in the budget (`cost_aware`), so no
-    per-layer KL weights need tuning either.
-
-    When training ends the model is at or under the budget and, where the
-    data or the KL pressure pruned more than needed, at least `min_fraction`
-    of it: it closes the open units of highest `log alpha`, or reopens the
-    closed units of lowest, as few as it takes. A budget the KL pressure did
-    not reach within the epochs is still met that way, with a warning that
-    says what the KL pressure had reached. `kl_scale` and `noise` are back
-    at 1 after training (the kept units' `log alpha` stays lower by the
-    margin the freeze gave them); slim and fine-tune as usual.
-
-    Use it instead of `VIBWarmup` (both set `kl_scale`).
-    The epoch logs get `budget` (the pruned model's size over the budget)
-    and `kl_scale`.
+    model when training starts (`0.05`) or as a count (`90000`), instead of
+    a KL weight. The callback sets the gates' `kl_scale` itself: it follows
+    a plan that shrinks the model geometrically to the budget over the first
+    `pruning_end` of the training steps, with each gate's share of the
+    pressure set by what its units cost. Once the budget is reached it fills
+    it, then freezes the gates (no KL term, no noise) so that the remaining
+    epochs train the pruned model; when training ends the model is at or
+    under the budget and fills at least `min_fraction` of it. README,
+    "Compress to a budget", says how and why. Use it instead of
+    `VIBWarmup`; the epoch logs get `budget` (size over budget) and
+    `kl_scale`.
 
     Args:
         target_flops: the budget in multiply-accumulates per example.
         target_params: the budget in parameters of the slim model. Give
             exactly one of the two.
         pruning_end: float in (0, 1], the share of the training steps by
-            which the plan reaches the budget (0.5: half of the epochs prune,
-            the rest train the pruned model).
-        initial_kl: float > 0, the KL term in nats per example (at the
-            gates' initial state) with which training starts; None keeps
-            the gates' `kl_scale` as it is (the `kl_weight`s set the start).
-        cost_aware: bool. True: each gate's KL term is weighted by what one
-            of its units costs in the budget (the FLOPs or parameters that
-            closing one more unit saves, measured when training starts and
-            at every epoch until the budget is reached), in place of its
-            `kl_weight` and number of positions, so that the pressure falls
-            where the budget is spent; a gate with `kl_weight=0` stays
-            unpruned. False: the gates' `kl_weight`s share the pressure out
-            (per-layer multipliers).
+            which the plan reaches the budget.
+        initial_kl: float > 0, the KL term in nats per example with which
+            training starts; None keeps the gates' `kl_scale`.
+        cost_aware: bool, weight each gate's KL term by what one of its
+            units costs in the budget (True) or by its `kl_weight` (False).
         cost_power: `"auto"` or a float in [0, 1], with `cost_aware`: a
-            unit's pressure goes as its cost to this power. 1: in
-            proportion to the cost, which at tight budgets empties the
-            costliest layers first (a channel of a first conv layer costs
-            what a hundred dense units do); 0.5 evens that out; 0: the same
-            pressure on every unit. `"auto"` (the default): 1 where the
-            costliest gate's units cost at most `max_pressure_ratio` times
-            the cheapest gate's (the dense layers of an MLP), else the power
-            that brings that ratio down to `max_pressure_ratio` (about 0.73
-            on LeNet-5, whose conv1 channels cost 117 times a dense unit);
-            set when training starts, see the `power` attribute.
-        max_pressure_ratio: float > 1, with `cost_power="auto"`: the most
-            the pressure on a unit of the costliest gate may exceed the
-            pressure on a unit of the cheapest.
-        check_every: positive int, training steps (batches) between two
-            checks.
+            unit's pressure goes as its cost to this power; `"auto"`: 1
+            unless the units' costs spread over more than
+            `max_pressure_ratio`, else the power that brings them to it.
+        max_pressure_ratio: float > 1, see `cost_power`.
+        check_every: positive int, training steps between two checks.
         growth: float > 1, the factor by which the KL scale changes per
             check while the model is off the plan.
         min_fraction: float in (0, 1], the least share of the budget the
-            final model fills (0.85).
+            final model fills.
         verbose: int; > 0 prints when the budget is reached and what the
             end of training adjusted.
 
     Attributes:
         target: the budget as a count (set when training starts).
         reference: the model's size when training starts.
-        power: the cost power in use (`cost_power`, or what `"auto"`
-            chose when training started; None before).
-        reached_epoch: the epoch (from 0) at which the KL pressure reached
-            the budget, or None.
+        power: the cost power in use (None before training).
+        reached_epoch: the epoch (from 0) at which the budget was reached,
+            or None.
         value: the model's size when training ended.
         adjusted: how many units the end of training closed (> 0) or
             reopened (< 0).
