@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from keras_vib import _validate, graph
-from keras_vib.handlers import COUPLED, MIXING, OPAQUE
+from keras_vib.handlers import COUPLED, MIXING, OPAQUE, scale_layer
 from keras_vib.handlers.base import combine_scales
 from keras_vib.handlers.kernels import FLOAT
 from keras_vib.layers import SelectFeatures
@@ -87,24 +87,6 @@ def _constants(analysis):
         first = np.asarray(value).reshape(-1, info.channels)[0]
         constants[t] = np.where(info.present | info.zero, 0.0, first).astype(FLOAT)
     return constants
-
-
-def _affine_bn(scale, name, dtype):
-    """A BatchNormalization computing `scale * x` exactly (inference)."""
-    eps = 1e-3
-    # Not trainable: Keras then runs it in inference mode, so that fitting
-    # the slim model does not turn the fixed scale into a batch norm.
-    layer = keras.layers.BatchNormalization(
-        epsilon=eps, name=name, dtype=dtype, trainable=False
-    )
-    n = len(scale)
-    weights = [
-        np.asarray(scale, FLOAT),
-        np.zeros(n, FLOAT),
-        np.zeros(n, FLOAT),
-        np.full(n, 1.0 - eps, FLOAT),
-    ]
-    return layer, weights
 
 
 class _Placeholder:
@@ -286,7 +268,7 @@ class SlimContext:
         scale = (self.scale_of(node.inputs[0]) if coupled else 1.0) * (
             graph.gate_scale(self.a, node)
         )
-        layer, weights = _affine_bn(
+        layer, weights = scale_layer(
             np.broadcast_to(scale, present.shape)[present],
             self.name(f"{node.layer.name}_scale"),
             node.layer.dtype_policy,

@@ -26,7 +26,12 @@ from keras_vib.handlers.base import (
     registered,
     unregister_layer,
 )
-from keras_vib.handlers.channelwise import BatchNorm, Channelwise, Normalizing
+from keras_vib.handlers.channelwise import (
+    BatchNorm,
+    Channelwise,
+    Normalizing,
+    scale_layer,
+)
 from keras_vib.handlers.kernels import Dense, Kernel
 from keras_vib.handlers.ops import Elementwise
 from keras_vib.handlers.structure import Merge
@@ -53,6 +58,7 @@ __all__ = [
     "registered",
     "handler_for",
     "is_registered",
+    "scale_layer",
 ]
 
 for _module in (kernels, channelwise, structure, ops, vib):

@@ -211,6 +211,29 @@ class BatchNorm(LayerHandler):
         return stock_twin(layer, tf_keras, names)
 
 
+def scale_layer(scale, name, dtype):
+    """The layer `slim_model` puts where a gate's per-channel scale `s` has
+    nowhere to fold: a `BatchNormalization` computing `s * x` exactly.
+
+    Returns:
+        `(layer, weights)`: the layer (not built) and its weights, float64.
+    """
+    eps = 1e-3
+    # Not trainable: Keras then runs it in inference mode, so that fitting
+    # the slim model does not turn the fixed scale into a batch norm.
+    layer = keras.layers.BatchNormalization(
+        epsilon=eps, name=name, dtype=dtype, trainable=False
+    )
+    n = len(scale)
+    weights = [
+        np.asarray(scale, FLOAT),
+        np.zeros(n, FLOAT),
+        np.zeros(n, FLOAT),
+        np.full(n, 1.0 - eps, FLOAT),
+    ]
+    return layer, weights
+
+
 class Normalizing(LayerHandler):
     """A layer that normalises over its channels (LayerNormalization...).
 
