@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 
 import keras
 import numpy as np
@@ -14,7 +13,6 @@ from keras import ops
 from keras_vib import _validate
 from keras_vib import report as _report
 from keras_vib.gates import gates as _gates_of
-from keras_vib.warmup import VIBWarmup
 
 __all__ = ["VIBMonitor", "VIBProgbarLogger"]
 
@@ -41,9 +39,7 @@ class VIBMonitor(keras.callbacks.Callback):
     - `r_w`, `r_n`: the fractions of weights and of neurons kept, in [0, 1];
     - `flops`: the multiply-accumulates of the pruned network;
     - `kl`: the sum of the gates' weighted KL terms, i.e. the KL part of the
-      loss as it stands at the end of the epoch (a float);
-    - `kl_scale`: the current KL warm-up factor, only with the deprecated
-      `kl_warmup_epochs` > 0 (`VIBWarmup` logs it itself).
+      loss as it stands at the end of the epoch (a float).
 
     The `logs` dict is updated in place, so the callbacks that come after the
     monitor in the `callbacks` list, the `History` returned by `fit` and the
@@ -61,10 +57,6 @@ class VIBMonitor(keras.callbacks.Callback):
     job (as tfmot keeps `UpdatePruningStep` apart from `PruningSummaries`).
 
     Args:
-        kl_warmup_epochs: deprecated, use `keras_vib.VIBWarmup(N)` beside
-            the monitor; an integer > 0 still warms the KL up over N epochs
-            as `VIBWarmup(N)` does (with a `DeprecationWarning`). 0 (the
-            default): no warm-up.
         plot_dir: optional directory (created if needed). When set, the
             monitor writes `kept_neurons.png` (see `plot_kept`) and
             `log_alpha.png` (see `plot_log_alpha`) there when training ends.
@@ -87,23 +79,10 @@ class VIBMonitor(keras.callbacks.Callback):
 
     def __init__(
         self,
-        kl_warmup_epochs: int = 0,
         plot_dir: str | os.PathLike | None = None,
         verbose: int = 1,
     ):
         super().__init__()
-        self.kl_warmup_epochs = _validate.integer(
-            "kl_warmup_epochs", kl_warmup_epochs, minimum=0
-        )
-        self._warmup = None
-        if self.kl_warmup_epochs:
-            warnings.warn(
-                "`VIBMonitor(kl_warmup_epochs=N)` is deprecated: pass "
-                "`keras_vib.VIBWarmup(N)` as a callback beside the monitor.",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            self._warmup = VIBWarmup(self.kl_warmup_epochs)
         if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
             raise ValueError(
                 "Expected `plot_dir` to be None or a path (str or os.PathLike). "
@@ -155,8 +134,6 @@ class VIBMonitor(keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         self._gates = None
-        if self._warmup is not None:
-            self._warmup.set_model(model)
 
     def on_train_begin(self, logs=None):
         self._gates = None
@@ -165,13 +142,9 @@ class VIBMonitor(keras.callbacks.Callback):
         self.history = {}
         self.log_alpha = {}
         self._pending_message = None
-        if self._warmup is not None:
-            self._warmup.on_train_begin(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._flush_message()
-        if self._warmup is not None:
-            self._warmup.on_epoch_begin(epoch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -193,8 +166,6 @@ class VIBMonitor(keras.callbacks.Callback):
         values["r_n"] = float(report.r_n)
         values["flops"] = int(round(float(report.flops)))
         values["kl"] = kl
-        if self._warmup is not None:
-            self._warmup.on_epoch_end(epoch, values)
         logs.update(values)
 
         self.epoch.append(int(epoch))
@@ -211,8 +182,6 @@ class VIBMonitor(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._flush_message()
-        if self._warmup is not None:
-            self._warmup.on_train_end(logs)
         if self.plot_dir is not None and self.epoch:
             os.makedirs(self.plot_dir, exist_ok=True)
             self.plot_kept(os.path.join(self.plot_dir, "kept_neurons.png"))

@@ -164,15 +164,10 @@ def test_tensorboard_records_the_monitor_logs(tmp_path):
         )
 
 
-def test_deprecated_kl_warmup_epochs_still_warms_up():
-    x, y = make_data()
-    model = make_model(kl_weight=1.0)
-    with pytest.warns(DeprecationWarning, match="VIBWarmup"):
-        monitor = VIBMonitor(kl_warmup_epochs=2, verbose=0)
-    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[monitor])
-    np.testing.assert_allclose(history.history["kl_scale"], [0.0, 0.5, 1.0])
-    assert history.history["kl"][0] == 0.0
-    assert kl_scales(model) == [1.0, 1.0, 1.0]
+def test_kl_warmup_epochs_is_gone():
+    # Removed after its deprecation: the warm-up is `VIBWarmup`'s job.
+    with pytest.raises(TypeError, match="kl_warmup_epochs"):
+        VIBMonitor(kl_warmup_epochs=2)
 
 
 def test_plots_written(tmp_path):
@@ -255,10 +250,6 @@ def test_progbar_logger_leaves_the_counts_to_the_monitor(capsys, verbose):
 @pytest.mark.parametrize(
     "kwargs, name",
     [
-        ({"kl_warmup_epochs": -1}, "kl_warmup_epochs"),
-        ({"kl_warmup_epochs": 2.5}, "kl_warmup_epochs"),
-        ({"kl_warmup_epochs": True}, "kl_warmup_epochs"),
-        ({"kl_warmup_epochs": "3"}, "kl_warmup_epochs"),
         ({"verbose": -1}, "verbose"),
         ({"verbose": "1"}, "verbose"),
         ({"plot_dir": 3}, "plot_dir"),
