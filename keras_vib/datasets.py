@@ -254,6 +254,32 @@ def _builder(name, data_dir, from_env, download):
     return builder
 
 
+def _data_dir(data_dir):
+    """`(data_dir, from_env)`: the directory `load` reads (None: the
+    tensorflow-datasets default), and whether it came from `$TFDS_DATA_DIR`
+    rather than the argument."""
+    from_env = data_dir is None
+    if data_dir is None:
+        # Read at call time: tfds reads TFDS_DATA_DIR once, at its import.
+        data_dir = os.environ.get("TFDS_DATA_DIR") or None
+    if data_dir is not None:
+        data_dir = os.fspath(data_dir)
+    return data_dir, from_env
+
+
+def _examples(builder, split, shuffle, seed):
+    """The uint8 `(image, label)` examples of `split`, files shuffled with
+    `shuffle`."""
+    import tensorflow_datasets as tfds
+
+    return builder.as_dataset(
+        split=split,
+        as_supervised=True,
+        shuffle_files=shuffle,
+        read_config=tfds.ReadConfig(shuffle_seed=seed),
+    )
+
+
 def _crop_and_flip(images, seed, pad, flip):
     """Random `pad`-shifts (and horizontal flips) of a batch of images.
 
@@ -429,22 +455,9 @@ def load(
     download = _validate.boolean("download", download)
     cache = _validate.boolean("cache", cache)
     drop_remainder = _validate.boolean("drop_remainder", drop_remainder)
-    from_env = data_dir is None
-    if data_dir is None:
-        # Read at call time: tfds reads TFDS_DATA_DIR once, at its import.
-        data_dir = os.environ.get("TFDS_DATA_DIR") or None
-    if data_dir is not None:
-        data_dir = os.fspath(data_dir)
+    data_dir, from_env = _data_dir(data_dir)
     builder = _builder(name, data_dir, from_env, download)
-    import tensorflow_datasets as tfds
-
-    read_config = tfds.ReadConfig(shuffle_seed=options["seed"])
-    ds = builder.as_dataset(
-        split=split,
-        as_supervised=True,
-        shuffle_files=options["shuffle"],
-        read_config=read_config,
-    )
+    ds = _examples(builder, split, options["shuffle"], options["seed"])
     return _pipeline(
         ds,
         shuffle_buffer=shuffle_buffer,
