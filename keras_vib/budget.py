@@ -179,6 +179,8 @@ class VIBBudget(keras.callbacks.Callback):
     def _measure(self, masks=None):
         """The model's size in the budget's unit, with the gates' kept masks
         as they are or as `masks` (`id(gate)` -> mask) says."""
+        if masks is None:
+            masks = self._masks()
         return self._cost(masks)
 
     def _reference(self):
@@ -244,6 +246,9 @@ class VIBBudget(keras.callbacks.Callback):
 
     def _masks(self):
         """The gates' kept masks now, by `id` of the gate."""
+        # Reading `self.model` brings the training state into the model's
+        # variables (on JAX it stays apart during an epoch otherwise).
+        _ = self.model
         return {id(g): g.kept_mask() for _, g in self._gates}
 
     def _units(self, masks):
