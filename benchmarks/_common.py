@@ -16,10 +16,13 @@ def machine(packages=PACKAGES):
     memory = ""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+            info = f.read().splitlines()
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = next((x for x in info if x.startswith("flags")), "").split()
+        cpu += ", with AVX-512" if "avx512f" in flags else ", no AVX-512"
         with open("/proc/meminfo") as f:
             kib = int(f.readline().split()[1])
             memory = f", {kib / 2**20:.0f} GiB"

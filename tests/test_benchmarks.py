@@ -426,3 +426,31 @@ def test_backends_benchmark_runs(tmp_path):
     slim_rows = [line for line in text.splitlines() if line.startswith("| jax |")]
     assert len(slim_rows) == 1
     assert float(slim_rows[0].split("|")[-2]) < 1e-4  # slim == gated on JAX
+
+
+@pytest.mark.slow
+def test_budget_overhead_benchmark_runs(tmp_path):
+    md = tmp_path / "B.md"
+    md.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    args = ["--steps", "55", "--epochs", "1", "--models", "lenet5"]
+    run_script(
+        "benchmarks/budget_overhead.py",
+        *args,
+        "--before",
+        head,
+        "--benchmarks-md",
+        str(md),
+    )
+    text = md.read_text()
+    assert "## Other\n\nkept" in text
+    rows = re.findall(
+        r"\| LeNet-5-Caffe \| (.+?) \| ([0-9.]+) % .*\| ([0-9,]+) / ([0-9,]+) \|", text
+    )
+    assert [r[0] for r in rows] == [f"commit {head}", "today"]
+    # The same package twice: the same training, the same final FLOPs.
+    assert rows[0][2:] == rows[1][2:]
+    assert int(rows[1][2].replace(",", "")) <= int(rows[1][3].replace(",", ""))
+    assert "AVX-512" in text
