@@ -115,3 +115,34 @@ def test_analysis_marks_closed_units_constant_and_absent():
 def test_describe_names_layers_and_ops():
     layer = L.Dense(2, name="d")
     assert graph.describe(layer) == "layer 'd' of class Dense"
+
+
+def test_the_analysis_leaves_the_graph_as_it_was():
+    import dataclasses
+
+    model = gated_mlp()
+    structure = graph.Structure(model)
+    node = structure.graph.nodes[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        node.index = 5
+    before = [(n.layer, n.inputs, n.outputs, n.index) for n in structure.graph.nodes]
+    graph.analyze(structure)
+    after = [(n.layer, n.inputs, n.outputs, n.index) for n in structure.graph.nodes]
+    assert before == after
+
+
+def test_one_structure_answers_for_any_kept_masks():
+    model = gated_mlp()
+    open_units(model.get_layer("fc1"), [1, 1, 1, 1])
+    open_units(model.get_layer("fc2"), [1, 1, 1])
+    structure = graph.Structure(model)
+    fc1 = model.get_layer("fc1").gate
+    as_is = kv.report.measure(graph.analyze(structure))
+    masks = {id(fc1): np.array([True, False, False, True])}
+    probed = kv.report.measure(graph.analyze(structure, masks))
+    assert fc1.kept_mask().all()  # the masks wrote nothing into the gate
+    # The same figures as if the gate itself had closed those units...
+    open_units(model.get_layer("fc1"), [1, 0, 0, 1])
+    assert kv.compression_report(model).to_dict() == probed.to_dict()
+    assert as_is.kept_weights > probed.kept_weights
+    assert as_is.flops > probed.flops
