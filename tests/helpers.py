@@ -106,31 +106,6 @@ def assert_close(a, b, rtol=1e-5):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(np.abs(b).max(), 1e-6))
 
 
-def gate_slim_reload(model, x, rng, tmp_path=None, **gate_kwargs):
-    """add_gates -> gates open: same function -> half of every gate closed
-    (negative mu too) -> slim_model: same function to 1e-5, the report's
-    parameter count, and (with `tmp_path`) the same after a `.keras` reload.
-
-    Returns `(gated, slim)`.
-    """
-    import keras_vib as kv
-
-    ref = model(x, training=False)
-    gated = kv.add_gates(model, **gate_kwargs)
-    assert_close(gated(x, training=False), ref)
-    random_gates(gated, rng)
-    slim = kv.slim_model(gated)
-    expected = gated(x, training=False)
-    assert_close(slim(x, training=False), expected)
-    assert slim.count_params() == kv.compression_report(gated).kept_params
-    if tmp_path is not None:
-        path = tmp_path / "slim.keras"
-        slim.save(path)
-        loaded = keras.models.load_model(path)
-        assert_close(loaded(x, training=False), expected)
-    return gated, slim
-
-
 def builtin_ops():
     """The names of TFLite's builtin operators (TensorFlow needed)."""
     from tensorflow.lite.python.schema_py_generated import BuiltinOperator

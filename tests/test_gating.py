@@ -3,7 +3,8 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from helpers import gate_slim_reload, random_gates, randomize_statistics
+from contract import check_contract
+from helpers import randomize_statistics
 from keras.ops import convert_to_numpy as to_numpy
 
 import keras_vib as kv
@@ -116,7 +117,7 @@ def test_bad_arguments(kwargs, match):
 
 
 def check_end_to_end(model, x, y, rng, tol=1e-5):
-    """add_gates -> a short fit -> close half the gates -> slim_model."""
+    """add_gates -> a short fit -> close half the gates -> the contract."""
     gated = kv.add_gates(model, kl_weight=1e-6)
     assert_close(gated(x, training=False), model(x, training=False), rtol=tol)
     gated.compile(
@@ -125,13 +126,8 @@ def check_end_to_end(model, x, y, rng, tol=1e-5):
     )
     gated.fit(x, y, batch_size=len(y), epochs=1, verbose=0)
     # A short fit on random data closes nothing: close half of every gate.
-    random_gates(gated, rng)
-    slim = kv.slim_model(gated)
-    assert_close(slim(x, training=False), gated(x, training=False), rtol=tol)
-    report = kv.compression_report(gated)
-    assert slim.count_params() == report.kept_params
+    gated, slim = check_contract(gated, x, rng, close=True, tol=tol)
     assert slim.count_params() < model.count_params()
-    assert kv.compression_report(slim, reference=gated).structure == report.structure
     return gated, slim
 
 
@@ -275,7 +271,7 @@ def test_squeeze_and_excitation_applications(name, tmp_path):
     model, x, rng = _application(name, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # nothing left ungated
-        gated, slim = gate_slim_reload(model, x, rng, tmp_path, kl_weight=1e-5)
+        gated, slim = check_contract(model, x, rng, tmp_path=tmp_path, kl_weight=1e-5)
     assert slim.count_params() <= 0.6 * model.count_params()
 
 
@@ -296,5 +292,5 @@ def test_more_applications(name, size, share):
     model, x, rng = _application(name, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # ConvNeXt's stream
-        gated, slim = gate_slim_reload(model, x, rng, kl_weight=1e-5)
+        gated, slim = check_contract(model, x, rng, kl_weight=1e-5)
     assert slim.count_params() <= share * model.count_params()

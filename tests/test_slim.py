@@ -2,9 +2,10 @@
 
 Every model gets random stock weights (biases, batch-norm statistics) and
 random gates (`helpers.random_gates`: about half of the units closed, mu of
-both signs), and `check_slim` verifies the whole contract on it: same
-function as the gated model at inference, stock Keras layers only, the same
-compression report, the parameter count the report predicts, and the
+both signs), and `contract.check_contract` verifies the whole contract on
+it: same function as the gated model at inference, stock Keras layers only,
+the same compression report, the parameters, kernel entries and FLOPs the
+report predicts (the FLOPs also counted from the TensorFlow graph), and the
 original model left untouched.
 """
 
@@ -15,11 +16,11 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from contract import check_contract
 from helpers import OpaqueScale, random_gates, set_gates
 
 import keras_vib as kv
 from keras_vib import graph
-from keras_vib.report import gated_layers
 
 L = keras.layers
 
@@ -63,76 +64,8 @@ def assert_same_function(out, ref):
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * scale)
 
 
-def stock_param_count(model):
-    """Params of the gated model without its gate variables."""
-    gates = [getattr(layer, "gate", layer) for _, layer in gated_layers(model)]
-    return model.count_params() - sum(g.count_params() for g in gates)
-
-
-def assert_stock_layers(slim):
-    for layer in slim.layers:
-        module = type(layer).__module__
-        if isinstance(layer, kv.slim.SelectFeatures):
-            continue
-        assert not module.startswith("keras_vib"), (layer.name, type(layer))
-
-
 def select_features_layers(slim):
     return [layer for layer in slim.layers if isinstance(layer, kv.slim.SelectFeatures)]
-
-
-def assert_no_zero_width(slim):
-    for v in slim.weights:
-        assert all(d > 0 for d in v.shape), (v.path, v.shape)
-    g = graph.Graph(slim)
-    for node in g.nodes:
-        for t in node.outputs:
-            assert g.symbols[t].shape[-1] != 0, (node.layer.name, g.symbols[t].shape)
-    for t in slim.outputs:
-        assert t.shape[-1] != 0
-
-
-def check_slim(model, x, keep_input_shape=True, fewer=True):
-    """Slims `model` and checks the whole contract; returns the slim model."""
-    before = [w.copy() for w in model.get_weights()]
-    ref = numpy_out(model(x, training=False))
-    report = kv.compression_report(model)
-
-    slim = kv.slim_model(model, keep_input_shape=keep_input_shape)
-
-    # A new model; the original is untouched and shares no variable with it.
-    assert isinstance(slim, keras.Model) and slim is not model
-    after = model.get_weights()
-    assert len(after) == len(before)
-    for a, b in zip(after, before):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(numpy_out(model(x, training=False)), ref)
-    original = {id(v) for v in model.weights}
-    assert not any(id(v) in original for v in slim.weights)
-
-    assert_stock_layers(slim)
-    assert_no_zero_width(slim)
-
-    # Same function.
-    if keep_input_shape:
-        assert tuple(slim.inputs[0].shape) == tuple(model.inputs[0].shape)
-        slim_x = x
-    else:
-        (idx,) = kv.slim.kept_input_indices(model)
-        assert slim.inputs[0].shape[-1] == len(idx)
-        slim_x = x[..., idx]
-    assert_same_function(slim(slim_x, training=False), ref)
-
-    # Same accounting, and the parameter count the report predicts.
-    slim_report = kv.compression_report(slim, reference=model)
-    assert slim_report.structure == report.structure
-    assert slim_report.r_w == pytest.approx(report.r_w)
-    assert slim_report.r_n == pytest.approx(report.r_n)
-    assert slim_report.flops == report.flops
-    assert slim.count_params() == report.kept_params
-    if fewer:
-        assert slim.count_params() < stock_param_count(model)
-    return slim
 
 
 # --------------------------------------------------------------------------
@@ -290,7 +223,7 @@ def conv3_same():
 
 def test_lenet_300_100_input_gate():
     model, masks, x = prepare(lenet_300_100(), 0)
-    slim = check_slim(model, x)
+    _, slim = check_contract(model, x)
     # The input keeps its shape; one SelectFeatures drops the closed features.
     assert tuple(slim.inputs[0].shape) == (None, 784)
     (select,) = select_features_layers(slim)
@@ -308,14 +241,14 @@ def test_lenet_300_100_without_input_shape():
     (idx,) = indices
     assert isinstance(idx, np.ndarray) and np.issubdtype(idx.dtype, np.integer)
     np.testing.assert_array_equal(idx, np.flatnonzero(masks[0]))
-    slim = check_slim(model, x, keep_input_shape=False)
+    _, slim = check_contract(model, x, keep_input_shape=False)
     assert tuple(slim.inputs[0].shape) == (None, len(idx))
     assert not select_features_layers(slim)
 
 
 def test_no_input_gate_no_select_features():
     model, _, x = prepare(lenet_300_100(input_gate=False), 3)
-    slim = check_slim(model, x)
+    _, slim = check_contract(model, x)
     assert not select_features_layers(slim)
     (idx,) = kv.slim.kept_input_indices(model)
     np.testing.assert_array_equal(idx, np.arange(784))
@@ -350,12 +283,12 @@ def test_no_input_gate_no_select_features():
 )
 def test_architectures(factory):
     model, _, x = prepare(factory(), 4)
-    check_slim(model, x)
+    check_contract(model, x)
 
 
 def test_lenet5_shapes():
     model, masks, x = prepare(lenet5_caffe(), 5)
-    slim = check_slim(model, x)
+    _, slim = check_contract(model, x)
     k1, k2, k3 = (int(m.sum()) for m in masks)
     convs = [layer for layer in slim.layers if isinstance(layer, L.Conv2D)]
     assert [c.filters for c in convs] == [k1, k2]
@@ -365,7 +298,7 @@ def test_lenet5_shapes():
 
 def test_vgg_batch_norm_keeps_only_kept_channels():
     model, masks, x = prepare(vgg_like(), 6)
-    slim = check_slim(model, x)
+    _, slim = check_contract(model, x)
     kept = [int(m.sum()) for m in masks]
     convs = [layer for layer in slim.layers if isinstance(layer, L.Conv2D)]
     assert [c.filters for c in convs] == kept[:4]
@@ -402,7 +335,7 @@ def test_negative_mu_before_max_pool(activation, pool, signs):
     if signs == "negative":
         mu = -np.abs(mu)
     set_gates(gate, mu, [-9, 6, -9, -9, 6, -9, 6, -9])
-    check_slim(model, x)
+    check_contract(model, x)
 
 
 def test_vib_conv_negative_mu_before_max_pool():
@@ -411,7 +344,7 @@ def test_vib_conv_negative_mu_before_max_pool():
         gate = model.get_layer(name).gate
         mu = -np.abs(numpy_out(gate.mu))
         set_gates(gate, mu, numpy_out(gate.log_sigma2))
-    check_slim(model, x)
+    check_contract(model, x)
 
 
 @pytest.mark.parametrize("keep_input_shape", [True, False])
@@ -432,7 +365,7 @@ def test_input_gate_with_negative_mu_before_max_pool(keep_input_shape):
         [-1.2, 0.8, -0.6, -1.4, 1.1, -0.9],
         [-9, 6, -9, -9, 6, 6],
     )
-    slim = check_slim(model, x, keep_input_shape=keep_input_shape)
+    _, slim = check_contract(model, x, keep_input_shape=keep_input_shape)
     (idx,) = kv.slim.kept_input_indices(model)
     np.testing.assert_array_equal(idx, [0, 2, 3])
     assert len(select_features_layers(slim)) == int(keep_input_shape)
@@ -481,7 +414,7 @@ def test_channelwise_layer_after_gate(kind):
         ]
     )
     model, _, x = prepare(model, 10)
-    check_slim(model, x, fewer=kind not in MAKES_CONSTANTS)
+    check_contract(model, x, fewer=kind not in MAKES_CONSTANTS)
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
@@ -501,7 +434,7 @@ def test_constant_channel_into_depthwise_conv(padding):
     )
     model, _, x = prepare(model, 11)
     # With "same" padding every constant channel must stay.
-    check_slim(model, x, fewer=padding == "valid")
+    check_contract(model, x, fewer=padding == "valid")
 
 
 @pytest.mark.parametrize(
@@ -518,7 +451,7 @@ def test_merge_of_gated_branches(merge):
     model, _, x = prepare(model, 12)
     # A merged channel stays while either branch keeps it, and mu of both
     # signs before a merge needs explicit scale layers: no size guarantee.
-    check_slim(model, x, fewer=False)
+    check_contract(model, x, fewer=False)
 
 
 @pytest.mark.parametrize("activation", ["linear", "relu", "sigmoid"])
@@ -532,7 +465,7 @@ def test_gate_at_the_model_output(activation):
         ]
     )
     model, _, x = prepare(model, 13)
-    slim = check_slim(model, x)
+    _, slim = check_contract(model, x)
     assert slim.outputs[0].shape[-1] == 5
 
 
@@ -549,7 +482,7 @@ def close(layer):
 def test_dense_layer_closed_entirely(closed):
     model, _, x = prepare(lenet_300_100(), 14)
     close(model.get_layer(closed))
-    slim = check_slim(model, x)
+    _, slim = check_contract(model, x)
     # What comes out is a constant: the classifier bias folded with the rest.
     out = numpy_out(slim(x, training=False))
     np.testing.assert_allclose(out, np.broadcast_to(out[:1], out.shape), rtol=1e-6)
@@ -563,21 +496,21 @@ def test_first_dense_closed_gives_nonzero_constant_downstream():
     close(model.get_layer("fc1"))
     ref = numpy_out(model(x, training=False))
     assert not np.allclose(ref, numpy_out(model.get_layer("classifier").bias))
-    check_slim(model, x)
+    check_contract(model, x)
 
 
 @pytest.mark.parametrize("closed", ["c1", "c2", "c3"])
 def test_conv_layer_closed_entirely(closed):
     model, _, x = prepare(conv3_same(), 16)
     close(model.get_layer(closed))
-    check_slim(model, x)
+    check_contract(model, x)
 
 
 @pytest.mark.parametrize("closed", ["conv2", "fc1"])
 def test_lenet5_layer_closed_entirely(closed):
     model, _, x = prepare(lenet5_caffe(), 17)
     close(model.get_layer(closed))
-    check_slim(model, x)
+    check_contract(model, x)
 
 
 # --------------------------------------------------------------------------
@@ -645,7 +578,7 @@ def test_opaque_layer_before_gates_is_copied(kind):
     h = kv.VIBDense(12, activation="relu", name="fc1")(h)
     model = keras.Model(inputs, L.Dense(2, name="classifier")(h))
     model, _, x = prepare(model, 20)
-    slim = check_slim(model, x, fewer=False)
+    _, slim = check_contract(model, x, fewer=False)
     front_type = type(model.get_layer("front"))
     assert sum(type(layer) is front_type for layer in slim.layers) == 1
 
@@ -659,7 +592,7 @@ def test_custom_layer_after_ungated_dense_downstream_of_gate():
     h = OpaqueScale(name="custom")(h)
     model = keras.Model(inputs, L.Dense(2, name="classifier")(h))
     model, _, x = prepare(model, 21)
-    check_slim(model, x)
+    check_contract(model, x)
 
 
 # --------------------------------------------------------------------------
@@ -746,7 +679,7 @@ def test_input_gate_after_flatten_selects_pixels():
     k0, k1, k2 = (int(m.sum()) for m in masks)
     report = kv.compression_report(model)
     assert report.kept_weights == k0 * k1 + k1 * k2 + k2 * 10
-    slim = check_slim(model, x)
+    _, slim = check_contract(model, x)
     (select,) = select_features_layers(slim)
     assert select.input.shape[-1] == 784 and select.output.shape[-1] == k0
     assert isinstance(slim.layers[1], L.Flatten)
