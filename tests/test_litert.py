@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 from helpers import builtin_ops
 
-from keras_vib import export, litert
+from keras_vib import export
+from keras_vib.deploy import litert
 
 pytestmark = pytest.mark.tensorflow
 BUILTIN_OPS = builtin_ops()

@@ -3,7 +3,8 @@ training through tensorflow-model-optimization, which accepts tf_keras
 models only."""
 
 from keras_vib import graph
-from keras_vib.export import _check_model, _has_gates
+from keras_vib.deploy._common import _check_model
+from keras_vib.gates import has_gates
 from keras_vib.handlers import handler_for
 from keras_vib.handlers.structure import select_features_twin
 from keras_vib.slim import slim_model
@@ -29,7 +30,7 @@ def to_tf_keras(model):
     import tf_keras
 
     _check_model(model)
-    if _has_gates(model):
+    if has_gates(model):
         model = slim_model(model)
     g = graph.Graph(model)
 
@@ -121,14 +122,25 @@ def quantization_aware(model):
 
 
 def _bn_after_linear_conv(model):
-    """Names of the BatchNormalization layers tfmot folds into a conv."""
+    """Names of the BatchNormalization layers tfmot folds into a conv.
+
+    The classes are those of `tf_keras.layers`, the layers of the Keras 2
+    twin: they describe tfmot's fold pattern (a BatchNormalization right
+    after a Conv2D or DepthwiseConv2D without activation), not a kind of
+    keras_vib layer, so they are no business of the handler registry. Exact
+    types, as tfmot's pattern matches exact class names (a
+    Conv2DTranspose, a subclass of Conv2D, is not folded).
+    """
+    import tf_keras
+
+    convs = (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D)
     names = set()
     for layer in model.layers:
-        if type(layer).__name__ != "BatchNormalization":
+        if type(layer) is not tf_keras.layers.BatchNormalization:
             continue
         inbound = layer.inbound_nodes[0].inbound_layers
         if (
-            type(inbound).__name__ in ("Conv2D", "DepthwiseConv2D")
+            type(inbound) in convs
             and inbound.get_config().get("activation") == "linear"
         ):
             names.add(layer.name)

@@ -1,0 +1,35 @@
+"""Deployment: conversion to TFLite, the LiteRT runtime, the tf_keras twin.
+
+Three floors over the small shared helpers of `_common`, each importing
+only downward (and none of them `keras_vib.export`, the users' module that
+gathers their names):
+
+- `convert`: `to_tflite`, `QUANTIZATIONS`;
+- `litert`: `run_tflite`, `evaluate_tflite`, `benchmark_tflite`,
+  `tflite_ops`, `KERNELS`;
+- `twin`: `to_tf_keras`, `quantization_aware` (and `select_features_twin`,
+  the twin of `SelectFeatures`).
+"""
+
+from keras_vib.deploy.convert import QUANTIZATIONS, to_tflite
+from keras_vib.deploy.litert import (
+    KERNELS,
+    benchmark_tflite,
+    evaluate_tflite,
+    run_tflite,
+    tflite_ops,
+)
+from keras_vib.deploy.twin import quantization_aware, select_features_twin, to_tf_keras
+
+__all__ = [
+    "QUANTIZATIONS",
+    "to_tflite",
+    "run_tflite",
+    "evaluate_tflite",
+    "benchmark_tflite",
+    "tflite_ops",
+    "to_tf_keras",
+    "quantization_aware",
+    "select_features_twin",
+    "KERNELS",
+]
