@@ -115,24 +115,10 @@ HAND = {
     ),
 }
 
+
 # The report counts a conv of 1 < groups < channels as if each group read
 # one channel (keras_vib/handlers/kernels.py, GroupedConv.counts).
-GROUPS_BUG = (
-    "compression_report counts a Conv2D with 1 < groups < channels as one "
-    "input channel per group: 72 kernel entries instead of 216, 4,608 MACs "
-    "instead of 13,824"
-)
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=GROUPS_BUG))
-        if k == "grouped_conv_2_groups"
-        else k
-        for k in sorted(HAND)
-    ],
-)
+@pytest.mark.parametrize("kind", sorted(HAND))
 def test_kernel_counts_by_hand(kind):
     shape, layer, macs, entries = HAND[kind]
     model = single(shape, layer())

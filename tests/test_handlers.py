@@ -123,12 +123,6 @@ def test_depthwise_grouped_conv_is_per_channel(tmp_path):
     assert slim.get_layer("dw").groups == slim.get_layer("dw").filters == kept
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compression_report counts the 2-group conv 'g' (6 -> 8 channels, "
-    "3x3, 8x8 positions) as 72 kernel entries and 4,608 MACs, not 216 and "
-    "13,824",
-)
 def test_grouped_conv_of_two_groups_is_opaque(tmp_path):
     inputs = keras.Input((8, 8, 3))
     x = L.Conv2D(6, 1, name="expand")(inputs)

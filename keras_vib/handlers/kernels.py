@@ -225,11 +225,17 @@ class GroupedConv(Conv):
         )
 
     def counts(self, node, kept):
-        if node.layer.groups == 1:
-            return super().counts(node, kept)
-        out = kept.output
-        window = self.window(node.layer)
+        layer = node.layer
+        window = self.window(layer)
         positions = self.positions(node)
+        if layer.groups == 1:
+            return super().counts(node, kept)
+        if kept.rule.kind != COUPLED:
+            # Other grouped convs are opaque: kept whole, each output
+            # channel reading the channels of its group.
+            k = window * (len(kept.inputs[0]) // layer.groups) * len(kept.output)
+            return k, k, k * positions, k * positions
+        out = kept.output
         k, total = window * _count(out), window * len(out)
         return k, total, k * positions, total * positions
 
