@@ -69,3 +69,27 @@ def test_twin_and_quantization_aware_training_with_an_input_gate():
     assert out.shape == (256, 2)
     scale = np.abs(expected).max()
     assert np.abs(out - expected).max() <= 0.05 * scale, (out[:3], expected[:3])
+
+
+def test_the_batch_norms_left_to_tfmots_fold():
+    """A BatchNormalization right after a Conv2D or DepthwiseConv2D without
+    activation is tfmot's to fold (quantized as one); after anything else
+    (an activation, a Conv2DTranspose, another layer) it stays in float."""
+    import tf_keras
+
+    from keras_vib.deploy import twin
+
+    layers = tf_keras.layers
+    x = inputs = tf_keras.Input((12, 12, 3))
+    x = layers.Conv2D(4, 3, name="conv")(x)
+    x = layers.BatchNormalization(name="after_conv")(x)
+    x = layers.DepthwiseConv2D(3, name="depthwise")(x)
+    x = layers.BatchNormalization(name="after_depthwise")(x)
+    x = layers.Conv2D(4, 3, activation="relu", name="conv_relu")(x)
+    x = layers.BatchNormalization(name="after_conv_relu")(x)
+    x = layers.Conv2DTranspose(4, 3, name="transpose")(x)
+    x = layers.BatchNormalization(name="after_transpose")(x)
+    x = layers.ReLU(name="relu")(x)
+    x = layers.BatchNormalization(name="after_relu")(x)
+    model = tf_keras.Model(inputs, x)
+    assert twin._bn_after_linear_conv(model) == {"after_conv", "after_depthwise"}
