@@ -5,7 +5,9 @@ package imports Keras, and so TensorFlow (seconds, and TensorFlow's native
 log lines). Here the arguments are parsed first, with the standard library
 only, so that `keras-vib --help` and a bad argument answer at once, and
 TensorFlow's logging is quieted before TensorFlow loads (`--tf-logs` shows
-it). The commands themselves are in `keras_vib.cli`.
+it). The commands themselves are in `keras_vib.cli`, imported once the
+arguments are parsed; it never imports this module (imports run one way:
+this entry point on top).
 """
 
 import argparse
@@ -24,13 +26,14 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 SCHEDULES = ("constant", "step", "cosine")
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit status 2 (the errors
+    found while a command runs are `keras_vib.cli.CLIError`)."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise CLIError(message)
+        raise UsageError(message)
 
 
 def _number(name, cast, positive):
@@ -179,12 +182,12 @@ def _train_parser(sub):
         description="Train a gated zoo model on a dataset, prune it, remove "
         "the pruned units, fine-tune, and write the models, a .tflite file, "
         'report.json and plots. A default marked "the recipe\'s" comes from '
-        "the recipe of --model and --dataset (keras_vib.models.RECIPES; README, "
+        "the recipe of --model and --dataset (keras_vib.recipes.RECIPES; README, "
         "'Command line, model zoo, datasets').",
     )
     train.add_argument("--model", choices=MODELS, required=True)
     train.add_argument("--dataset", choices=DATASETS, required=True)
-    recipe = "the recipe of --model and --dataset (keras_vib.models.RECIPES)"
+    recipe = "the recipe of --model and --dataset (keras_vib.recipes.RECIPES)"
     _recipe_arguments(train.add_argument_group("recipe", recipe))
     budget = "a budget instead of --kl-factor and --warmup-epochs"
     _budget_arguments(train.add_argument_group("budget", budget))
@@ -382,19 +385,20 @@ def main(argv=None):
     status: 0, or 2 after a one-line error on stderr."""
     try:
         args = build_parser().parse_args(argv)
-    except CLIError as e:
+    except UsageError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)
         return 2
     if args.tf_logs:
-        from keras_vib import cli
+        quiet = contextlib.nullcontext
     else:
         # TensorFlow's C++ runtime reads this when it loads, below; the
         # lines it logs before its logging starts (CUDA probes on a CPU
         # machine, oneDNN notices) ignore it, and go to the void.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        with quiet_native_stderr():
-            from keras_vib import cli
-    return cli.run(args, console=argv is None)
+        quiet = quiet_native_stderr
+    with quiet():
+        from keras_vib import cli
+    return cli.run(args, console=argv is None, quiet_native=quiet)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ import time
 
 from _common import machine, publish  # noqa: E402
 
+import _keras_vib_cli
 from keras_vib import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def reusable(command, out):
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    wanted = cli.run_config(cli.build_parser().parse_args(command[1:]))
+    wanted = cli.run_config(_keras_vib_cli.build_parser().parse_args(command[1:]))
     return report if same_results(report.get("config", {}), wanted) else None
 
 
@@ -101,7 +102,7 @@ def run_one(model, seed, out_dir, extra, reuse=False):
     if reuse and (report := reusable(command, out)) is not None:
         print("reusing", out / "report.json", "of:", shlex.join(command), flush=True)
         return command, report
-    argv = [sys.executable, "-m", "keras_vib.cli", *command[1:]]
+    argv = [sys.executable, "-m", "_keras_vib_cli", *command[1:]]
     print("$", shlex.join(command), flush=True)
     subprocess.run(argv, check=True)
     return command, json.loads((out / "report.json").read_text())
@@ -116,7 +117,7 @@ def fmt(value, pattern):
 
 
 def table(results, commands, command_line, note=None, title=None):
-    recipe = "its default recipe (`keras_vib/models.py`, `RECIPES`)"
+    recipe = "its default recipe (`keras_vib/recipes.py`, `RECIPES`)"
     if title:
         recipe += " changed by the arguments after `--` in the command"
     lines = [

@@ -68,7 +68,7 @@ UNITS = {
         ("fc1", "fc1", "bn_fc1"),
     ],
 }
-FINETUNE_LR = {"lenet300": 3e-3, "lenet5": 2e-3}  # the recipes' (keras_vib.cli)
+FINETUNE_LR = {"lenet300": 3e-3, "lenet5": 2e-3}  # the recipes' (keras_vib.recipes)
 L2_PENALTY = 1e-4  # the L1-filter baseline's weight penalty
 L1_PENALTY = 1e-4  # network slimming's penalty on the batch-norm scales
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

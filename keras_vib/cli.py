@@ -5,26 +5,26 @@
     keras-vib export runs/lenet300/gated.keras --quantization int8 \\
         --dataset mnist --out lenet300_int8.tflite
     keras-vib report runs/lenet300/gated.keras --json
+
+The commands' work, one floor below the entry point: the top-level module
+`_keras_vib_cli` parses the arguments (before Keras loads) and calls `run`
+with them; this module never imports it back.
 """
 
+import contextlib
 import json
 import os
 import pathlib
 import sys
 import time
 
-from _keras_vib_cli import (  # noqa: F401  (re-exported)
-    BACKENDS,
-    DATASETS,
-    MODELS,
-    SCHEDULES,
-    STEPS_PER_EXECUTION,
-    CLIError,
-    build_parser,
-)
+from keras_vib.recipes import GENERIC_RECIPE, RECIPES
 
-# The recipes of `train`, beside the models' KL multipliers.
-from keras_vib.models import GENERIC_RECIPE, RECIPES
+
+class CLIError(Exception):
+    """A user error found while running a command: printed as one line,
+    exit status 2."""
+
 
 # Settings of `train` that change its speed, not its results.
 SPEED_ONLY = ("steps_per_execution",)
@@ -263,8 +263,9 @@ def _finetune(slim, structure, data, recipe, args, out, steps):
     )
 
 
-def _save_models(model, slim, out, args):
-    """gated.keras, slim.keras and slim_float32.tflite in `out`."""
+def _save_models(model, slim, out, quiet_native):
+    """gated.keras, slim.keras and slim_float32.tflite in `out` (the
+    converter's native log lines inside `quiet_native()`)."""
     import keras
 
     import keras_vib as kv
@@ -272,7 +273,7 @@ def _save_models(model, slim, out, args):
     model.save(out / "gated.keras")
     slim.save(out / "slim.keras")
     if keras.backend.backend() == "tensorflow":
-        with _native_quiet(args):
+        with quiet_native():
             kv.export.to_tflite(slim, path=out / "slim_float32.tflite")
     else:  # Keras's LiteRT export needs TensorFlow: convert the saved model
         _export_on_tensorflow(out / "slim.keras", out / "slim_float32.tflite")
@@ -313,7 +314,7 @@ def _result(args, recipe, report, errors, slim, budget, wall):
     return result
 
 
-def train(args):
+def train(args, quiet_native):
     """`keras-vib train`: data, gated model, VIB epochs, slim, fine-tune,
     save, export, report."""
     import keras
@@ -344,7 +345,7 @@ def train(args):
         _finetune(slim, report.structure, data, recipe, args, out, steps)
         _, accuracy = slim.evaluate(data[1], verbose=0)
     wall = time.perf_counter() - start
-    _save_models(model, slim, out, args)
+    _save_models(model, slim, out, quiet_native)
     errors = (100.0 * (1.0 - accuracy), 100.0 * (1.0 - gated_accuracy))
     result = _result(args, recipe, report, errors, slim, budget, wall)
     (out / "report.json").write_text(json.dumps(result, indent=2))
@@ -354,17 +355,6 @@ def train(args):
     print(f"test error (final model): {result['error_pct']:.2f}%")
     print(f"wrote {out}")
     return 0
-
-
-def _native_quiet(args):
-    """The converter's native log lines hidden, unless `--tf-logs`."""
-    import contextlib
-
-    import _keras_vib_cli
-
-    if getattr(args, "tf_logs", False):
-        return contextlib.nullcontext()
-    return _keras_vib_cli.quiet_native_stderr()
 
 
 def _note(message):
@@ -448,7 +438,7 @@ def _save_keras(model, path):
         partial.unlink(missing_ok=True)
 
 
-def slim_command(args):
+def slim_command(args, quiet_native):
     import keras_vib as kv
 
     slim = kv.slim_model(_load(args.model))
@@ -457,7 +447,7 @@ def slim_command(args):
     return 0
 
 
-def export_command(args):
+def export_command(args, quiet_native):
     import numpy as np
 
     import keras_vib as kv
@@ -471,7 +461,7 @@ def export_command(args):
         batches = _load_dataset(args.dataset, "train", 100, args.data_dir).take(5)
         data = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with _native_quiet(args):
+    with quiet_native():
         kv.export.to_tflite(
             model, quantization, representative_data=data, path=args.out
         )
@@ -479,7 +469,7 @@ def export_command(args):
     return 0
 
 
-def report_command(args):
+def report_command(args, quiet_native):
     import keras_vib as kv
 
     reference = _load(args.reference) if args.reference else None
@@ -496,12 +486,24 @@ COMMANDS = {
 }
 
 
-def run(args, console=False):
-    """Runs the parsed command `args` (`_keras_vib_cli.build_parser`).
-    Returns the exit status: 0, or 2 after a one-line error on stderr."""
+def run(args, console=False, quiet_native=contextlib.nullcontext):
+    """Runs a parsed command.
+
+    Args:
+        args: the `argparse.Namespace` of the command line (parsed by
+            `_keras_vib_cli.build_parser`).
+        console: whether the process is the `keras-vib` command itself (so
+            that `--backend` may start it again on another backend).
+        quiet_native: a context manager factory under which the TFLite
+            conversion runs, to hide the converter's native log lines (the
+            entry point's `quiet_native_stderr`); the default hides nothing.
+
+    Returns:
+        The exit status: 0, or 2 after a one-line error on stderr.
+    """
     try:
         _select_backend(args, console)
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](args, quiet_native)
     except CLIError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)
         return 2
@@ -509,14 +511,3 @@ def run(args, console=False):
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"keras-vib: error: {message}", file=sys.stderr)
         return 2
-
-
-def main(argv=None):
-    """The `keras-vib` command (`argv`: its arguments; None: `sys.argv`)."""
-    import _keras_vib_cli
-
-    return _keras_vib_cli.main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

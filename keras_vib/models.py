@@ -71,64 +71,6 @@ _VGG16_FC_UNITS = (512, 512)
 LENET5_KL_MULTIPLIERS = (1.0, 4.0, 100.0)
 
 
-# The recipes `keras-vib train` uses by default, by (model, dataset); any
-# other pair gets GENERIC_RECIPE. Each value can be overridden on the
-# command line.
-GENERIC_RECIPE = dict(
-    epochs=20,
-    batch_size=100,
-    learning_rate=1e-3,
-    lr_schedule="constant",
-    lr_step_epochs=30,
-    lr_step_factor=0.5,
-    kl_factor=1e-4,
-    pretrain_epochs=0,
-    warmup_epochs=2,
-    augment=False,
-    finetune_epochs=0,
-    finetune_lr=1e-4,
-)
-_STEP = dict(GENERIC_RECIPE, lr_schedule="step")
-# Both MNIST recipes: one-pixel random shifts in the VIB and the fine-tuning
-# epochs, then fine-tuning of the slim model.
-_MNIST = dict(_STEP, augment=True)
-RECIPES = {
-    # KL ramped up over 20 epochs, then 80 more with the learning rate halved
-    # every 25: the slow ramp keeps more useful input pixels than a fast one.
-    # Then 60 epochs fine-tune the slim model from a learning rate of 3e-3
-    # (without the shifts the slim net overfits its ~100 input pixels; with
-    # them it underfits, and trains on).
-    ("lenet300", "mnist"): dict(
-        _MNIST,
-        epochs=100,
-        lr_step_epochs=25,
-        kl_factor=1.4e-3,
-        warmup_epochs=20,
-        finetune_epochs=60,
-        finetune_lr=3e-3,
-    ),
-    # Per-layer KL multipliers in models.LENET5_KL_MULTIPLIERS; 25 VIB epochs
-    # settle the structure, then 30 epochs fine-tune the slim model from a
-    # learning rate of 2e-3.
-    ("lenet5", "mnist"): dict(
-        _MNIST,
-        epochs=25,
-        lr_step_epochs=10,
-        kl_factor=2.5e-5,
-        warmup_epochs=5,
-        finetune_epochs=30,
-        finetune_lr=2e-3,
-    ),
-    # The paper's VGG schedule: 300 epochs, the learning rate halved every 30.
-    ("vgg16", "cifar10"): dict(
-        _STEP, epochs=300, batch_size=128, kl_factor=1e-5, warmup_epochs=5
-    ),
-    ("vgg16", "cifar100"): dict(
-        _STEP, epochs=300, batch_size=128, kl_factor=2e-5, warmup_epochs=5
-    ),
-}
-
-
 def _check_input_shape(input_shape, rank=None):
     try:
         shape = tuple(input_shape)
