@@ -5,7 +5,6 @@ models only."""
 from keras_vib import graph
 from keras_vib.deploy._common import _check_model
 from keras_vib.gates import has_gates
-from keras_vib.handlers import handler_for
 from keras_vib.handlers.structure import select_features_twin
 from keras_vib.slim import slim_model
 
@@ -36,7 +35,7 @@ def to_tf_keras(model):
 
     def twin_node(node, values):
         layer = node.layer
-        twin = handler_for(layer).twin(layer, tf_keras)
+        twin = node.handler.twin(node, tf_keras)
         args = [values[t] for t in node.inputs]
         out = twin(args if len(args) > 1 else args[0])
         twin.set_weights(layer.get_weights())

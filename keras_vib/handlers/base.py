@@ -219,12 +219,10 @@ class LayerHandler:
         layer is copied with its weights (it must lose no channel)."""
         ctx.copy(node)
 
-    def twin(self, layer, tf_keras):
-        """The tf_keras (Keras 2) twin of a slim layer, for QAT."""
-        raise ValueError(
-            f"Cannot build the tf_keras twin of layer {layer.name!r} of class "
-            f"{type(layer).__name__}: its handler has no tf_keras twin."
-        )
+    def twin(self, node, tf_keras):
+        """The tf_keras (Keras 2) twin of this call's layer (of a slim
+        model), for quantization-aware training."""
+        raise no_twin(node.layer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,12 +244,20 @@ class PassThrough(LayerHandler):
         return Rule(COUPLED, sources, scaling="linear", **facts)
 
 
+def no_twin(layer):
+    """The error for a layer without a tf_keras twin."""
+    return ValueError(
+        f"Cannot build the tf_keras twin of layer {layer.name!r} of class "
+        f"{type(layer).__name__}: its handler has no tf_keras twin."
+    )
+
+
 def stock_twin(layer, tf_keras, names=(), **kwargs):
     """The tf_keras layer of `layer`'s class name with the config entries
     `names` (those both Keras versions share) and `kwargs`."""
     cls = getattr(tf_keras.layers, type(layer).__name__, None)
     if cls is None:
-        return LayerHandler().twin(layer, tf_keras)
+        raise no_twin(layer)
     config = layer.get_config()
     kwargs.update({k: config[k] for k in names if k in config})
     return cls(name=layer.name, trainable=layer.trainable, **kwargs)

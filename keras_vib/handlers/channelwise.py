@@ -99,10 +99,10 @@ class Channelwise(LayerHandler):
         weights = [numpy(w)[..., present] for w in layer.weights] or None
         ctx.sym[t_out] = ctx.emit(new, weights, ctx.sym[t_in])
 
-    def twin(self, layer, tf_keras):
+    def twin(self, node, tf_keras):
         if self.twin_args is None:
-            return super().twin(layer, tf_keras)
-        return stock_twin(layer, tf_keras, self.twin_args)
+            return super().twin(node, tf_keras)
+        return stock_twin(node.layer, tf_keras, self.twin_args)
 
 
 class Activation(Channelwise):
@@ -129,7 +129,8 @@ class ReLU(Channelwise):
     def __init__(self):
         super().__init__(keeps_zero=PROBE, scaling=PROBE)
 
-    def twin(self, layer, tf_keras):
+    def twin(self, node, tf_keras):
+        layer = node.layer
         config = layer.get_config()
         if isinstance(layer, keras.layers.LeakyReLU):
             return tf_keras.layers.LeakyReLU(
@@ -206,9 +207,9 @@ class BatchNorm(LayerHandler):
         weights = [np.asarray(w, FLOAT) for w in weights + [mean, var]]
         ctx.output(node, type(layer).from_config(config), weights)
 
-    def twin(self, layer, tf_keras):
+    def twin(self, node, tf_keras):
         names = ("axis", "momentum", "epsilon", "center", "scale")
-        return stock_twin(layer, tf_keras, names)
+        return stock_twin(node.layer, tf_keras, names)
 
 
 def scale_layer(scale, name, dtype):

@@ -150,8 +150,8 @@ class Kernel(LayerHandler):
             out = ctx.emit(act, None, out)
         ctx.sym[t_out] = ctx.finish(node, out)
 
-    def twin(self, layer, tf_keras):
-        return stock_twin(layer, tf_keras, self.twin_args)
+    def twin(self, node, tf_keras):
+        return stock_twin(node.layer, tf_keras, self.twin_args)
 
 
 def keras_vib_bn_weights(bn, n):
@@ -347,8 +347,8 @@ class Depthwise(LayerHandler):
         config["name"] = ctx.name(layer.name, original=True)
         ctx.output(node, type(layer).from_config(config), weights)
 
-    def twin(self, layer, tf_keras):
-        return stock_twin(layer, tf_keras, self.twin_args)
+    def twin(self, node, tf_keras):
+        return stock_twin(node.layer, tf_keras, self.twin_args)
 
 
 class Separable(Kernel):

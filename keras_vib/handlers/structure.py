@@ -68,8 +68,8 @@ class Flatten(PassThrough):
             out = ctx.emit(select, None, out)
         ctx.sym[t_out] = out
 
-    def twin(self, layer, tf_keras):
-        return stock_twin(layer, tf_keras)
+    def twin(self, node, tf_keras):
+        return stock_twin(node.layer, tf_keras)
 
 
 class Reshape(PassThrough):
@@ -91,7 +91,8 @@ class Reshape(PassThrough):
         new = type(layer).from_config(config)
         ctx.sym[t_out] = ctx.emit(new, None, ctx.sym[t_in])
 
-    def twin(self, layer, tf_keras):
+    def twin(self, node, tf_keras):
+        layer = node.layer
         return stock_twin(layer, tf_keras, target_shape=tuple(layer.target_shape))
 
 
@@ -122,8 +123,8 @@ class Merge(LayerHandler):
     def slim(self, node, ctx):
         ctx.recall(node)
 
-    def twin(self, layer, tf_keras):
-        return stock_twin(layer, tf_keras)
+    def twin(self, node, tf_keras):
+        return stock_twin(node.layer, tf_keras)
 
 
 class Concatenate(LayerHandler):
@@ -154,8 +155,8 @@ class Concatenate(LayerHandler):
         new = type(layer).from_config(config)
         ctx.sym[t_out] = ctx.emit(new, None, [ctx.sym[t] for t in live])
 
-    def twin(self, layer, tf_keras):
-        return stock_twin(layer, tf_keras, ("axis",))
+    def twin(self, node, tf_keras):
+        return stock_twin(node.layer, tf_keras, ("axis",))
 
 
 @functools.cache
@@ -207,7 +208,8 @@ class Select(PassThrough):
         new = SelectFeatures(indices, name=ctx.name(layer.name, original=True))
         ctx.sym[t_out] = ctx.emit(new, None, ctx.sym[t_in])
 
-    def twin(self, layer, tf_keras):
+    def twin(self, node, tf_keras):
+        layer = node.layer
         return select_features_twin(tf_keras)(layer.indices, name=layer.name)
 
 
