@@ -478,6 +478,7 @@ def report_command(args, quiet_native):
     return 0
 
 
+# Each command takes the parsed arguments and `quiet_native` (see `run`).
 COMMANDS = {
     "train": train,
     "slim": slim_command,
