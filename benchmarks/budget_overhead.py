@@ -151,6 +151,9 @@ def table(results, args, command, machine_line, notes):
     lines = [
         SECTION,
         "",
+        "Target (issue 24): today's `VIBBudget` adds at most 5 % to an epoch "
+        "of plain `VIBMonitor` training on a keras.applications model.",
+        "",
         f"Command: `{command}`",
         "",
         f"Machine: {machine_line}.",
@@ -174,7 +177,14 @@ def table(results, args, command, machine_line, notes):
             f"({100 * lo:.1f}-{100 * hi:.1f}) | {hooks:.2f} | {rest:.1f} | "
             f"{per_fit:.1f} | {value:,} / {target:,} |"
         )
-    lines += [""] + notes + [""]
+    verdicts = [
+        f"- {MODELS[name][0]}, today: median {100 * summarize(r[0])[0]:.1f} % "
+        f"per epoch: {'PASS' if summarize(r[0])[0] <= 0.05 else 'MISS'} "
+        "against the 5 % target."
+        for (name, label), r in results.items()
+        if label == "today"
+    ]
+    lines += [""] + verdicts + notes + [""]
     return "\n".join(lines)
 
 

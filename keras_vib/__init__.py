@@ -1,6 +1,6 @@
 """keras_vib: compress Keras models with the Variational Information Bottleneck."""
 
-from keras_vib import datasets, export, handlers, models
+from keras_vib import datasets, export, gates, handlers, models, recipes
 from keras_vib.budget import VIBBudget
 from keras_vib.callbacks import VIBMonitor, VIBProgbarLogger
 from keras_vib.datasets import DatasetNotFoundError
@@ -32,6 +32,8 @@ __all__ = [
     "export",
     "datasets",
     "models",
+    "recipes",
+    "gates",
     "DatasetNotFoundError",
     "get_model",
     "lenet_300_100",
