@@ -67,12 +67,12 @@ def _pretrain(model, train_ds, epochs, verbose):
 
     gates = [gate for _, gate in kv.gates.gates(model)]
     for gate in gates:
-        gate.kl_scale.assign(0.0)
+        gate.set_kl_scale(0.0)
     try:
         model.fit(train_ds, epochs=epochs, verbose=verbose, shuffle=False)
     finally:
         for gate in gates:
-            gate.kl_scale.assign(1.0)
+            gate.set_kl_scale(1.0)
 
 
 def _schedule(recipe, steps_per_epoch):

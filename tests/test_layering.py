@@ -149,3 +149,21 @@ def test_the_adapter_names_each_use():
     for name in ("_functional", "_nodes_by_depth", "fill_in", "keras.src"):
         assert name in doc
     assert _private_keras_uses(PACKAGE / "_keras.py")  # the checker sees them
+
+
+def test_only_the_layers_write_their_variables():
+    # An object owns its state: the gates close, reopen, freeze and scale
+    # their KL term through their own methods; no other module assigns a
+    # variable of theirs.
+    writers = {}
+    for name, path in MODULES.items():
+        if name == "keras_vib.layers":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("assign", "assign_add", "assign_sub")
+            ):
+                writers.setdefault(name, []).append(node.lineno)
+    assert writers == {}
