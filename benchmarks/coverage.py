@@ -83,7 +83,7 @@ def build(name, size, rng):
 
 
 def set_gates(gated, rng, closed, negative):
-    for _, gate in kv.report.gates(gated):
+    for _, gate in kv.gates.gates(gated):
         n = gate.units
         signs = rng.choice([-1.0, 1.0], n) if negative else np.ones(n)
         gate.mu.assign((rng.uniform(0.5, 1.5, n) * signs).astype("float32"))
@@ -117,7 +117,7 @@ def cover(name, size, rng):
     return {
         "family": name,
         "size": size,
-        "gates": len(kv.report.gates(gated)),
+        "gates": len(kv.gates.gates(gated)),
         "removable": removable,
         "params": model.count_params(),
         "slim_params": slim.count_params(),

@@ -123,7 +123,7 @@ def draw_seconds(model, batch_size, batches, sampler, repeats=3):
     draws are not pruned away; in one `tf.function` loop, the median of
     `repeats` runs.
     """
-    units = [gate.units for _, gate in kv.report.gates(model)]
+    units = [gate.units for _, gate in kv.gates.gates(model)]
     seed = keras.random.SeedGenerator(0)
 
     @tf.function
@@ -152,7 +152,7 @@ def _noiseless_call(gate, inputs, training=None):
 def build_noiseless(name, args):
     """The gated model with its gates' noise switched off (the ablation)."""
     model = build(name, True, args)
-    for _, gate in kv.report.gates(model):
+    for _, gate in kv.gates.gates(model):
         gate.call = types.MethodType(_noiseless_call, gate)
     return model
 
