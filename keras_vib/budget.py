@@ -39,14 +39,33 @@ class _Cost:
     a pass over arrays.
     """
 
-    def __init__(self, model, kind):
-        self.structure = graph.Structure(model)
+    def __init__(self, model, kind, input_shape=None):
+        self.structure = graph.Structure(model, input_shape)
         self.params = kind == "params"
 
     def __call__(self, masks=None):
         analysis = graph.analyze(self.structure, masks, folds=self.params)
         report = _report.measure(analysis, params=self.params)
         return report.kept_params if self.params else report.flops
+
+    def total_flops(self):
+        """The FLOPs of the model with every unit kept (None: unknown)."""
+        analysis = graph.analyze(self.structure, folds=False)
+        return _report.measure(analysis, params=False).total_flops
+
+    def positions(self, gate):
+        """The positions a gate scales its KL term by: its own, or for sizes
+        left open those of the graph's reference size (1 without one)."""
+        if gate.positions is not None:
+            return gate.positions
+        graph_ = self.structure.graph
+        for i, g in self.structure.gates.items():
+            if g is gate:
+                shape = graph_.shapes[graph_.nodes[i].outputs[0]]
+                inner = shape[1:-1]
+                if all(d is not None for d in inner):
+                    return math.prod(inner)
+        return 1
 
 
 def _check_budget(name, value):
@@ -101,6 +120,10 @@ class VIBBudget(keras.callbacks.Callback):
             final model fills.
         verbose: int; > 0 prints when the budget is reached and what the
             end of training adjusted.
+        input_shape: for a model whose inputs have sizes left open
+            (`keras.Input((None,))`), the reference size its FLOPs are
+            counted at: the shape of one example (no batch axis), e.g.
+            `(128,)`; needed with `target_flops` there.
 
     Attributes:
         target: the budget as a count (set when training starts).
@@ -133,6 +156,7 @@ class VIBBudget(keras.callbacks.Callback):
         growth: float = 1.1,
         min_fraction: float = 0.85,
         verbose: int = 1,
+        input_shape=None,
     ):
         super().__init__()
         if (target_flops is None) == (target_params is None):
@@ -170,6 +194,7 @@ class VIBBudget(keras.callbacks.Callback):
             "min_fraction", min_fraction, low=0, high=1, low_open=True
         )
         self.verbose = int(verbose)
+        self.input_shape = input_shape
         self.target = self.reference = self.value = None
         self.reached_epoch = None
         self.adjusted = 0
@@ -184,9 +209,15 @@ class VIBBudget(keras.callbacks.Callback):
         return self._cost(masks)
 
     def _reference(self):
-        report = _report.compression_report(self.model)
         if self.kind == "flops":
-            return report.total_flops
+            total = self._cost.total_flops()
+            if total is None:
+                raise ValueError(
+                    "Expected `input_shape` for a FLOPs budget on a model whose "
+                    "inputs have sizes left open (its FLOPs depend on them). "
+                    "Received: input_shape=None"
+                )
+            return total
         gates = [gate for _, gate in self._gates]
         return self.model.count_params() - sum(g.count_params() for g in gates)
 
@@ -216,7 +247,7 @@ class VIBBudget(keras.callbacks.Callback):
             weakest = int(np.argmax(np.where(kept, log_alpha, -np.inf)))
             probe = _changed(masks, [(gate, weakest)], close=True)
             costs[id(gate)] = max(now - self._measure(probe), 0)
-        weights = {id(g): g.kl_weight * g.positions for _, g in self._gates}
+        weights = {id(g): g.kl_weight * self._cost.positions(g) for _, g in self._gates}
         if self.power is None:
             self.power = self._auto_power(costs.values())
         costs = {
@@ -328,7 +359,7 @@ class VIBBudget(keras.callbacks.Callback):
                 "add gates (`keras_vib.add_gates`, `VIBDense`...) first."
             )
         self.set_model(model)
-        self._cost = _Cost(model, self.kind)
+        self._cost = _Cost(model, self.kind, self.input_shape)
         self.reference = self._reference()
         name = f"target_{self.kind}"
         target = self.budget
@@ -362,7 +393,10 @@ class VIBBudget(keras.callbacks.Callback):
         if self.initial_kl is None:
             return float(ops.convert_to_numpy(self._gates[0][1].kl_scale))
         self._set_scale(1.0)
-        kl = sum(float(ops.convert_to_numpy(g.kl_loss())) for _, g in self._gates)
+        kl = sum(
+            float(ops.convert_to_numpy(g.kl_loss(self._cost.positions(g))))
+            for _, g in self._gates
+        )
         return self.initial_kl / kl if kl > 0 else 1.0
 
     def _plan(self):

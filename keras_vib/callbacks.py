@@ -64,6 +64,10 @@ class VIBMonitor(keras.callbacks.Callback):
             per epoch, e.g. `VIB: r_W 12.30% r_N 40.10% FLOPs 1.2M KL 3.5
             structure 97-71-33`. The line is printed once Keras' progress bar
             has finished the epoch's line. 0 is silent.
+        input_shape: for a model whose inputs have sizes left open
+            (`keras.Input((None,))`), the reference size its FLOPs are
+            counted at (the shape of one example, no batch axis); without
+            one such a model's epochs log no `flops`.
 
     Example:
 
@@ -81,6 +85,7 @@ class VIBMonitor(keras.callbacks.Callback):
         self,
         plot_dir: str | os.PathLike | None = None,
         verbose: int = 1,
+        input_shape=None,
     ):
         super().__init__()
         if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
@@ -92,6 +97,7 @@ class VIBMonitor(keras.callbacks.Callback):
         if isinstance(verbose, bool):
             verbose = int(verbose)
         self.verbose = _validate.integer("verbose", verbose, minimum=0)
+        self.input_shape = input_shape
         self.epoch = []
         self.history = {}
         self.log_alpha = {}
@@ -150,7 +156,7 @@ class VIBMonitor(keras.callbacks.Callback):
         if logs is None:
             logs = {}
         gates = self._gated_layers()
-        report = _report.compression_report(self.model)
+        report = _report.compression_report(self.model, input_shape=self.input_shape)
         # Kept units as the report counts them (a unit none of whose
         # consumers is kept is dropped too), so that they add up to `r_n`.
         report_kept = {layer.name: int(layer.kept) for layer in report.layers}
@@ -164,7 +170,8 @@ class VIBMonitor(keras.callbacks.Callback):
             ).reshape(-1)
         values["r_w"] = float(report.r_w)
         values["r_n"] = float(report.r_n)
-        values["flops"] = int(round(float(report.flops)))
+        if report.flops is not None:
+            values["flops"] = int(round(float(report.flops)))
         values["kl"] = kl
         logs.update(values)
 
@@ -173,10 +180,12 @@ class VIBMonitor(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(value)
 
         if self.verbose:
+            flops = values.get("flops")
+            flops = "?" if flops is None else _report.format_count(flops)
             self._pending_message = (
                 f"VIB: r_W {100 * values['r_w']:.2f}% "
                 f"r_N {100 * values['r_n']:.2f}% "
-                f"FLOPs {_report.format_count(values['flops'])} "
+                f"FLOPs {flops} "
                 f"KL {kl:.4g} structure {report.structure}"
             )
 

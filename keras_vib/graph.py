@@ -59,6 +59,8 @@ class Node:
             (`base(x, training=False)`), else None.
         handler: the layer kind's handler (`handlers.handler_for`).
         index: position in `Graph.nodes`.
+        shapes: the graph's static shape of each tensor key (at its
+            reference input size, if it has one: `Graph`).
     """
 
     layer: object
@@ -68,29 +70,40 @@ class Node:
     training: object
     handler: object
     index: int
+    shapes: dict = dataclasses.field(repr=False, default=None)
 
     @property
     def in_shapes(self):
-        """Static shapes of the inputs."""
-        return [tuple(t.shape) for t in self.call.input_tensors]
+        """Static shapes of the inputs (None where a size is unknown)."""
+        return [self.shapes[k] for k in self.inputs]
 
     @property
     def out_shape(self):
         """Static shape of the first output (its channels must be known)."""
-        return _static_shape(self.call.output_tensors[0], self.layer)
+        return _known_channels(self.shapes[self.outputs[0]], self.layer)
 
 
 class Graph:
     """A model's layer calls, nested models flattened, in topological order.
+
+    Args:
+        model: a built Sequential or functional model.
+        input_shape: optional reference size of the inputs, for a model
+            whose inputs have sizes left open (`keras.Input((None, 3))`):
+            the shape of one example (no batch axis), or a list of them for
+            several inputs. Every tensor's static shape is then worked out
+            at that size (`shapes`).
 
     Attributes:
         model: the model.
         inputs, outputs: keys of the model's input and output tensors.
         nodes: the `Node`s.
         symbols: the Keras tensor of each key.
+        shapes: the static shape of each key (None for a size unknown).
+        input_shape: the reference input shapes, one per input, or None.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, input_shape=None):
         found = _keras.model_calls(model) if isinstance(model, keras.Model) else None
         if found is None:
             raise ValueError(
@@ -103,11 +116,42 @@ class Graph:
         self.model = model
         self.nodes = []
         self.symbols = {}
+        self.shapes = {}
         inputs = found[0]
         self.inputs = [((), id(x)) for x in inputs]
         for x, key in zip(inputs, self.inputs):
             self.symbols[key] = x
         self.outputs = self._walk(found, (), self.inputs, None)
+        self.input_shape = _check_input_shape(input_shape, inputs)
+        if self.input_shape is None:
+            self.shapes.update({k: tuple(t.shape) for k, t in self.symbols.items()})
+        else:
+            self._resolve_shapes()
+
+    def _resolve_shapes(self):
+        """Every tensor's shape at the reference input size, each call's
+        output worked out symbolically (`compute_output_spec`: no node is
+        added to the model's layers)."""
+        specs = {}
+        for key, shape in zip(self.inputs, self.input_shape):
+            x = self.symbols[key]
+            specs[key] = keras.KerasTensor((1,) + shape, dtype=x.dtype)
+        for node in self.nodes:
+            args, kwargs = node.call.arguments_for([specs[k] for k in node.inputs])
+            if node.training is not None and _takes_training(type(node.layer)):
+                kwargs["training"] = node.training
+            try:
+                out = node.layer.compute_output_spec(*args, **kwargs)
+            except Exception as error:
+                raise ValueError(
+                    f"{describe(node.layer).capitalize()} does not take the "
+                    f"reference input size input_shape={self.input_shape!r}: "
+                    f"{error}"
+                ) from None
+            for k, spec in zip(node.outputs, keras.tree.flatten(out)):
+                specs[k] = spec
+        for key, spec in specs.items():
+            self.shapes[key] = (None,) + tuple(spec.shape[1:])
 
     def _walk(self, found, scope, feeds, training):
         inputs, outputs, calls = found
@@ -130,10 +174,44 @@ class Graph:
             for t, k in zip(call.output_tensors, outs):
                 self.symbols[k] = t
             handler = handler_for(op)
+            index = len(self.nodes)
             self.nodes.append(
-                Node(op, call, ins, outs, training, handler, len(self.nodes))
+                Node(op, call, ins, outs, training, handler, index, self.shapes)
             )
         return [key(t) for t in outputs]
+
+
+def _check_input_shape(input_shape, inputs):
+    """`input_shape` as a list of tuples, one per input, or None."""
+    if input_shape is None:
+        return None
+    shapes = input_shape
+    flat = isinstance(input_shape, (list, tuple)) and all(
+        isinstance(d, int) for d in input_shape
+    )
+    if len(inputs) == 1 and flat:
+        shapes = [input_shape]
+    ok = isinstance(shapes, (list, tuple)) and len(shapes) == len(inputs)
+    out = []
+    for shape, x in zip(shapes if ok else [], inputs):
+        expected = tuple(x.shape[1:])
+        ok = (
+            isinstance(shape, (list, tuple))
+            and len(shape) == len(expected)
+            and all(isinstance(d, int) and d > 0 for d in shape)
+            and all(e is None or e == d for e, d in zip(expected, shape))
+        )
+        if not ok:
+            break
+        out.append(tuple(int(d) for d in shape))
+    if not ok:
+        wanted = [tuple(x.shape[1:]) for x in inputs]
+        raise ValueError(
+            "Expected `input_shape` to be the shape of one example of each "
+            f"input (no batch axis), positive sizes agreeing with {wanted}. "
+            f"Received: input_shape={input_shape!r}"
+        )
+    return out
 
 
 @functools.cache
@@ -217,11 +295,16 @@ class TensorInfo:
 
     @property
     def channels(self):
-        return self.shape[-1]
+        """The size of the last axis (0 where unknown: token ids of any
+        length, which nothing gates)."""
+        return self.shape[-1] if self.shape and self.shape[-1] is not None else 0
 
 
 def _static_shape(tensor, layer):
-    shape = tuple(tensor.shape)
+    return _known_channels(tuple(tensor.shape), layer)
+
+
+def _known_channels(shape, layer):
     if len(shape) < 1 or shape[-1] is None:
         raise ValueError(
             f"{describe(layer).capitalize()} has an output of unknown channel "
@@ -366,11 +449,14 @@ class Structure:
         gates: the `VIBGate` of each gated node, by index.
     """
 
-    def __init__(self, model):
-        self.graph = model if isinstance(model, Graph) else Graph(model)
+    def __init__(self, model, input_shape=None):
+        if isinstance(model, Graph):
+            self.graph = model
+        else:
+            self.graph = Graph(model, input_shape)
         for node in self.graph.nodes:
             for k in node.outputs:  # every output's channels must be known
-                _static_shape(self.graph.symbols[k], node.layer)
+                _known_channels(self.graph.shapes[k], node.layer)
         self.rules = [_rule(node) for node in self.graph.nodes]
         self.gates = {}
         for node in self.graph.nodes:
@@ -457,7 +543,7 @@ class Analysis:
         return {t: i for i, node in enumerate(self.nodes) for t in node.outputs}
 
 
-def analyze(model, masks=None, folds=True):
+def analyze(model, masks=None, folds=True, input_shape=None):
     """Analyses the channels of a built Sequential or functional model.
 
     Args:
@@ -466,11 +552,16 @@ def analyze(model, masks=None, folds=True):
         masks: optional dict, `id(gate)` -> the kept mask to assume for
             that gate (the gates' own `kept_mask()` by default).
         folds: whether to plan where the gates' scales go (`plan_folds`).
+        input_shape: the reference input size of a model given as a model
+            (see `Graph`).
 
     Returns:
         An `Analysis`.
     """
-    structure = model if isinstance(model, Structure) else Structure(model)
+    if isinstance(model, Structure):
+        structure = model
+    else:
+        structure = Structure(model, input_shape)
     graph, rules = structure.graph, structure.rules
     masks = {} if masks is None else masks
     gate_masks = {
@@ -479,15 +570,13 @@ def analyze(model, masks=None, folds=True):
     }
     tensors = {}
     for k in graph.inputs:
-        shape = tuple(graph.symbols[k].shape)
-        channels = shape[-1] if shape and shape[-1] is not None else 0
-        tensors[k] = TensorInfo(
-            shape, np.ones(channels, bool), np.zeros(channels, bool)
-        )
+        info = tensors[k] = TensorInfo(graph.shapes[k])
+        info.var = np.ones(info.channels, bool)
+        info.zero = np.zeros(info.channels, bool)
     for node in graph.nodes:
         rule = rules[node.index]
         for k in node.outputs:
-            tensors[k] = TensorInfo(tuple(graph.symbols[k].shape))
+            tensors[k] = TensorInfo(graph.shapes[k])
         if rule.kind == OPAQUE and len(node.outputs) > 1:
             for k in node.outputs:
                 info = tensors[k]

@@ -80,8 +80,9 @@ class VIBGate(keras.layers.Layer):
             pruned at inference. Defaults to 0: a channel is pruned once its
             noise variance exceeds its squared mean.
         kl_spatial_scaling: bool. If True, inputs with spatial axes (rank > 2)
-            have their KL term multiplied by the number of spatial positions.
-            Those axes must then have a known size.
+            have their KL term multiplied by the number of spatial positions
+            (for sizes left open, `keras.Input((None, 8))`, those of each
+            batch).
         mu_initializer: initializer of `mu`. Defaults to `N(1, 0.01)`.
         log_sigma2_initializer: initializer of `log_sigma2`. Defaults to
             `N(-9, 0.01)`.
@@ -146,16 +147,12 @@ class VIBGate(keras.layers.Layer):
                 f"create its variables. Received: input_shape={input_shape}"
             )
         spatial = input_shape[1:-1]
-        if self.kl_spatial_scaling and any(d is None for d in spatial):
-            raise ValueError(
-                "With `kl_spatial_scaling=True` a VIBGate needs known spatial "
-                "dimensions to scale its KL term by the number of positions. "
-                f"Received: input_shape={input_shape}. Give the model input a "
-                "fixed size or pass kl_spatial_scaling=False."
-            )
-        self.positions = (
-            int(np.prod(spatial)) if self.kl_spatial_scaling and spatial else 1
-        )
+        if not (self.kl_spatial_scaling and spatial):
+            self.positions = 1
+        elif any(d is None for d in spatial):
+            self.positions = None  # sizes left open: counted per batch
+        else:
+            self.positions = int(np.prod(spatial))
         # The gate's variables are float32 and never autocast, whatever the
         # dtype policy (mixed or not): the KL term and log alpha are computed
         # in float32 (float16 would overflow `mu^2 / sigma^2` once log alpha
@@ -213,10 +210,20 @@ class VIBGate(keras.layers.Layer):
         """Number of channels kept at inference (an int)."""
         return int(np.sum(self.kept_mask()))
 
-    def kl_loss(self):
-        """The weighted KL term this gate adds to the loss, as a scalar tensor."""
+    def kl_loss(self, positions=None):
+        """The weighted KL term this gate adds to the loss, as a scalar tensor.
+
+        Args:
+            positions: for a gate whose input has sizes left open
+                (`positions` None), the number of positions to scale by
+                (those of the batch in training); 1 by default.
+        """
         kl = ops.sum(kl_divergence(self.mu, self.log_sigma2))
-        return self.kl_weight * self.kl_scale * self.positions * kl
+        if self.positions is not None:
+            positions = self.positions
+        elif positions is None:
+            positions = 1.0
+        return self.kl_weight * self.kl_scale * positions * kl
 
     # -- closing and reopening units (what callbacks call) -----------------
 
@@ -309,7 +316,13 @@ class VIBGate(keras.layers.Layer):
         self.kl_scale.assign(value)
 
     def call(self, inputs, training=None):
-        self.add_loss(self.kl_loss())
+        positions = None
+        if self.positions is None:  # the positions of this batch
+            positions = 1
+            for size in ops.shape(inputs)[1:-1]:
+                positions = positions * size
+            positions = ops.cast(positions, "float32")
+        self.add_loss(self.kl_loss(positions))
         mu = ops.cast(self.mu, inputs.dtype)
         keep = ops.cast(self.log_alpha() < self.threshold, inputs.dtype)
         if training:

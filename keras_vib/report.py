@@ -42,7 +42,8 @@ class CompressionReport:
         kept_weights, total_weights: kernel entries (biases excluded);
             `total_weights` is the reference's when there is one.
         flops, total_flops: multiply-accumulates of the kernel layers, kept
-            and original (the reference's with one).
+            and original (the reference's with one); None for a model whose
+            inputs have sizes left open, measured without `input_shape`.
         kept_params: parameters of the slim model: kept kernel weights,
             biases and batch-norm parameters of the kept units (and of any
             per-channel scale layer `slim_model` has to insert).
@@ -116,7 +117,7 @@ class CompressionReport:
                     "`reference=` the gated or original model for ratios)",
                     f"weights: {self.kept_weights:,} kernel weights",
                     f"parameters: {self.kept_params:,}",
-                    f"FLOPs: {format_count(self.flops)} multiply-accumulates",
+                    _flops_line(self.flops),
                 ]
             )
         rows = [("gated layer", "kept", "total", "kept %")]
@@ -145,13 +146,29 @@ class CompressionReport:
                 f"{self.total_neurons:,} neurons)"
             )
         lines += [
-            f"FLOPs: {format_count(self.flops)} of "
-            f"{format_count(self.total_flops)} multiply-accumulates",
+            _flops_line(self.flops, self.total_flops),
             f"parameters: {self.kept_params:,} once slimmed",
         ]
         if self.layers:
             lines.append(f"structure: {self.structure}")
         return "\n".join(lines)
+
+
+def _flops_line(flops, total=None):
+    if flops is None or (total is None and flops is None):
+        return (
+            "FLOPs: unknown: the model's inputs have sizes left open; "
+            "compression_report(model, input_shape=...) counts them at a "
+            "reference size"
+        )
+    of = f" of {format_count(total)}" if total is not None else ""
+    return f"FLOPs: {format_count(flops)}{of} multiply-accumulates"
+
+
+def _total(values):
+    """The sum, or None if any is None (unknown)."""
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
 
 
 def format_count(n):
@@ -162,9 +179,10 @@ def format_count(n):
     return str(int(n))
 
 
-def _measure(model, params=True):
+def _measure(model, params=True, input_shape=None):
     """The report of `model` on its own (`kept_params` 0 unless `params`)."""
-    return measure(graph.analyze(model, folds=params), params)
+    analysis = graph.analyze(model, folds=params, input_shape=input_shape)
+    return measure(analysis, params)
 
 
 def measure(analysis, params=True):
@@ -192,7 +210,9 @@ def measure(analysis, params=True):
         counts = node.handler.counts(node, analysis.kept(node))
         if counts is None:
             continue
-        kept, total, flops, total_flops = (int(c) for c in counts)
+        kept, total, flops, total_flops = (
+            None if c is None else int(c) for c in counts
+        )
         if not first_call:  # a shared layer: its weights count once
             kept = total = 0
         weights.append(
@@ -208,14 +228,14 @@ def measure(analysis, params=True):
         total_neurons=sum(g.total for g in rows),
         kept_weights=sum(w.kept_weights for w in weights),
         total_weights=sum(w.total_weights for w in weights),
-        flops=sum(w.flops for w in weights),
-        total_flops=sum(w.total_flops for w in weights),
+        flops=_total(w.flops for w in weights),
+        total_flops=_total(w.total_flops for w in weights),
         kept_params=slim_params(analysis) if params else 0,
         baseline=analysis.model.name if rows else None,
     )
 
 
-def compression_report(model, reference=None) -> CompressionReport:
+def compression_report(model, reference=None, input_shape=None) -> CompressionReport:
     """Measures what a VIB model keeps once its closed units are removed.
 
     Conventions (those of VIBNet, Dai et al. 2018):
@@ -243,10 +263,18 @@ def compression_report(model, reference=None) -> CompressionReport:
     against `reference` when one is given (the gated model it was slimmed
     from, whose gate rows it then shows, or the original model).
 
+    A model whose inputs have sizes left open (`keras.Input((None,))`, a
+    text model of any length) has FLOPs only at a reference size: give it
+    as `input_shape` (else `flops` is None; weights and parameters do not
+    depend on it).
+
     Args:
         model: a built Sequential or functional Keras model.
         reference: optional model to take the totals (weights, FLOPs,
             neurons) from.
+        input_shape: optional reference size of the inputs: the shape of one
+            example (no batch axis; a list of them for several inputs),
+            e.g. `(128,)` for sequences of 128 tokens.
 
     Returns:
         A `CompressionReport`; `print` it for a table, `.to_dict()` for JSON.
@@ -259,10 +287,10 @@ def compression_report(model, reference=None) -> CompressionReport:
     >>> keras_vib.compression_report(slim, reference=model).r_w == report.r_w
     True
     """
-    report = _measure(model)
+    report = _measure(model, input_shape=input_shape)
     if reference is None:
         return report
-    ref = _measure(reference, params=False)  # its totals only
+    ref = _measure(reference, params=False, input_shape=input_shape)
     layers = report.layers or ref.layers
     return dataclasses.replace(
         report,

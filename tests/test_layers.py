@@ -321,11 +321,25 @@ def test_gate_on_rank_one_input():
         kv.VIBGate().build((5,))
 
 
-def test_gate_with_spatial_scaling_needs_known_positions():
-    with pytest.raises(ValueError, match="kl_spatial_scaling"):
-        kv.VIBGate()(keras.Input((None, None, 3)))
-    gate = kv.VIBGate(kl_spatial_scaling=False)
+def test_gate_on_sizes_left_open_scales_its_kl_by_each_batch():
+    gate = kv.VIBGate(kl_weight=0.5)
     assert gate(keras.Input((None, None, 3))).shape == (None, None, None, 3)
+    assert gate.positions is None
+    per_position = float(to_numpy(gate.kl_loss()))
+    np.testing.assert_allclose(
+        per_position,
+        0.5
+        * float(np.sum(to_numpy(kv.layers.kl_divergence(gate.mu, gate.log_sigma2)))),
+        rtol=1e-6,
+    )
+    for shape, positions in (((2, 4, 5, 3), 20), ((1, 2, 3, 3), 6)):
+        gate(np.ones(shape, "float32"), training=True)
+        np.testing.assert_allclose(
+            float(to_numpy(gate.losses[-1])), positions * per_position, rtol=1e-5
+        )
+    fixed = kv.VIBGate(kl_spatial_scaling=False)
+    fixed(keras.Input((None, None, 3)))
+    assert fixed.positions == 1
 
 
 MIRRORED_SCRIPT = textwrap.dedent(

@@ -11,6 +11,7 @@ classes themselves.
 
 import contextlib
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -103,6 +104,24 @@ def combine_scales(rule, scales, name):
                 f"Cannot slim through {name!r}: its inputs carry different gate scales."
             )
     return scales[0]
+
+
+def positions(shape):
+    """The positions of one example of a tensor of `shape` (the axes between
+    the batch and the channels): their product, or None where one is
+    unknown (an input of any length without a reference size)."""
+    inner = shape[1:-1]
+    if any(d is None for d in inner):
+        return None
+    return math.prod(inner)
+
+
+def counted(kept, total, at):
+    """`counts`' answer for kernel entries applied at `at` positions per
+    example (None: unknown, so are the FLOPs)."""
+    if at is None:
+        return kept, total, None, None
+    return kept, total, kept * at, total * at
 
 
 def identity_sources(node):

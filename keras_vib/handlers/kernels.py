@@ -13,6 +13,8 @@ from keras_vib.handlers.base import (
     OPAQUE_RULE,
     LayerHandler,
     Rule,
+    counted,
+    positions,
     scaling_of,
     stock_twin,
 )
@@ -70,16 +72,17 @@ class Kernel(LayerHandler):
         return 1
 
     def positions(self, node):
-        """Output positions (per example) at which the kernel is applied."""
-        return math.prod(node.in_shapes[0][1:-1])
+        """Positions (per example) at which the kernel is applied (None
+        where a size is unknown)."""
+        return positions(node.in_shapes[0])
 
     def counts(self, node, kept):
         cin, cout = kept.inputs[0], kept.output
         window = self.window(node.layer)
-        positions = self.positions(node)
+        at = self.positions(node)
         k = window * _count(cin) * _count(cout)
         total = window * len(cin) * len(cout)
-        return k, total, k * positions, total * positions
+        return counted(k, total, at)
 
     def to_io(self, kernel):
         return kernel
@@ -203,7 +206,7 @@ class Conv(Kernel):
         return math.prod(self.inner(layer).kernel_size)
 
     def positions(self, node):
-        return math.prod(node.out_shape[1:-1])
+        return positions(node.out_shape)
 
 
 class GroupedConv(Conv):
@@ -227,17 +230,17 @@ class GroupedConv(Conv):
     def counts(self, node, kept):
         layer = node.layer
         window = self.window(layer)
-        positions = self.positions(node)
+        at = self.positions(node)
         if layer.groups == 1:
             return super().counts(node, kept)
         if kept.rule.kind != COUPLED:
             # Other grouped convs are opaque: kept whole, each output
             # channel reading the channels of its group.
             k = window * (len(kept.inputs[0]) // layer.groups) * len(kept.output)
-            return k, k, k * positions, k * positions
+            return counted(k, k, at)
         out = kept.output
         k, total = window * _count(out), window * len(out)
-        return k, total, k * positions, total * positions
+        return counted(k, total, at)
 
     def slim(self, node, ctx):
         if node.layer.groups == 1:
@@ -287,7 +290,7 @@ class ConvTranspose(Conv):
         return self.kernel_rule(node)
 
     def positions(self, node):
-        return math.prod(node.in_shapes[0][1:-1])
+        return positions(node.in_shapes[0])
 
     def to_io(self, kernel):
         return np.swapaxes(kernel, -1, -2)
@@ -325,9 +328,9 @@ class Depthwise(LayerHandler):
     def counts(self, node, kept):
         out = kept.output
         window = math.prod(node.layer.kernel_size)
-        positions = math.prod(node.out_shape[1:-1])
+        at = positions(node.out_shape)
         k, total = window * _count(out), window * len(out)
-        return k, total, k * positions, total * positions
+        return counted(k, total, at)
 
     def slim(self, node, ctx):
         layer = node.layer
@@ -368,11 +371,11 @@ class Separable(Kernel):
         cin, cout = kept.inputs[0], kept.output
         m = layer.depth_multiplier
         window = math.prod(layer.kernel_size)
-        positions = math.prod(node.out_shape[1:-1])
+        at = positions(node.out_shape)
         kin, kout = _count(cin), _count(cout)
         k = window * kin * m + kin * m * kout
         total = window * len(cin) * m + len(cin) * m * len(cout)
-        return k, total, k * positions, total * positions
+        return counted(k, total, at)
 
     def slim(self, node, ctx):
         layer = node.layer
