@@ -397,16 +397,11 @@ def test_console_script_is_quiet(trained):
     assert result.returncode == 0 and "cuda" in result.stderr.lower()
 
 
-def test_help_and_bad_arguments_do_not_load_keras():
-    """`--help` and argument errors answer before Keras (and TensorFlow)
-    are imported: at once."""
-    code = (
-        "import sys, _keras_vib_cli\n"
-        "for argv in (['--help'], ['train', '--help'], ['slim', 'x.keras']):\n"
-        "    try:\n"
-        "        _keras_vib_cli.main(argv)\n"
-        "    except SystemExit:\n"
-        "        pass\n"
+def _heavy_modules_after(code):
+    """Runs `code` in a fresh Python; its stdout, whose last line lists which
+    of Keras, TensorFlow and keras_vib it had imported by then."""
+    code += (
+        "\nimport sys\n"
         "names = ('keras', 'tensorflow', 'keras_vib')\n"
         "print(sorted(m for m in names if m in sys.modules))"
     )
@@ -414,8 +409,22 @@ def test_help_and_bad_arguments_do_not_load_keras():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
-    assert "default: the recipe's" in result.stdout  # the train help
+    return result.stdout
+
+
+def test_help_and_bad_arguments_do_not_load_keras():
+    """`--help` and argument errors answer before Keras (and TensorFlow)
+    are imported: at once."""
+    out = _heavy_modules_after(
+        "import _keras_vib_cli\n"
+        "for argv in (['--help'], ['train', '--help'], ['slim', 'x.keras']):\n"
+        "    try:\n"
+        "        _keras_vib_cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass"
+    )
+    assert out.strip().splitlines()[-1] == "[]"
+    assert "default: the recipe's" in out  # the train help
 
 
 def test_help_is_fast_and_the_entry_loads_no_keras():
@@ -423,16 +432,8 @@ def test_help_is_fast_and_the_entry_loads_no_keras():
     can flake on a busy machine: the best of 3 runs counts, and the real
     guarantee is checked alongside: importing the entry module imports
     neither Keras nor TensorFlow (nor keras_vib)."""
-    code = (
-        "import sys, _keras_vib_cli\n"
-        "names = ('keras', 'tensorflow', 'keras_vib')\n"
-        "print(sorted(m for m in names if m in sys.modules))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    out = _heavy_modules_after("import _keras_vib_cli")
+    assert out.strip().splitlines()[-1] == "[]"
     times = []
     for _ in range(3):
         start = time.perf_counter()
