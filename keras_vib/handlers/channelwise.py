@@ -293,9 +293,8 @@ def register_all(register):
         nd("ZeroPadding"),
         Channelwise(follower=False, pads=True, twin_args=("padding",)),
     )
-    each(
-        [L.LayerNormalization, L.GroupNormalization, L.UnitNormalization],
-        Normalizing(),
-    )
+    norms = ["LayerNormalization", "GroupNormalization", "UnitNormalization"]
+    norms.append("RMSNormalization")  # Keras >= 3.9
+    each([getattr(L, n) for n in norms if hasattr(L, n)], Normalizing())
     # keras.applications' ConvNeXt blocks (LayerScale, StochasticDepth).
     each(_keras.application_layers()["channelwise"], Channelwise())
