@@ -253,24 +253,55 @@ def rebuild(graph, inputs, fn):
     return values
 
 
+# What every layer's constructor takes through `**kwargs`.
+_BASE_ARGS = ("name", "trainable", "dtype", "autocast")
+
+
+def _accepted(cls, config):
+    """`config` less the entries `cls.__init__` does not name (a config
+    that records derived values, which its own `from_config` refuses)."""
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    named = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
+    kept = {k: v for k, v in config.items() if k in named or k in _BASE_ARGS}
+    return kept if len(kept) < len(config) else None
+
+
 def clone(layer, name=None):
     """A new layer with the config (not yet the weights) of `layer`.
 
     A stateless layer or operation Keras will not rebuild from its config
     (a `Lambda` in safe mode, a `keras.ops` call) is returned as it is, to
-    be called again.
+    be called again. A layer whose config holds entries its constructor
+    does not take (derived values) is rebuilt without them.
+
+    Raises:
+        ValueError: a layer with weights that cannot be rebuilt from its
+            config (its weights must not be shared with the new model).
     """
     if not isinstance(layer, keras.layers.Layer):
         return layer
-    config = layer.get_config()
-    if name is not None:
-        config["name"] = name
     try:
-        return type(layer).from_config(config)
-    except Exception:
-        if layer.weights:
-            raise
-        return layer
+        config = layer.get_config()
+        if name is not None:
+            config["name"] = name
+        try:
+            return type(layer).from_config(config)
+        except Exception:
+            fewer = _accepted(type(layer), config)
+            if fewer is None:
+                raise
+            return type(layer).from_config(fewer)
+    except Exception as error:
+        if not layer.weights:
+            return layer
+        raise ValueError(
+            f"Cannot copy {describe(layer)}: it does not rebuild from its own "
+            f"config ({type(error).__name__}: {error}). Fix its `get_config` / "
+            "`from_config`; the model was not changed."
+        ) from None
 
 
 def evaluate(graph, feeds, keys):

@@ -146,3 +146,47 @@ def test_one_structure_answers_for_any_kept_masks():
     assert kv.compression_report(model).to_dict() == probed.to_dict()
     assert as_is.kept_weights > probed.kept_weights
     assert as_is.flops > probed.flops
+
+
+@keras.saving.register_keras_serializable(package="keras_vib_tests")
+class DerivedConfig(L.Layer):
+    """Records a derived value in its config, which its constructor refuses
+    (as keras-hub's ViTPatchingAndEmbedding does)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], self.units), name="w")
+
+    def call(self, x):
+        return x @ self.w
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "twice": 2 * self.units}
+
+
+class BrokenConfig(DerivedConfig):
+    def get_config(self):
+        return {**super().get_config(), "missing": self.not_an_attribute}
+
+
+def test_a_layer_whose_config_records_derived_values_is_copied():
+    inputs = keras.Input((4,))
+    h = DerivedConfig(6, name="derived")(inputs)
+    model = keras.Model(inputs, L.Dense(2)(kv.VIBDense(5, name="fc")(h)))
+    gated = kv.add_gates(model)
+    copy = gated.get_layer("derived")
+    assert copy is not model.get_layer("derived")
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(gated(x)), keras.ops.convert_to_numpy(model(x))
+    )
+
+
+def test_a_layer_that_does_not_rebuild_is_refused_by_name():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, L.Dense(2)(BrokenConfig(6, name="broken")(inputs)))
+    with pytest.raises(ValueError, match="'broken' of class BrokenConfig.*own config"):
+        kv.add_gates(model)
