@@ -96,6 +96,20 @@ def _budget(name):
     return parse
 
 
+def _shape(text):
+    """An argparse type: `"128"` or `"32,32,3"`, positive sizes."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(
+            "--input-shape must be positive sizes separated by commas (one "
+            f"example, no batch axis: 128 or 32,32,3), received {text!r}"
+        )
+    return shape
+
+
 def _existing_file(text):
     if not os.path.isfile(text):
         raise argparse.ArgumentTypeError(f"no such model file: {text!r}")
@@ -377,6 +391,15 @@ def _report_parser(sub):
         "and structure against it",
     )
     report.add_argument("--json", action="store_true", help="print JSON")
+    report.add_argument(
+        "--input-shape",
+        type=_shape,
+        action="append",
+        metavar="SIZES",
+        help="for a model whose inputs have sizes left open: the reference "
+        "size its FLOPs are counted at, one example without the batch axis "
+        "(128, or 32,32,3); once per input",
+    )
 
 
 def main(argv=None):

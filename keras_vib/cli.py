@@ -473,7 +473,18 @@ def report_command(args, quiet_native):
     import keras_vib as kv
 
     reference = _load(args.reference) if args.reference else None
-    report = kv.compression_report(_load(args.model), reference=reference)
+    shapes = args.input_shape
+    if shapes is not None and len(shapes) == 1:
+        shapes = shapes[0]
+    try:
+        report = kv.compression_report(
+            _load(args.model), reference=reference, input_shape=shapes
+        )
+    except ValueError as error:
+        if "input_shape" not in str(error):
+            raise
+        message = str(error).replace("`input_shape`", "--input-shape")
+        raise CLIError(message.replace("input_shape=", "--input-shape ")) from None
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
 

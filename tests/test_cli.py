@@ -631,3 +631,25 @@ def test_a_run_shorter_than_the_warmup_says_so(tmp_path, capsys, warmup):
     note = "keras-vib: note: the 2 VIB epochs end inside the 20-epoch KL warm-up"
     assert (note in err) == (warmup is None), err
     assert "Fine-tuning the slim model" in out
+
+
+def test_report_of_a_model_of_any_length_takes_an_input_shape(tmp_path, capsys):
+    import keras
+
+    import keras_vib as kv
+
+    inputs = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(50, 8)(inputs)
+    x = keras.layers.Conv1D(16, 3, activation="relu")(x)
+    x = keras.layers.GlobalMaxPooling1D()(x)
+    path = tmp_path / "text.keras"
+    kv.add_gates(keras.Model(inputs, keras.layers.Dense(2)(x))).save(path)
+    code, out, _ = run(capsys, "report", str(path), "--json")
+    assert code == 0 and json.loads(out)["flops"] is None
+    code, out, _ = run(capsys, "report", str(path), "--json", "--input-shape", "12")
+    assert code == 0
+    assert json.loads(out)["total_flops"] == 10 * 3 * 8 * 16 + 16 * 2
+    code, _, err = run(capsys, "report", str(path), "--input-shape", "12,3")
+    assert code == 2 and err.count("\n") == 1 and "--input-shape" in err
+    code, _, err = run(capsys, "report", str(path), "--input-shape", "x")
+    assert code == 2 and "--input-shape must be positive sizes" in err
