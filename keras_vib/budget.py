@@ -12,6 +12,7 @@ from keras import ops
 from keras_vib import _validate, graph
 from keras_vib import report as _report
 from keras_vib.gates import gates as _gates_of
+from keras_vib.handlers.base import positions
 
 __all__ = ["VIBBudget"]
 
@@ -61,10 +62,8 @@ class _Cost:
         graph_ = self.structure.graph
         for i, g in self.structure.gates.items():
             if g is gate:
-                shape = graph_.shapes[graph_.nodes[i].outputs[0]]
-                inner = shape[1:-1]
-                if all(d is not None for d in inner):
-                    return math.prod(inner)
+                at = positions(graph_.shapes[graph_.nodes[i].outputs[0]])
+                return 1 if at is None else at
         return 1
 
 
@@ -352,14 +351,14 @@ class VIBBudget(keras.callbacks.Callback):
             ValueError: the model has no gate, or the budget is not below
                 the model's size.
         """
-        self._gates = _gates_of(model)
+        self._cost = _Cost(model, self.kind, self.input_shape)
+        self._gates = _gates_of(self._cost.structure.graph)
         if not self._gates:
             raise ValueError(
                 f"VIBBudget found no VIB gate in the model {model.name!r}: "
                 "add gates (`keras_vib.add_gates`, `VIBDense`...) first."
             )
         self.set_model(model)
-        self._cost = _Cost(model, self.kind, self.input_shape)
         self.reference = self._reference()
         name = f"target_{self.kind}"
         target = self.budget

@@ -13,7 +13,8 @@ __all__ = ["gated_layers", "gates", "has_gates"]
 def _gated(model):
     """`(name, layer, gate)` of each gated layer, first call only."""
     seen, out = set(), []
-    for node in graph.Graph(model).nodes:
+    g = model if isinstance(model, graph.Graph) else graph.Graph(model)
+    for node in g.nodes:
         gate = node.handler.gate(node)
         if gate is not None and id(node.layer) not in seen:
             seen.add(id(node.layer))
@@ -39,7 +40,8 @@ def gates(model):
     """The `VIBGate` of each gated layer of a model, in graph order.
 
     Args:
-        model: a built Sequential or functional Keras model.
+        model: a built Sequential or functional Keras model (or its
+            `graph.Graph`).
 
     Returns:
         A list of `(name, gate)`, named as in `gated_layers`: a `VIBDense` or

@@ -137,9 +137,7 @@ class Graph:
             x = self.symbols[key]
             specs[key] = keras.KerasTensor((1,) + shape, dtype=x.dtype)
         for node in self.nodes:
-            args, kwargs = node.call.arguments_for([specs[k] for k in node.inputs])
-            if node.training is not None and _takes_training(type(node.layer)):
-                kwargs["training"] = node.training
+            args, kwargs = _arguments(node, node.layer, specs)
             try:
                 out = node.layer.compute_output_spec(*args, **kwargs)
             except Exception as error:
@@ -223,14 +221,21 @@ def _takes_training(cls):
         return False
 
 
+def _arguments(node, op, values):
+    """`(args, kwargs)` to call `op` as `node` was called, on `values` (key
+    -> tensor), with the `training` an enclosing model call forced."""
+    args, kwargs = node.call.arguments_for([values[k] for k in node.inputs])
+    if node.training is not None and _takes_training(type(op)):
+        kwargs["training"] = node.training
+    return args, kwargs
+
+
 def call(node, op, values):
     """Calls `op` as `node` was called, on `values` (key -> tensor).
 
     Returns the list of outputs.
     """
-    args, kwargs = node.call.arguments_for([values[k] for k in node.inputs])
-    if node.training is not None and _takes_training(type(op)):
-        kwargs["training"] = node.training
+    args, kwargs = _arguments(node, op, values)
     return keras.tree.flatten(op(*args, **kwargs))
 
 
@@ -329,10 +334,6 @@ class TensorInfo:
         """The size of the last axis (0 where unknown: token ids of any
         length, which nothing gates)."""
         return self.shape[-1] if self.shape and self.shape[-1] is not None else 0
-
-
-def _static_shape(tensor, layer):
-    return _known_channels(tuple(tensor.shape), layer)
 
 
 def _known_channels(shape, layer):
@@ -495,10 +496,6 @@ class Structure:
             if gate is not None:
                 self.gates[node.index] = gate
 
-    def masks(self):
-        """The gates' kept masks as they are now, by `id` of the gate."""
-        return {id(g): g.kept_mask() for g in self.gates.values()}
-
 
 @dataclasses.dataclass
 class Analysis:
@@ -594,11 +591,11 @@ def analyze(model, masks=None, folds=True, input_shape=None):
     else:
         structure = Structure(model, input_shape)
     graph, rules = structure.graph, structure.rules
-    masks = {} if masks is None else masks
-    gate_masks = {
-        i: masks[id(g)] if id(g) in masks else g.kept_mask()
-        for i, g in structure.gates.items()
-    }
+    masks = {} if masks is None else dict(masks)
+    for g in structure.gates.values():  # a gate called at several nodes: once
+        if id(g) not in masks:
+            masks[id(g)] = g.kept_mask()
+    gate_masks = {i: masks[id(g)] for i, g in structure.gates.items()}
     tensors = {}
     for k in graph.inputs:
         info = tensors[k] = TensorInfo(graph.shapes[k])

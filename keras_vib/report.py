@@ -155,7 +155,7 @@ class CompressionReport:
 
 
 def _flops_line(flops, total=None):
-    if flops is None or (total is None and flops is None):
+    if flops is None:
         return (
             "FLOPs: unknown: the model's inputs have sizes left open; "
             "compression_report(model, input_shape=...) counts them at a "
