@@ -6,7 +6,13 @@ from keras_vib.callbacks import VIBMonitor, VIBProgbarLogger
 from keras_vib.datasets import DatasetNotFoundError
 from keras_vib.gating import add_gates
 from keras_vib.handlers import register_layer, unregister_layer
-from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
+from keras_vib.layers import (
+    VIBConv2D,
+    VIBDense,
+    VIBGate,
+    VIBGroupedQueryAttention,
+    VIBMultiHeadAttention,
+)
 from keras_vib.models import get_model, lenet5_caffe, lenet_300_100, vgg16
 from keras_vib.report import CompressionReport, compression_report
 from keras_vib.slim import slim_model
@@ -18,6 +24,8 @@ __all__ = [
     "VIBGate",
     "VIBDense",
     "VIBConv2D",
+    "VIBMultiHeadAttention",
+    "VIBGroupedQueryAttention",
     "CompressionReport",
     "compression_report",
     "VIBMonitor",

@@ -16,6 +16,15 @@ Keras name). Each use, and why no public API does it:
   in the place of the old ones to call the same operation again with the
   same keyword and constant arguments (rebuilding a graph). No public class
   holds a call's arguments.
+- `MultiHeadAttention._compute_attention` and
+  `GroupedQueryAttention._compute_attention`, overridden by
+  `ValueScaledAttention` and `ValueScaledGroupedAttention`: the hook Keras
+  documents for customised attention ("users can override this
+  function"), the one place where the projected values are seen per head;
+  `keras_vib.layers` gates the heads there. `GroupQueryAttention` holds
+  its projections in `_query_dense`, `_key_dense`, `_value_dense` and
+  `_output_dense` without public properties (`MultiHeadAttention` has
+  them): `attention_projections` reads them.
 - `keras.src.applications.convnext.LayerScale` and `.StochasticDepth`,
   `keras.src.applications.inception_resnet_v2.CustomScaleLayer`: layers of
   `keras.applications` models that `keras.applications` does not export,
@@ -28,7 +37,14 @@ public API (`keras.Function(...).operations` of symbolic calls of
 
 import keras
 
-__all__ = ["Call", "model_calls", "application_layers"]
+__all__ = [
+    "Call",
+    "model_calls",
+    "application_layers",
+    "ValueScaledAttention",
+    "ValueScaledGroupedAttention",
+    "attention_projections",
+]
 
 
 class Call:
@@ -46,6 +62,7 @@ class Call:
         self.operation = node.operation
         self.input_tensors = list(node.input_tensors)
         self.output_tensors = list(node.outputs)
+        self.args = list(node.arguments.args)
         self.kwargs = dict(node.arguments.kwargs)
 
     def constants(self):
@@ -55,6 +72,27 @@ class Call:
         return [
             v for v in flat if not isinstance(v, keras.KerasTensor) and v is not None
         ]
+
+    def input_index(self, position, name):
+        """The index in `input_tensors` of the argument passed at
+        `position` or by keyword `name`, if it is one Keras tensor; else
+        None (not passed, or not a tensor)."""
+        args, kwargs = list(self.args), dict(self.kwargs)
+        marker = object()
+        if position < len(args):
+            found, args[position] = args[position], marker
+        elif name in kwargs:
+            found, kwargs[name] = kwargs[name], marker
+        else:
+            return None
+        if not isinstance(found, keras.KerasTensor):
+            return None
+        flat = [
+            v
+            for v in keras.tree.flatten((args, kwargs))
+            if v is marker or isinstance(v, keras.KerasTensor)
+        ]
+        return flat.index(marker)
 
     def arguments_for(self, values):
         """`(args, kwargs)` of this call with `values[i]` for input tensor i."""
@@ -104,3 +142,57 @@ def application_layers():
     except (ImportError, AttributeError):  # pragma: no cover
         pass
     return found
+
+
+class ValueScaledAttention(keras.layers.MultiHeadAttention):
+    """`MultiHeadAttention` whose projected values go through
+    `scale_values(value, training)` (shape `(batch, ..., heads,
+    value_dim)`) before they are attended to: a per-head factor there is
+    a factor on that head's output."""
+
+    def scale_values(self, value, training=None):
+        return value
+
+    def _compute_attention(
+        self, query, key, value, attention_mask=None, training=None, *args, **kwargs
+    ):
+        value = self.scale_values(value, training)
+        return super()._compute_attention(
+            query, key, value, attention_mask, training, *args, **kwargs
+        )
+
+
+class ValueScaledGroupedAttention(keras.layers.GroupQueryAttention):
+    """`GroupedQueryAttention` whose projected values go through
+    `scale_values(value, training)` before they are attended to, shaped
+    `(batch, length, key_value_heads, repeats, head_dim)`: the values of
+    each key/value head, repeated for each of its query heads."""
+
+    def scale_values(self, value, training=None):
+        return value
+
+    def _compute_attention(
+        self, query, key, value, attention_mask=None, training=None, **kwargs
+    ):
+        shape = keras.ops.shape(value)
+        grouped = keras.ops.reshape(
+            value,
+            (shape[0], shape[1], self.num_key_value_heads, self.num_repeats, shape[3]),
+        )
+        value = keras.ops.reshape(self.scale_values(grouped, training), shape)
+        return super()._compute_attention(
+            query,
+            key,
+            value,
+            attention_mask=attention_mask,
+            training=training,
+            **kwargs,
+        )
+
+
+def attention_projections(layer):
+    """The `(query, key, value, output)` `EinsumDense` layers of a built
+    `MultiHeadAttention` or `GroupQueryAttention`."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense
+    return layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense

@@ -243,7 +243,9 @@ def add_gates(
         kl_spatial_scaling=kl_spatial_scaling,
         seed=seed,
     )
-    return _rebuild_with_gates(g, points, kl_weight, gate_args, f"{model.name}_gated")
+    return _rebuild_with_gates(
+        g, points, kl_weight, gate_args, f"{model.name}_gated", select
+    )
 
 
 def _gate_points(g, select, gate_input):
@@ -292,7 +294,7 @@ class _Names:
         return name
 
 
-def _rebuild_with_gates(g, points, kl_weight, gate_args, name):
+def _rebuild_with_gates(g, points, kl_weight, gate_args, name, select):
     """The clone of the model with a gate at each of `points`."""
     analysis = g.analysis
     unique = _Names({node.layer.name for node in analysis.nodes})
@@ -320,11 +322,24 @@ def _rebuild_with_gates(g, points, kl_weight, gate_args, name):
     def rebuild_node(node, values):
         layer = node.layer
         first = id(layer) not in clones
+        inner = None
         if first:
-            clones[id(layer)] = graph.clone(layer, unique(layer.name, "{base}{k}"))
+            name = unique(layer.name, "{base}{k}")
+        if first and select(layer) and analysis.rule(node).kind != OPAQUE:
+            # Units inside the layer (attention heads): its gated copy.
+            weight = (
+                kl_weight.get(layer.name, 1e-3)
+                if isinstance(kl_weight, dict)
+                else kl_weight
+            )
+            inner = node.handler.gated(node, name, kl_weight=weight, **gate_args)
+        if inner is not None:
+            clones[id(layer)] = inner
+        elif first:
+            clones[id(layer)] = graph.clone(layer, name)
         clone = clones[id(layer)]
         outputs = graph.call(node, clone, values)
-        if first and clone is not layer and layer.weights:
+        if first and clone is not layer and layer.weights and inner is None:
             clone.set_weights(layer.get_weights())
         return [
             gate(t, out) if t in points else out

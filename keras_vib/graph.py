@@ -383,7 +383,10 @@ def _forward(node, rule, gate, tensors):
             out.var = out.var | ~zero[0]
         out.zero = np.asarray(output_zero(rule, zero), bool)
         out.var = out.var & ~out.zero  # a product with a zero factor, say
-    if gate is not None:
+    if gate is not None and rule.inner_gate:
+        if not gate.any():  # every inner unit closed: a constant (its bias)
+            out.var = np.zeros(channels, bool)
+    elif gate is not None:
         out.var = out.var & gate
         out.zero = out.zero | ~gate
 
@@ -391,7 +394,7 @@ def _forward(node, rule, gate, tensors):
 def _backward(node, rule, gate, tensors):
     ins = [tensors[t] for t in node.inputs]
     live = tensors[node.outputs[0]].live
-    if gate is not None:
+    if gate is not None and not rule.inner_gate:
         live = live & gate
     for i, t in enumerate(ins):
         if rule.kind == OPAQUE:
@@ -463,7 +466,8 @@ def _rule(node):
     """The handler's rule, where the analysis can use one: a call with one
     output and inputs of known channels (else opaque)."""
     outputs = node.call.output_tensors
-    if len(outputs) == 1 and all(s and s[-1] for s in node.in_shapes):
+    known = node.handler.open_inputs or all(s and s[-1] for s in node.in_shapes)
+    if len(outputs) == 1 and known:
         return node.handler.rule(node)
     return OPAQUE_RULE
 
@@ -508,7 +512,8 @@ class Analysis:
         folds: for each gated node (by index), where its scale `mu` goes in
             the slim model: `BACKWARD` (into the layer that produces its
             input), `FORWARD` (into the layers that read it) or `EXPLICIT`
-            (a per-channel scale layer). See `plan_folds`.
+            (a per-channel scale layer). See `plan_folds`. An inner gate
+            (`Rule.inner_gate`) has none: its layer takes its scale.
     """
 
     structure: Structure
@@ -556,7 +561,9 @@ class Analysis:
         """The `Kept` of `node`, for its handler's `counts`."""
         t = self.tensors
         ins = [t[k].present for k in node.inputs]
-        return Kept(self.rule(node), ins, t[node.outputs[0]].present)
+        rule = self.rule(node)
+        units = self.masks.get(node.index) if rule.inner_gate else None
+        return Kept(rule, ins, t[node.outputs[0]].present, units)
 
     def consumers(self):
         """Maps each tensor key to the `(node index, input index)` pairs reading it."""
@@ -743,6 +750,8 @@ def plan_folds(analysis):
     folds = {}
     for i in analysis.masks:
         node = analysis.nodes[i]
+        if analysis.rules[i].inner_gate:
+            continue  # folded inside its layer (`SlimContext.units`)
         present = analysis.tensors[node.outputs[0]].present
         positive = bool(np.all(gate_scale(analysis, node)[present] >= 0))
         absorber = _backward_absorber(analysis, i, positive, readers, producers)

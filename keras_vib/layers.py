@@ -11,9 +11,16 @@ import keras
 import numpy as np
 from keras import activations, initializers, ops
 
-from keras_vib import _validate
+from keras_vib import _keras, _validate
 
-__all__ = ["VIBGate", "VIBDense", "VIBConv2D", "SelectFeatures"]
+__all__ = [
+    "VIBGate",
+    "VIBDense",
+    "VIBConv2D",
+    "VIBMultiHeadAttention",
+    "VIBGroupedQueryAttention",
+    "SelectFeatures",
+]
 
 _register = keras.saving.register_keras_serializable(package="keras_vib")
 _KL_EPS = 1e-8
@@ -56,7 +63,7 @@ def kl_divergence(mu, log_sigma2):
 
 @_register
 class VIBGate(keras.layers.Layer):
-    """Variational information-bottleneck gate over the last axis.
+    """Variational information-bottleneck gate over the last axis (or `axis`).
 
     Each channel `j` owns two trainable variables, `mu[j]` and
     `log_sigma2[j]`. In training the layer returns `inputs * z` with
@@ -87,11 +94,16 @@ class VIBGate(keras.layers.Layer):
         log_sigma2_initializer: initializer of `log_sigma2`. Defaults to
             `N(-9, 0.01)`.
         seed: optional integer seed of the training noise.
+        axis: negative int, the axis of the gated units: -1 (channels) by
+            default; -2 gates the heads of a `(batch, ..., heads, dim)`
+            tensor, each head's `dim` values sharing one factor. The
+            positions (`kl_spatial_scaling`) are the axes between the batch
+            and `axis`.
         **kwargs: base layer keyword arguments (`name`, `dtype`...).
 
     Input shape:
         N-D tensor with shape `(batch_size, ..., channels)`, N >= 2 and a
-        known number of channels.
+        known number of channels (of units on `axis`).
 
     Output shape:
         Same shape as the input.
@@ -112,9 +124,13 @@ class VIBGate(keras.layers.Layer):
         mu_initializer=None,
         log_sigma2_initializer=None,
         seed=None,
+        axis=-1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not _validate.is_integer(axis) or axis >= 0:
+            raise _validate.fail("axis", "a negative int (-1: the last axis)", axis)
+        self.axis = int(axis)
         self.kl_weight = _check_kl_weight(kl_weight)
         self.threshold = _check_threshold(threshold)
         self.kl_spatial_scaling = bool(kl_spatial_scaling)
@@ -135,18 +151,20 @@ class VIBGate(keras.layers.Layer):
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        if len(input_shape) < 2:
+        if len(input_shape) < 1 - self.axis:
             raise ValueError(
-                "A VIBGate needs an input of rank >= 2 (batch, ..., channels). "
+                f"A VIBGate on axis {self.axis} needs an input of rank >= "
+                f"{1 - self.axis} (batch, ..., units). "
                 f"Received: input_shape={input_shape}"
             )
-        channels = input_shape[-1]
+        channels = input_shape[self.axis]
         if channels is None:
             raise ValueError(
-                "A VIBGate needs a known channel dimension (the last axis) to "
-                f"create its variables. Received: input_shape={input_shape}"
+                "A VIBGate needs a known channel dimension (the size of its "
+                f"axis, {self.axis}) to create its variables. "
+                f"Received: input_shape={input_shape}"
             )
-        spatial = input_shape[1:-1]
+        spatial = input_shape[1 : len(input_shape) + self.axis]
         if not (self.kl_spatial_scaling and spatial):
             self.positions = 1
         elif any(d is None for d in spatial):
@@ -190,7 +208,7 @@ class VIBGate(keras.layers.Layer):
 
     @property
     def units(self):
-        """Number of gated channels (the size of the last axis)."""
+        """Number of gated channels (the size of the gated axis)."""
         return int(self.mu.shape[0])
 
     def log_alpha(self):
@@ -319,16 +337,28 @@ class VIBGate(keras.layers.Layer):
         positions = None
         if self.positions is None:  # the positions of this batch
             positions = 1
-            for size in ops.shape(inputs)[1:-1]:
+            rank = len(inputs.shape)
+            for size in ops.shape(inputs)[1 : rank + self.axis]:
                 positions = positions * size
             positions = ops.cast(positions, "float32")
         self.add_loss(self.kl_loss(positions))
-        mu = ops.cast(self.mu, inputs.dtype)
-        keep = ops.cast(self.log_alpha() < self.threshold, inputs.dtype)
+        # Each unit's factor over the axes after `axis` (none by default).
+        trailing = (1,) * (-1 - self.axis)
+
+        def per_unit(v):
+            return ops.reshape(v, (self.units,) + trailing) if trailing else v
+
+        mu = per_unit(ops.cast(self.mu, inputs.dtype))
+        keep = per_unit(ops.cast(self.log_alpha() < self.threshold, inputs.dtype))
         if training:
-            sigma = ops.cast(ops.exp(0.5 * self.log_sigma2), inputs.dtype)
+            sigma = per_unit(ops.cast(ops.exp(0.5 * self.log_sigma2), inputs.dtype))
             rank = len(inputs.shape)
-            noise_shape = (ops.shape(inputs)[0],) + (1,) * (rank - 2) + (self.units,)
+            noise_shape = (
+                (ops.shape(inputs)[0],)
+                + (1,) * (rank - 1 + self.axis)
+                + (self.units,)
+                + trailing
+            )
             eps = keras.random.normal(
                 noise_shape, dtype=inputs.dtype, seed=self.seed_generator
             )
@@ -361,10 +391,77 @@ class VIBGate(keras.layers.Layer):
                 "seed": self.seed,
             }
         )
+        if self.axis != -1:
+            config["axis"] = self.axis
         return config
 
 
-class _GatedLayer(keras.layers.Layer):
+class _HasGate:
+    """The gate methods a layer holding a `VIBGate` in `self.gate` forwards."""
+
+    @property
+    def kl_weight(self):
+        return self.gate.kl_weight
+
+    @property
+    def threshold(self):
+        return self.gate.threshold
+
+    def log_alpha(self):
+        """Per-unit `log(sigma^2 / mu^2)` of the gate, as a tensor."""
+        return self.gate.log_alpha()
+
+    def kept_mask(self):
+        """Boolean numpy array, True for the units kept at inference."""
+        return self.gate.kept_mask()
+
+    def num_kept(self):
+        """Number of units kept at inference (an int)."""
+        return self.gate.num_kept()
+
+    def kl_loss(self):
+        """The weighted KL term of the gate, as a scalar tensor."""
+        return self.gate.kl_loss()
+
+    def _gate_config(self, seed="seed"):
+        gate = self.gate.get_config()
+        keys = (
+            "kl_weight",
+            "threshold",
+            "kl_spatial_scaling",
+            "mu_initializer",
+            "log_sigma2_initializer",
+        )
+        config = {key: gate[key] for key in keys}
+        config[seed] = gate["seed"]
+        return config
+
+
+def _make_gate(
+    layer,
+    axis,
+    kl_weight,
+    threshold,
+    kl_spatial_scaling,
+    mu_initializer,
+    log_sigma2_initializer,
+    seed,
+    name="gate",
+):
+    return VIBGate(
+        kl_weight=kl_weight,
+        threshold=threshold,
+        kl_spatial_scaling=kl_spatial_scaling,
+        mu_initializer=mu_initializer,
+        log_sigma2_initializer=log_sigma2_initializer,
+        seed=seed,
+        axis=axis,
+        dtype=layer.dtype_policy,
+        name=name,
+    )
+
+
+class _GatedLayer(_HasGate, keras.layers.Layer):
     """Base of the VIB layers: a stock computation followed by a `VIBGate`.
 
     Holds the gate arguments, creates the gate and forwards its methods.
@@ -382,52 +479,16 @@ class _GatedLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.gate = VIBGate(
-            kl_weight=kl_weight,
-            threshold=threshold,
-            kl_spatial_scaling=kl_spatial_scaling,
-            mu_initializer=mu_initializer,
-            log_sigma2_initializer=log_sigma2_initializer,
-            seed=seed,
-            dtype=self.dtype_policy,
-            name="gate",
+        self.gate = _make_gate(
+            self,
+            -1,
+            kl_weight,
+            threshold,
+            kl_spatial_scaling,
+            mu_initializer,
+            log_sigma2_initializer,
+            seed,
         )
-
-    @property
-    def kl_weight(self):
-        return self.gate.kl_weight
-
-    @property
-    def threshold(self):
-        return self.gate.threshold
-
-    def log_alpha(self):
-        """Per-channel `log(sigma^2 / mu^2)` of the gate, as a tensor."""
-        return self.gate.log_alpha()
-
-    def kept_mask(self):
-        """Boolean numpy array, True for the units kept at inference."""
-        return self.gate.kept_mask()
-
-    def num_kept(self):
-        """Number of units kept at inference (an int)."""
-        return self.gate.num_kept()
-
-    def kl_loss(self):
-        """The weighted KL term of the gate, as a scalar tensor."""
-        return self.gate.kl_loss()
-
-    def _gate_config(self):
-        gate = self.gate.get_config()
-        keys = (
-            "kl_weight",
-            "threshold",
-            "kl_spatial_scaling",
-            "mu_initializer",
-            "log_sigma2_initializer",
-            "seed",
-        )
-        return {key: gate[key] for key in keys}
 
 
 @_register
@@ -639,6 +700,140 @@ class VIBConv2D(_GatedLayer):
         config["batch_norm_epsilon"] = self.batch_norm_epsilon
         config.update(self._gate_config())
         return config
+
+
+_GATE_ARGS = """kl_weight, threshold, kl_spatial_scaling, mu_initializer,
+            log_sigma2_initializer: of the head gate, as in `VIBGate`
+            (the KL term of a head is scaled by the number of value
+            positions when `kl_spatial_scaling`).
+        gate_seed: the seed of the gate's noise (`seed` is the
+            attention's own, of its dropout)."""
+
+
+@_register
+class VIBMultiHeadAttention(_HasGate, _keras.ValueScaledAttention):
+    """`MultiHeadAttention` with a `VIBGate` on its heads.
+
+    Each head's values are multiplied by the head's factor `z_h` (drawn in
+    training, `mu_h` or 0 at inference) before they are attended to, which
+    multiplies that head's output by `z_h`: a closed head contributes
+    nothing, and `keras_vib.slim_model` removes it (the slim model has a
+    stock `MultiHeadAttention` with fewer heads). `keras_vib.add_gates`
+    puts one in the place of each `MultiHeadAttention` of a model.
+
+    Args:
+        num_heads, key_dim, **kwargs: as in `keras.layers.MultiHeadAttention`.
+        {gate}
+
+    Example:
+
+    >>> layer = keras_vib.VIBMultiHeadAttention(num_heads=4, key_dim=8)
+    >>> y = layer(np.ones((2, 5, 16), "float32"), np.ones((2, 5, 16), "float32"))
+    >>> layer.num_kept()
+    4
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        kl_weight=1e-3,
+        threshold=0.0,
+        kl_spatial_scaling=True,
+        mu_initializer=None,
+        log_sigma2_initializer=None,
+        gate_seed=None,
+        **kwargs,
+    ):
+        super().__init__(num_heads, key_dim, **kwargs)
+        self.gate = _make_gate(
+            self,
+            -2,
+            kl_weight,
+            threshold,
+            kl_spatial_scaling,
+            mu_initializer,
+            log_sigma2_initializer,
+            gate_seed,
+            name="head_gate",
+        )
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        self.gate.build(tuple(value_shape[:-1]) + (self.num_heads, self.value_dim))
+
+    def scale_values(self, value, training=None):
+        return self.gate(value, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._gate_config(seed="gate_seed"))
+        return config
+
+
+@_register
+class VIBGroupedQueryAttention(_HasGate, _keras.ValueScaledGroupedAttention):
+    """`GroupedQueryAttention` with a `VIBGate` on its key/value heads.
+
+    The unit is a key/value head with its query heads (all
+    `num_query_heads // num_key_value_heads` of them): its values are
+    multiplied by its factor before they are attended to, so a closed unit
+    contributes nothing, and `keras_vib.slim_model` removes the key/value
+    head and its query heads (the slim layer keeps the same number of
+    query heads per key/value head).
+
+    Args:
+        head_dim, num_query_heads, num_key_value_heads, **kwargs: as in
+            `keras.layers.GroupedQueryAttention`.
+        {gate}
+    """
+
+    def __init__(
+        self,
+        head_dim,
+        num_query_heads,
+        num_key_value_heads,
+        kl_weight=1e-3,
+        threshold=0.0,
+        kl_spatial_scaling=True,
+        mu_initializer=None,
+        log_sigma2_initializer=None,
+        gate_seed=None,
+        **kwargs,
+    ):
+        super().__init__(head_dim, num_query_heads, num_key_value_heads, **kwargs)
+        self.gate = _make_gate(
+            self,
+            -3,
+            kl_weight,
+            threshold,
+            kl_spatial_scaling,
+            mu_initializer,
+            log_sigma2_initializer,
+            gate_seed,
+            name="head_gate",
+        )
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        heads = (self.num_key_value_heads, self.num_repeats, self.head_dim)
+        self.gate.build(tuple(value_shape[:-1]) + heads)
+
+    def scale_values(self, value, training=None):
+        return self.gate(value, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._gate_config(seed="gate_seed"))
+        return config
+
+
+VIBMultiHeadAttention.__doc__ = VIBMultiHeadAttention.__doc__.replace(
+    "{gate}", _GATE_ARGS
+)
+VIBGroupedQueryAttention.__doc__ = VIBGroupedQueryAttention.__doc__.replace(
+    "{gate}", _GATE_ARGS
+)
 
 
 @_register

@@ -205,7 +205,10 @@ def measure(analysis, params=True):
         mask = analysis.masks.get(node.index)
         if mask is not None and first_call:
             out = tensors[node.outputs[0]]
-            useful = out.var & out.live & mask
+            if analysis.rule(node).inner_gate:  # heads: kept if the output is
+                useful = mask & out.present.any()
+            else:
+                useful = out.var & out.live & mask
             rows.append(GateReport(layer.name, int(useful.sum()), len(mask)))
         counts = node.handler.counts(node, analysis.kept(node))
         if counts is None:

@@ -118,7 +118,10 @@ class SlimContext:
       `folds_constants(node)` says whether the layer then needs a bias;
     - `output_scale(node)`: the scale the layer must multiply its kept
       outputs by (a gate folded backward into it), or None;
+    - `units(node)`: the kept mask and scale of the units of an inner
+      gate (attention heads: `Rule.inner_gate`), which the layer takes;
     - `emit(layer, weights, inputs)`: calls a new layer, sets its weights;
+      `call(node, layer, weights)`: calls it as `node` was called;
     - `recall(node)`: calls the layer (a clone) as the original was called;
       `copy(node)`: the same with its weights, for a layer nothing changes;
     - `finish(node, out)`: adds the explicit scale of the node's own gate;
@@ -247,7 +250,7 @@ class SlimContext:
         """
         s = self.absorbed.get(node.index)  # its own gate's too, if backward
         t_out = node.outputs[0]
-        if node.index in self.a.masks:
+        if node.index in self.a.folds:
             mode = self.a.folds[node.index][0]
             g = graph.gate_scale(self.a, node)
             if mode == graph.FORWARD:
@@ -259,7 +262,7 @@ class SlimContext:
 
     def finish(self, node, out):
         """Adds the per-channel scale layer of a gate folded nowhere."""
-        if node.index not in self.a.masks:
+        if node.index not in self.a.folds:
             return out
         if self.a.folds[node.index][0] != graph.EXPLICIT:
             return out
@@ -283,6 +286,20 @@ class SlimContext:
             s = self.scale_of(t)[np.maximum(src, 0)]
             scales.append(np.where(src >= 0, s, 1.0))
         return combine_scales(rule, scales, node.layer.name)
+
+    def units(self, node):
+        """`(kept, scale)` of the units of `node`'s inner gate (attention
+        heads): boolean and float64 arrays over them, `scale` the gate's
+        `mu` (0 where closed); all kept, scale 1, for a call without one."""
+        gate = self.a.gate(node)
+        if gate is None or not self.rule(node).inner_gate:
+            return None
+        return self.a.masks[node.index], graph.gate_scale(self.a, node)
+
+    def call(self, node, layer, weights):
+        """Calls the new `layer` as `node` was called (on the slim tensors)
+        and sets its `weights`; returns its outputs."""
+        return self._call(node, layer, weights)
 
     def _call(self, node, layer, weights):
         """Calls `layer` as `node` was called; returns its slim outputs."""

@@ -37,8 +37,15 @@ L = keras.layers
 # and DepthwiseConvND hold a `kernel`, SeparableConvND a `depthwise_kernel`
 # and a `pointwise_kernel`, the recurrent layers (LSTM, GRU, SimpleRNN,
 # opaque to the analysis, their kernels counted as kept) a `kernel` and a
-# `recurrent_kernel`.
-KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")
+# `recurrent_kernel`, an `Embedding` its table (`embeddings`), the
+# attention layers' projections each a `kernel`.
+KERNEL_NAMES = (
+    "kernel",
+    "depthwise_kernel",
+    "pointwise_kernel",
+    "recurrent_kernel",
+    "embeddings",
+)
 
 # The layer kinds whose multiply-accumulates the report counts (see
 # `compression_report`): the layers the analysis cannot see through (an
@@ -55,7 +62,12 @@ KERNEL_LAYERS = (
     L.DepthwiseConv2D,
     L.SeparableConv1D,
     L.SeparableConv2D,
+    L.MultiHeadAttention,
+    L.GroupQueryAttention,
 )
+# Layers whose ops reading no weight count too (an attention's scores and
+# weighted sums of values), found by the name scope of the op.
+SCOPED_LAYERS = (L.MultiHeadAttention, L.GroupQueryAttention)
 
 
 # --------------------------------------------------------------------------
@@ -336,7 +348,27 @@ def count_macs(model, input_shapes=None):
     library = {f.signature.name: f for f in graph_def.library.function}
     out = []
     _walk(_Scope(graph_def.node, ""), library, captured, owners, out)
+    scoped = {
+        layer.name: layer
+        for layer in _layers(model)
+        if isinstance(layer, SCOPED_LAYERS)
+    }
+    for record in out:
+        if record.layer is None:
+            record.layer = _scope_owner(record.name, scoped)
     return out
+
+
+def _scope_owner(name, layers):
+    """The layer of `layers` (by name) whose call an op's name is inside:
+    a scope `name` or `name_<k>` (TensorFlow's unique scopes), or None."""
+    for part in name.split("/")[1:-1]:
+        if part in layers:
+            return layers[part]
+        base, _, k = part.rpartition("_")
+        if k.isdigit() and base in layers:
+            return layers[base]
+    return None
 
 
 def kernel_macs(model, input_shapes=None):

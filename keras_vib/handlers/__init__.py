@@ -9,7 +9,7 @@ handler and its test. Teach keras_vib a layer of your own with
 `keras_vib.register_layer(layer_class, handler)`.
 """
 
-from keras_vib.handlers import channelwise, kernels, ops, structure, vib
+from keras_vib.handlers import attention, channelwise, kernels, ops, structure, vib
 from keras_vib.handlers.base import (
     ALL,
     ANY,
@@ -61,5 +61,5 @@ __all__ = [
     "scale_layer",
 ]
 
-for _module in (kernels, channelwise, structure, ops, vib):
+for _module in (kernels, channelwise, structure, ops, vib, attention):
     _module.register_all(register_layer)

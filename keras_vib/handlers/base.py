@@ -61,6 +61,11 @@ class Rule:
         ties: its inputs' channels are one group (a residual `Add`).
         selectable: an output channel may go on its own, without the input
             channel it reads (a `Flatten`: the slim model selects features).
+        inner_gate: the call's gate (`LayerHandler.gate`) acts on units
+            inside it (attention heads), not on its output channels: the
+            analysis does not mask the outputs with it (once every unit is
+            closed they are constant), and `counts` and `slim` read its
+            mask (`Kept.units`, `SlimContext.units`).
         reason: why nothing is cut through it (`OPAQUE`), for messages.
     """
 
@@ -75,6 +80,7 @@ class Rule:
     follower: bool = False
     ties: bool = False
     selectable: bool = False
+    inner_gate: bool = False
     reason: str = _UNKNOWN
 
 
@@ -194,7 +200,14 @@ class LayerHandler:
     `node.in_shapes` and `node.out_shape` (static shapes), `node.inputs` and
     `node.outputs` (the keys of its tensors). Hooks read the node; none
     writes to it.
+
+    A kind with units inside it (attention heads) has a sixth, optional
+    hook, `gated`: the gated copy `add_gates` puts in its place.
     """
+
+    # Whether `rule` takes inputs whose last axis is unknown (an attention
+    # mask of any length); else such a call is opaque.
+    open_inputs = False
 
     def rule(self, node) -> Rule:
         """How this call maps channels, and what passes through it.
@@ -243,14 +256,32 @@ class LayerHandler:
         model), for quantization-aware training."""
         raise no_twin(node.layer)
 
+    def gated(self, node, name, **gate_args):
+        """A copy of this call's layer, built and with its weights, whose
+        inner units (attention heads) are gated, or None (the default:
+        `add_gates` gates a layer's output channels instead).
+
+        Args:
+            node: the graph node.
+            name: the copy's name.
+            **gate_args: the gate's arguments (`kl_weight`,
+                `mu_initializer`, ...: see `VIBGate`).
+        """
+        return None
+
 
 @dataclasses.dataclass(frozen=True)
 class Kept:
-    """The channels the slim model keeps around one call (see `counts`)."""
+    """The channels the slim model keeps around one call (see `counts`).
+
+    `units`: for a call with an inner gate (`Rule.inner_gate`), its kept
+    units (boolean, over the gate's units); else None.
+    """
 
     rule: Rule
     inputs: list
     output: np.ndarray
+    units: np.ndarray = None
 
 
 class PassThrough(LayerHandler):

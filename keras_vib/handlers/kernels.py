@@ -412,8 +412,40 @@ class Separable(Kernel):
         ctx.output(node, type(layer).from_config(config), weights)
 
 
+class Embedding(LayerHandler):
+    """`keras.layers.Embedding`: a table with a row per token; its columns
+    are the output channels (a gate after it cuts columns). A lookup: no
+    multiply-accumulates."""
+
+    def rule(self, node):
+        return Rule(MIXING, output_scaling="linear", prunable=True)
+
+    def counts(self, node, kept):
+        rows = node.layer.input_dim
+        return _count(kept.output) * rows, len(kept.output) * rows, 0, 0
+
+    def slim(self, node, ctx):
+        layer = node.layer
+        present = ctx.present(node.outputs[0])
+        table = numpy(layer.embeddings)[:, present]
+        s = ctx.output_scale(node)
+        if s is not None:
+            table = table * s
+        config = layer.get_config()
+        config.update(
+            output_dim=int(present.sum()),
+            name=ctx.name(layer.name, original=True),
+            dtype=layer.dtype_policy,
+        )
+        ctx.output(node, type(layer).from_config(config), [table])
+
+    def twin(self, node, tf_keras):
+        return stock_twin(node.layer, tf_keras, ("input_dim", "output_dim"))
+
+
 def register_all(register):
     L = keras.layers
+    register(L.Embedding, Embedding())
     register(L.Dense, Dense())
     for d in (1, 2, 3):
         register(getattr(L, f"Conv{d}D"), GroupedConv())
