@@ -368,7 +368,8 @@ def _forward(node, rule, gate, tensors):
         out.var = np.ones(channels, bool)
         out.zero = np.zeros(channels, bool)
     elif rule.kind == MIXING:
-        any_var = any(t.var.any() for t in ins)
+        # A tensor of unknown channels (token ids of any length) varies.
+        any_var = any(t.var.any() or not t.channels for t in ins)
         if rule.pad_sensitive:
             # Zero padding makes a nonzero constant vary over the positions.
             any_var = any_var or any((~t.zero).any() for t in ins)

@@ -35,12 +35,14 @@ def test_text_model_of_any_length_gates_slims_and_reloads(tmp_path):
     rng = np.random.default_rng(0)
     model = text_model()
     gated = kv.add_gates(model)
-    assert [name for name, _ in kv.gates.gates(gated)] == ["conv_gate"]
+    # The embedding's columns are units too (a gate after the table).
+    assert [name for name, _ in kv.gates.gates(gated)] == ["embed_gate", "conv_gate"]
     for length in (7, 12):
         x = tokens(rng, length)
         assert_close(gated(x), model(x))
-    (kept,) = random_gates(gated, rng)
+    columns, kept = random_gates(gated, rng)
     slim = kv.slim_model(gated)
+    assert slim.get_layer("embed").output_dim == columns.sum() < 8
     assert slim.get_layer("conv").filters == kept.sum() < 16
     for length in (5, 12):
         x = tokens(rng, length)
@@ -55,16 +57,16 @@ def test_text_model_of_any_length_gates_slims_and_reloads(tmp_path):
 def test_flops_need_a_reference_size():
     rng = np.random.default_rng(1)
     gated = kv.add_gates(text_model())
-    (kept,) = random_gates(gated, rng)
+    columns, kept = random_gates(gated, rng)
     report = kv.compression_report(gated)
     assert report.flops is None and report.total_flops is None
     assert "input_shape=" in str(report)
-    # The embedding table, a layer the analysis does not see through,
-    # counts as kept (the report's convention for such kernels).
-    assert report.kept_weights == 50 * 8 + 3 * 8 * kept.sum() + kept.sum() * 2
+    # The embedding table counts its kept columns (a kernel of 50 rows).
+    c, k = columns.sum(), kept.sum()
+    assert report.kept_weights == 50 * c + 3 * c * k + k * 2
     at_12 = kv.compression_report(gated, input_shape=(12,))
     # Conv1D 'valid' over 12 tokens: 10 positions.
-    assert at_12.flops == 10 * 3 * 8 * kept.sum() + kept.sum() * 2
+    assert at_12.flops == 10 * 3 * c * k + k * 2
     assert at_12.total_flops == 10 * 3 * 8 * 16 + 16 * 2
     assert at_12.kept_weights == report.kept_weights
 

@@ -417,6 +417,8 @@ class Embedding(LayerHandler):
     are the output channels (a gate after it cuts columns). A lookup: no
     multiply-accumulates."""
 
+    open_inputs = True  # token ids: their last axis is the length, any
+
     def rule(self, node):
         return Rule(MIXING, output_scaling="linear", prunable=True)
 
