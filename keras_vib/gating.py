@@ -355,8 +355,8 @@ def _rebuild_with_gates(g, points, kl_weight, gate_args, name, select):
     values = graph.rebuild(analysis.graph, values, rebuild_node)
     outputs = [values[t] for t in analysis.outputs]
     return keras.Model(
-        new_inputs if len(new_inputs) > 1 else new_inputs[0],
-        outputs if len(outputs) > 1 else outputs[0],
+        analysis.graph.pack("input", new_inputs),
+        analysis.graph.pack("output", outputs),
         name=name,
     )
 

@@ -122,11 +122,24 @@ class Graph:
         for x, key in zip(inputs, self.inputs):
             self.symbols[key] = x
         self.outputs = self._walk(found, (), self.inputs, None)
+        self._structure = {
+            "input": _indices(model, "input", inputs),
+            "output": _indices(model, "output", found[1]),
+        }
         self.input_shape = _check_input_shape(input_shape, inputs)
         if self.input_shape is None:
             self.shapes.update({k: tuple(t.shape) for k, t in self.symbols.items()})
         else:
             self._resolve_shapes()
+
+    def pack(self, kind, values):
+        """`values` (one per model input, or output: `kind`) in the
+        structure the model takes or gives them (a dict of named inputs, a
+        list, or one tensor), for `keras.Model(inputs, outputs)`."""
+        indices = self._structure[kind]
+        if indices is None:
+            return values if len(values) > 1 else values[0]
+        return keras.tree.map_structure(lambda i: values[i], indices)
 
     def _resolve_shapes(self):
         """Every tensor's shape at the reference input size, each call's
@@ -161,22 +174,42 @@ class Graph:
         for call in calls:
             op = call.operation
             ins = [key(t) for t in call.input_tensors]
+            outs = [key(t) for t in call.output_tensors]
+            handler = handler_for(op)
+            node = Node(
+                op, call, ins, outs, training, handler, len(self.nodes), self.shapes
+            )
             inner = _keras.model_calls(op) if isinstance(op, keras.Model) else None
+            if inner is None:  # a composite layer, opened by its handler
+                opened = handler.inside(node)
+                inner = None if opened is None else _keras.model_calls(opened)
             forced = call.kwargs.get("training", training)
             if inner is not None and len(inner[0]) == len(ins):
                 outs = self._walk(inner, scope + (id(call),), ins, forced)
                 for t, k in zip(call.output_tensors, outs):
                     alias[id(t)] = k
                 continue
-            outs = [key(t) for t in call.output_tensors]
             for t, k in zip(call.output_tensors, outs):
                 self.symbols[k] = t
-            handler = handler_for(op)
-            index = len(self.nodes)
-            self.nodes.append(
-                Node(op, call, ins, outs, training, handler, index, self.shapes)
-            )
+            self.nodes.append(node)
         return [key(t) for t in outputs]
+
+
+def _indices(model, kind, tensors):
+    """The model's `input` or `output` structure (a dict of named tensors,
+    say) with each tensor's index in `tensors`, or None for a plain list or
+    one tensor."""
+    try:
+        structure = getattr(model, kind)
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(structure, dict):
+        return None
+    where = {id(t): i for i, t in enumerate(tensors)}
+    flat = keras.tree.flatten(structure)
+    if len(flat) != len(tensors) or any(id(t) not in where for t in flat):
+        return None
+    return keras.tree.map_structure(lambda t: where[id(t)], structure)
 
 
 def _check_input_shape(input_shape, inputs):
@@ -468,7 +501,10 @@ def _rule(node):
     output and inputs of known channels (else opaque)."""
     outputs = node.call.output_tensors
     known = node.handler.open_inputs or all(s and s[-1] for s in node.in_shapes)
-    if len(outputs) == 1 and known:
+    out = node.shapes[node.outputs[0]]
+    # An output of unknown channels (an attention mask of any length) is
+    # one nothing gates: such a call is opaque.
+    if len(outputs) == 1 and known and out and out[-1]:
         return node.handler.rule(node)
     return OPAQUE_RULE
 
@@ -491,9 +527,6 @@ class Structure:
             self.graph = model
         else:
             self.graph = Graph(model, input_shape)
-        for node in self.graph.nodes:
-            for k in node.outputs:  # every output's channels must be known
-                _known_channels(self.graph.shapes[k], node.layer)
         self.rules = [_rule(node) for node in self.graph.nodes]
         self.gates = {}
         for node in self.graph.nodes:

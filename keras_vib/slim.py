@@ -491,7 +491,7 @@ def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
     builder = SlimContext(analysis, keep_input_shape)
     inputs, outputs = builder.run()
     return keras.Model(
-        inputs if len(inputs) > 1 else inputs[0],
-        outputs if len(outputs) > 1 else outputs[0],
+        analysis.graph.pack("input", inputs),
+        analysis.graph.pack("output", outputs),
         name=f"{model.name}_slim",
     )

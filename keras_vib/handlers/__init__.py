@@ -9,7 +9,15 @@ handler and its test. Teach keras_vib a layer of your own with
 `keras_vib.register_layer(layer_class, handler)`.
 """
 
-from keras_vib.handlers import attention, channelwise, kernels, ops, structure, vib
+from keras_vib.handlers import (
+    attention,
+    base,
+    channelwise,
+    kernels,
+    ops,
+    structure,
+    vib,
+)
 from keras_vib.handlers.base import (
     ALL,
     ANY,
@@ -17,6 +25,7 @@ from keras_vib.handlers.base import (
     MIXING,
     NEVER,
     OPAQUE,
+    Composite,
     Kept,
     LayerHandler,
     Rule,
@@ -46,6 +55,7 @@ __all__ = [
     "Rule",
     "Kept",
     "LayerHandler",
+    "Composite",
     "Channelwise",
     "BatchNorm",
     "Normalizing",
@@ -63,3 +73,12 @@ __all__ = [
 
 for _module in (kernels, channelwise, structure, ops, vib, attention):
     _module.register_all(register_layer)
+
+
+def _register_hub():
+    from keras_vib.handlers import hub
+
+    hub.register_all(register_layer)
+
+
+base._LAZY["keras_hub"] = _register_hub

@@ -12,6 +12,7 @@ classes themselves.
 import contextlib
 import dataclasses
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -201,8 +202,11 @@ class LayerHandler:
     `node.outputs` (the keys of its tensors). Hooks read the node; none
     writes to it.
 
-    A kind with units inside it (attention heads) has a sixth, optional
-    hook, `gated`: the gated copy `add_gates` puts in its place.
+    Two optional hooks go beyond one call: `gated`, the copy of a layer
+    with units inside it (attention heads) that `add_gates` puts in its
+    place; and `inside`, the functional graph of a composite layer (a
+    transformer block), which the analysis then walks instead of the call
+    (`Composite`).
     """
 
     # Whether `rule` takes inputs whose last axis is unknown (an attention
@@ -267,6 +271,61 @@ class LayerHandler:
             **gate_args: the gate's arguments (`kl_weight`,
                 `mu_initializer`, ...: see `VIBGate`).
         """
+        return None
+
+    def inside(self, node):
+        """A functional `keras.Model` computing this call from its tensor
+        arguments (in the order of `node.inputs`), made of the layer's
+        sublayers, or None (the default: the call is one node). The
+        analysis walks it in place of the call, so the gated and the slim
+        model hold its sublayers instead of the layer."""
+        return None
+
+
+class Composite(LayerHandler):
+    """A layer made of other layers and `keras.ops` (a transformer block):
+    opened into its sublayers, in the order its `call` uses them.
+
+    `inside` calls the layer's `call` on symbolic inputs like the tensors
+    of the call (once per layer and input signature): every sublayer call
+    and op becomes a node of a functional graph, which the analysis walks
+    like a nested model. The heads and feed-forward units inside are then
+    gated and cut like those of a functional model; the gated and the slim
+    model hold the sublayers, not the composite layer. A `call` that
+    cannot run symbolically (Python branches on tensor values) leaves the
+    layer whole (opaque).
+
+    Example:
+
+    >>> keras_vib.register_layer(MyBlock, keras_vib.handlers.Composite())
+    """
+
+    def inside(self, node):
+        layer = node.layer
+        call = node.call
+        signature = tuple((tuple(t.shape), str(t.dtype)) for t in call.input_tensors)
+        signature += (repr(call.constants()),)
+        cached = _OPENED.setdefault(layer, {})
+        if signature not in cached:
+            cached[signature] = _trace(layer, call)
+        return cached[signature]
+
+
+_OPENED = weakref.WeakKeyDictionary()  # layer -> {signature: model or None}
+
+
+def _trace(layer, call):
+    """The functional model of `layer.call` on symbolic copies of the
+    call's tensors, or None where it does not trace."""
+    inputs = [
+        keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype)
+        for t in call.input_tensors
+    ]
+    args, kwargs = call.arguments_for(inputs)
+    try:
+        outputs = layer.call(*args, **kwargs)
+        return keras.Model(inputs, outputs, name=f"{layer.name}_inside")
+    except Exception:  # not traceable: the layer stays one opaque call
         return None
 
 
@@ -397,9 +456,17 @@ def registered(layer_class: type, handler: LayerHandler):
             _REGISTRY[layer_class] = previous
 
 
+# Handlers of other libraries' layers, registered the first time a layer
+# of theirs is seen: top-level module name -> a function registering them.
+_LAZY = {}
+
+
 def handler_for(layer) -> LayerHandler:
     """The handler of a layer (the opaque one when none is registered)."""
     cls = type(layer)
+    library = cls.__module__.split(".")[0]
+    if library in _LAZY:
+        _LAZY.pop(library)()
     if cls in _REGISTRY:
         return _REGISTRY[cls]
     for base in cls.__mro__[1:]:
