@@ -10,6 +10,8 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (HERE / "keras_vib" / "__init__.py").read_text()
 ).group(1)
 
+HUB = ["keras-hub>=0.32", "tensorflow-text>=2.21,<2.22"]
+
 setup(
     name="keras-vib",
     version=VERSION,
@@ -38,7 +40,12 @@ setup(
         "numpy",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "ruff", "tensorboard", "jax"]},
+    extras_require={
+        # keras-hub's models (BERT, ViT, Gemma...): its layers' handlers load
+        # when a model holds one. tensorflow-text in step with TensorFlow.
+        "hub": HUB,
+        "test": ["pytest", "ruff", "tensorboard", "jax"] + HUB,
+    },
     entry_points={"console_scripts": ["keras-vib=_keras_vib_cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

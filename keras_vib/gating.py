@@ -301,8 +301,21 @@ def _rebuild_with_gates(g, points, kl_weight, gate_args, name, select):
     group_of = g.groups()
     shared = {}  # channel group -> its gate
 
+    by_layer = {}  # (the layer producing a gated tensor, output) -> gate
+    producers = analysis.producers()
+
+    def layer_key(t):
+        if t not in producers:
+            return t  # a model input
+        node = analysis.nodes[producers[t]]
+        return id(node.layer), node.outputs.index(t)
+
     def gate(t, tensor):
         group = group_of(t)
+        if group not in shared and layer_key(t) in by_layer:
+            # A layer called at several places (ALBERT's shared block): one
+            # gate for all its calls, so that its slim copy is one layer.
+            shared[group] = by_layer[layer_key(t)]
         if group not in shared:
             base = points[t]
             weight = (
@@ -313,6 +326,7 @@ def _rebuild_with_gates(g, points, kl_weight, gate_args, name, select):
                 name=unique(base, "{base}_gate{k}", reserve=True),
                 **gate_args,
             )
+        by_layer.setdefault(layer_key(t), shared[group])
         # Channels tied to an already gated group (a chain of residual
         # sums) get the same gate, so that a closed channel goes everywhere.
         return shared[group](tensor)

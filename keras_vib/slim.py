@@ -141,6 +141,13 @@ class SlimContext:
         self.reserved = {node.layer.name for node in analysis.nodes}
         self.names = set()
         self.absorbed = {}  # node index -> scale a backward fold asks it to apply
+        # Layers called at several nodes, and what their slims emitted.
+        calls = {}
+        for node in analysis.nodes:
+            calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
+        self._shared = {k for k, n in calls.items() if n > 1}
+        self._emitted = {}
+        self._current, self._step = None, 0
         for i, (mode, absorber) in analysis.folds.items():
             if mode == graph.BACKWARD:
                 s = graph.gate_scale(analysis, analysis.nodes[i])
@@ -164,8 +171,38 @@ class SlimContext:
         if self.build and weights:
             layer.set_weights(weights)
 
+    def _reuse(self, layer, weights):
+        """The layer emitted for an earlier call of the same original layer
+        (a shared layer: ALBERT's blocks) at the same step of its slim, if
+        it has the same config and weights: the slim model shares it too.
+        Else None (and `layer` is remembered)."""
+        if self._current is None or id(self._current.layer) not in self._shared:
+            return None
+        key = (id(self._current.layer), self._step)
+        self._step += 1
+        if not isinstance(layer, keras.layers.Layer):
+            return None
+        weights = [np.asarray(w, "float32") for w in weights or []]
+        config = layer.get_config()
+        config.pop("name", None)
+        before = self._emitted.get(key)
+        if before is not None:
+            old, old_config, old_weights = before
+            if (
+                type(old) is type(layer)
+                and old_config == config
+                and len(old_weights) == len(weights)
+                and all(np.array_equal(a, b) for a, b in zip(old_weights, weights))
+            ):
+                return old
+        self._emitted[key] = (layer, config, weights)
+        return None
+
     def emit(self, layer, weights, inputs):
         """Calls a new layer on slim tensors and sets its weights."""
+        shared = self._reuse(layer, weights)
+        if shared is not None:
+            return shared(inputs) if self.build else _COUNTED
         if not self.build:
             out = _COUNTED
         elif weights:
@@ -303,6 +340,12 @@ class SlimContext:
 
     def _call(self, node, layer, weights):
         """Calls `layer` as `node` was called; returns its slim outputs."""
+        shared = self._reuse(layer, weights)
+        if shared is not None:
+            if not self.build:
+                return [_COUNTED] * len(node.outputs)
+            values = {t: self.sym[t] for t in node.inputs}
+            return graph.call(node, shared, values)
         if self.build:
             values = {t: self.sym[t] for t in node.inputs}
             outputs = graph.call(node, layer, values)
@@ -379,7 +422,12 @@ class SlimContext:
 
     def node(self, node, values):
         self.sym = values
-        if not any(self.present(t).any() for t in node.outputs):
+        self._current, self._step = node, 0
+        # A tensor of unknown channels (an attention mask of any length)
+        # is never cut: it stays.
+        if not any(
+            self.present(t).any() or not self.tensors[t].channels for t in node.outputs
+        ):
             return [None] * len(node.outputs)
         if self.rule(node).kind == OPAQUE:
             self.copy(node)

@@ -26,7 +26,7 @@ import math
 
 import keras
 import numpy as np
-from helpers import assert_close
+from helpers import assert_close as _assert_close
 
 import keras_vib as kv
 
@@ -332,8 +332,17 @@ def count_macs(model, input_shapes=None):
 
     if input_shapes is None:
         input_shapes = [tuple(t.shape[1:]) for t in model.inputs]
-    specs = [tf.TensorSpec((1,) + tuple(s), tf.float32) for s in input_shapes]
-    arg = specs[0] if len(specs) == 1 else specs
+    try:  # the structure the model takes (a dict of named inputs, say)
+        structure, dtypes = model.input, [t.dtype for t in model.inputs]
+    except (AttributeError, ValueError):  # a Sequential never called
+        structure, dtypes = None, ["float32"] * len(input_shapes)
+    specs = [
+        tf.TensorSpec((1,) + tuple(s), dtype) for s, dtype in zip(input_shapes, dtypes)
+    ]
+    if isinstance(structure, dict):
+        arg = keras.tree.pack_sequence_as(structure, specs)
+    else:
+        arg = specs[0] if len(specs) == 1 else specs
     function = tf.function(lambda x: model(x, training=False))
     graph = function.get_concrete_function(arg).graph
     owners = {}
@@ -411,8 +420,24 @@ def close_half(gated, rng):
     return masks
 
 
+def _numpy(y):
+    """A model's outputs as numpy arrays, in their structure."""
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, y)
+
+
+def assert_close(a, b, rtol=1e-5):
+    """`helpers.assert_close` for each output of a structure (a dict of
+    outputs, say)."""
+    a, b = keras.tree.flatten(a), keras.tree.flatten(b)
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        _assert_close(u, v, rtol)
+
+
 def _as_list(x):
-    return list(x) if isinstance(x, (list, tuple)) else [x]
+    """The arrays of a batch or the tensors of a structure, flattened (a
+    dict's in the order of its sorted keys, as Keras's)."""
+    return keras.tree.flatten(x)
 
 
 def _stock_param_count(gated):
@@ -426,8 +451,9 @@ def _check_untouched(gated, before, ref, x, slim):
     assert len(after) == len(before)
     for a, b in zip(after, before):
         np.testing.assert_array_equal(a, b)
-    out = keras.ops.convert_to_numpy(gated(x, training=False))
-    np.testing.assert_array_equal(out, ref)
+    out = _numpy(gated(x, training=False))
+    for a, b in zip(_as_list(out), _as_list(ref)):
+        np.testing.assert_array_equal(a, b)
     original = {id(v) for v in gated.weights}
     assert not any(id(v) in original for v in slim.weights)
 
@@ -446,20 +472,23 @@ def _check_stock(slim):
 
 
 def _check_counts(gated, slim, slim_x):
-    report = kv.compression_report(gated)
+    # FLOPs at the batch's size for a model of any length.
+    shapes = [tuple(a.shape[1:]) for a in _as_list(slim_x)]
+    open_sizes = any(None in tuple(t.shape[1:]) for t in gated.inputs)
+    input_shape = shapes if open_sizes else None
+    report = kv.compression_report(gated, input_shape=input_shape)
     assert slim.count_params() == report.kept_params
     assert kernel_entries(slim) == report.kept_weights, (
         f"kernel entries of the slim model {kernel_entries(slim)}, "
         f"report {report.kept_weights}: {report.weight_layers}"
     )
-    own = kv.compression_report(slim)
+    own = kv.compression_report(slim, input_shape=input_shape)
     assert own.kept_weights == report.kept_weights
     assert own.flops == report.flops, (own.weight_layers, report.weight_layers)
-    against = kv.compression_report(slim, reference=gated)
+    against = kv.compression_report(slim, reference=gated, input_shape=input_shape)
     assert against.structure == report.structure
     assert against.r_w == report.r_w and against.r_n == report.r_n
     if keras.backend.backend() == "tensorflow":
-        shapes = [tuple(a.shape[1:]) for a in _as_list(slim_x)]
         macs, per_layer = kernel_macs(slim, shapes)
         reported = {w.name: w.flops for w in report.weight_layers if w.flops}
         assert macs == report.flops, (
@@ -514,7 +543,7 @@ def check_contract(
         close_half(gated, rng)
 
     before = [w.copy() for w in gated.get_weights()]
-    expected = keras.ops.convert_to_numpy(gated(x, training=False))
+    expected = _numpy(gated(x, training=False))
     slim = kv.slim_model(gated, keep_input_shape=keep_input_shape)
     assert isinstance(slim, keras.Model) and slim is not gated
     _check_untouched(gated, before, expected, x, slim)
@@ -531,7 +560,7 @@ def check_contract(
         slim_x = [a[..., i] for a, i in zip(_as_list(x), indices)]
         slim_x = slim_x if isinstance(x, (list, tuple)) else slim_x[0]
     out = slim(slim_x, training=False)
-    assert keras.ops.convert_to_numpy(out).dtype == np.float32
+    assert all(a.dtype == np.float32 for a in _as_list(_numpy(out)))
     assert_close(out, expected, tol)
 
     _check_counts(gated, slim, slim_x)

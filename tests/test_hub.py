@@ -1,0 +1,119 @@
+"""keras-hub (issue 25, item 4): its composite layers opened into their
+sublayers, its BERT-family backbones gated inside (heads and feed-forward
+units), dict inputs and outputs kept, ALBERT's shared block kept shared."""
+
+import pathlib
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from contract import assert_close, check_contract
+
+import keras_vib as kv
+
+keras_hub = pytest.importorskip("keras_hub")
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
+from hub_models import BACKBONES  # noqa: E402
+
+L = keras.layers
+
+# The encoders whose heads and FFN units keras_vib cuts today.
+ENCODERS = ["BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA"]
+
+
+def quietly(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the residual stream
+        return fn(*args, **kwargs)
+
+
+def embedding_params(model):
+    return sum(
+        int(np.prod(w.shape))
+        for layer in model.layers
+        if "embedding" in type(layer).__name__.lower()
+        for w in layer.weights
+    )
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_an_encoder_backbone_is_gated_inside_and_slims(name, tmp_path):
+    rng = np.random.default_rng(0)
+    model, x = BACKBONES[name](rng)
+    gated, slim = quietly(check_contract, model, x, rng, tmp_path=tmp_path)
+    kinds = {type(layer).__name__ for _, layer in kv.gates.gated_layers(gated)}
+    assert kinds == {"VIBMultiHeadAttention", "VIBGate"}  # heads, FFN units
+    # Dict inputs and outputs, by their names.
+    assert isinstance(slim.input, dict) and set(slim.input) == set(x)
+    assert type(slim.output) is type(gated.output) is type(model.output)
+    if isinstance(model.output, dict):  # BERT: sequence and pooled outputs
+        assert set(slim.output) == set(model.output)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_half_of_every_gate_closed_meets_the_issue_targets(name):
+    """At most 85 % of the parameters, 60 % of those outside the embeddings."""
+    rng = np.random.default_rng(1)
+    model, x = BACKBONES[name](rng)
+    gated = quietly(kv.add_gates, model)
+    for _, gate in kv.gates.gates(gated):
+        gate.set_kept(np.arange(gate.units) < gate.units // 2)
+    slim = kv.slim_model(gated)
+    ratio = slim.count_params() / model.count_params()
+    embeddings = embedding_params(model)
+    outside = (slim.count_params() - embeddings) / (model.count_params() - embeddings)
+    assert ratio <= 0.85 and outside <= 0.60, (ratio, outside)
+    assert_close(slim(x), gated(x, training=False), 1e-4)
+
+
+def test_albert_s_shared_block_stays_shared():
+    rng = np.random.default_rng(2)
+    model, x = BACKBONES["ALBERT"](rng)
+    gated = quietly(kv.add_gates, model)
+    # One block, called twice: one gate on its heads, one on its FFN.
+    assert len(kv.gates.gates(gated)) == 2
+    slim = kv.slim_model(gated)
+    attention = [
+        layer for layer in slim.layers if isinstance(layer, L.MultiHeadAttention)
+    ]
+    assert len(attention) == 1
+    calls = [n for n in slim.operations if n is attention[0]]
+    assert len(calls) == 1
+
+
+def test_keras_hub_layers_in_a_functional_model(tmp_path):
+    """The issue's row: TokenAndPositionEmbedding -> 2 x TransformerEncoder
+    -> pooling -> Dense."""
+    rng = np.random.default_rng(3)
+    tokens = keras.Input((8,), dtype="int32")
+    x = keras_hub.layers.TokenAndPositionEmbedding(64, 8, 16)(tokens)
+    for i in range(2):
+        x = keras_hub.layers.TransformerEncoder(32, 4, name=f"block{i}")(x)
+    model = keras.Model(tokens, L.Dense(2)(L.GlobalAveragePooling1D()(x)))
+    x = rng.integers(0, 64, (3, 8)).astype("int32")
+    gated, slim = quietly(check_contract, model, x, rng, tmp_path=tmp_path)
+    assert len(kv.gates.gates(gated)) == 4
+
+
+def test_a_user_s_composite_layer_through_register_layer():
+    @keras.saving.register_keras_serializable(package="test_hub")
+    class Block(L.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.up = L.Dense(12, activation="relu", name="up")
+            self.down = L.Dense(6, name="down")
+
+        def call(self, x):
+            return x + self.down(self.up(x))
+
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, L.Dense(2)(Block(name="block")(inputs)))
+    x = np.random.default_rng(4).normal(size=(4, 6)).astype("float32")
+    model(x)
+    assert not kv.gates.gates(quietly(kv.add_gates, model))  # opaque
+    with kv.handlers.registered(Block, kv.handlers.Composite()):
+        gated, slim = check_contract(model, x, np.random.default_rng(5))
+    assert "up_gate" in [name for name, _ in kv.gates.gates(gated)]
+    assert "block" not in [layer.name for layer in slim.layers]  # opened
