@@ -25,6 +25,9 @@ Keras name). Each use, and why no public API does it:
   its projections in `_query_dense`, `_key_dense`, `_value_dense` and
   `_output_dense` without public properties (`MultiHeadAttention` has
   them): `attention_projections` reads them.
+- `Operation._inbound_nodes` and `._outbound_nodes`, emptied on the
+  renamed copy of a stateless layer that does not rebuild from its config
+  (`renamed_copy`): the copy must not add its calls to the original's.
 - `keras.src.applications.convnext.LayerScale` and `.StochasticDepth`,
   `keras.src.applications.inception_resnet_v2.CustomScaleLayer`: layers of
   `keras.applications` models that `keras.applications` does not export,
@@ -44,6 +47,7 @@ __all__ = [
     "ValueScaledAttention",
     "ValueScaledGroupedAttention",
     "attention_projections",
+    "renamed_copy",
 ]
 
 
@@ -196,3 +200,15 @@ def attention_projections(layer):
     if isinstance(layer, keras.layers.MultiHeadAttention):
         return layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense
     return layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense
+
+
+def renamed_copy(layer, name):
+    """A copy of a layer without weights (one that Keras cannot rebuild
+    from its config: keras-hub's `DropPath`) under another name, with no
+    calls recorded yet."""
+    new = object.__new__(type(layer))  # `copy.copy` would go through the config
+    new.__dict__.update(layer.__dict__)
+    new.name = name
+    new._inbound_nodes = []
+    new._outbound_nodes = []
+    return new

@@ -312,7 +312,7 @@ def clone(layer, name=None):
 
     A stateless layer or operation Keras will not rebuild from its config
     (a `Lambda` in safe mode, a `keras.ops` call) is returned as it is, to
-    be called again. A layer whose config holds entries its constructor
+    be called again (a renamed copy of it when `name` differs). A layer whose config holds entries its constructor
     does not take (derived values) is rebuilt without them.
 
     Raises:
@@ -334,7 +334,11 @@ def clone(layer, name=None):
             return type(layer).from_config(fewer)
     except Exception as error:
         if not layer.weights:
-            return layer
+            # Stateless: called again, under its new name where it has one
+            # (sublayers of two opened blocks share names).
+            if name is None or name == layer.name:
+                return layer
+            return _keras.renamed_copy(layer, name)
         raise ValueError(
             f"Cannot copy {describe(layer)}: it does not rebuild from its own "
             f"config ({type(error).__name__}: {error}). Fix its `get_config` / "

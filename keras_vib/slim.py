@@ -183,8 +183,11 @@ class SlimContext:
         if not isinstance(layer, keras.layers.Layer):
             return None
         weights = [np.asarray(w, "float32") for w in weights or []]
-        config = layer.get_config()
-        config.pop("name", None)
+        try:
+            config = layer.get_config()
+            config.pop("name", None)
+        except NotImplementedError:  # a stateless layer without config
+            config = None
         before = self._emitted.get(key)
         if before is not None:
             old, old_config, old_weights = before

@@ -324,9 +324,14 @@ def _trace(layer, call):
     args, kwargs = call.arguments_for(inputs)
     try:
         outputs = layer.call(*args, **kwargs)
-        return keras.Model(inputs, outputs, name=f"{layer.name}_inside")
+        model = keras.Model(inputs, outputs, name=f"{layer.name}_inside")
     except Exception:  # not traceable: the layer stays one opaque call
         return None
+    # Every weight must be a sublayer's, called in the graph (a weight the
+    # layer reads itself would be shared with the gated copy).
+    if {id(w) for w in model.weights} != {id(w) for w in layer.weights}:
+        return None
+    return model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,6 +90,9 @@ class Channelwise(LayerHandler):
 
     def slim(self, node, ctx):
         layer = node.layer
+        if not layer.weights:  # nothing to slice: called again as it was
+            ctx.recall(node)
+            return
         t_in, t_out = node.inputs[0], node.outputs[0]
         present = ctx.present(t_out)
         ctx.set_scale(t_out, ctx.scale_of(t_in))

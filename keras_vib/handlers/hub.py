@@ -7,7 +7,7 @@ Its transformer blocks are composite layers, opened into their sublayers
 computation when called without a cache), whose heads are units.
 """
 
-import keras_hub
+import importlib
 
 from keras_vib.handlers.attention import Attention
 from keras_vib.handlers.base import Composite
@@ -18,16 +18,29 @@ def _classes(*paths):
     this keras-hub version has."""
     found = []
     for path in paths:
-        obj = keras_hub
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
+        module, _, name = f"keras_hub.{path}".rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(module), name, None)
+        except ImportError:  # pragma: no cover (another keras-hub version)
+            obj = None
         if isinstance(obj, type):
             found.append(obj)
     return found
 
 
 # keras-hub's composite layers, opened into their sublayers.
-COMPOSITES = ("layers.TransformerEncoder", "layers.TransformerDecoder")
+COMPOSITES = (
+    "layers.TransformerEncoder",
+    "layers.TransformerDecoder",
+    "src.models.vit.vit_layers.ViTEncoder",
+    "src.models.vit.vit_layers.ViTEncoderBlock",
+    "src.models.vit.vit_layers.MLP",
+    "src.models.dinov2.dinov2_layers.DINOV2Encoder",
+    "src.models.dinov2.dinov2_layers.DINOV2Layer",
+    "src.models.dinov2.dinov2_layers.DINOV2Attention",
+    "src.models.dinov2.dinov2_layers.DINOV2MLP",
+    "src.models.deberta_v3.disentangled_attention_encoder.DisentangledAttentionEncoder",
+)
 
 
 def register_all(register):
