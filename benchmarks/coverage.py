@@ -2,6 +2,13 @@
 
     python benchmarks/coverage.py [--size 32] [--families NAME ...]
         [--latency] [--latency-size 224] [--no-write]
+    python benchmarks/coverage.py --hub [--backbones NAME ...] [--no-write]
+
+With `--hub`, the same for keras-hub backbones of small configs
+(`hub_models.py`), into "Coverage of keras-hub backbones": gates, the kinds
+of unit they gate, the slim/original parameters (all, and outside the
+embeddings) with half of every gate closed, the slim-vs-gated difference,
+and for a backbone with nothing gated the reason.
 
 For every `keras.applications` family that builds at a small input (weights
 None, random batch-norm statistics and biases), this runs what a user would:
@@ -61,6 +68,29 @@ FAMILIES = {
 }
 LATENCY = ("ResNet50", "MobileNetV2", "DenseNet121")
 SECTION = "## Coverage of keras.applications"
+HUB_SECTION = "## Coverage of keras-hub backbones"
+# Why a backbone's blocks are not opened yet (what keras_vib lacks).
+HUB_REASONS = {
+    "GPT-2": "keras-hub's TransformerDecoder computes its causal mask from "
+    "the sequence length (`ops.arange` of it), which a Keras graph of any "
+    "length cannot trace: its blocks stay whole",
+    "OPT": "as GPT-2 (keras-hub's TransformerDecoder)",
+    "Gemma": "its decoder blocks (rotary embeddings, grouped-query "
+    "attention of its own einsums, a causal mask from the length) have no "
+    "handler yet",
+    "Gemma3": "as Gemma",
+    "Llama": "as Gemma (its block's `get_config` lacks "
+    "`rope_scaling_factor`: copied from its attributes)",
+    "Mistral": "as Gemma",
+    "Qwen2": "as Gemma",
+    "Qwen3": "as Gemma (its block does not rebuild from its own config: "
+    "copied from its attributes)",
+    "DeiT": "DeiTEncoderBlock returns None beside its output (no attention "
+    "scores), which a Keras graph cannot hold: its encoder stays whole "
+    "(copied from its attributes: its `get_config` reads a missing `key_dim`)",
+    "DeBERTaV3": "its disentangled self-attention (relative positions) has "
+    "no handler: its feed-forward units only",
+}
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -128,6 +158,140 @@ def cover(name, size, rng):
         "slim_seconds": slim_seconds,
         "notes": notes,
     }
+
+
+def unit_kinds(gated):
+    """The kinds of unit the gates of `gated` hold: heads, key/value
+    groups, and what the layer before each bare gate is."""
+    from keras_vib import graph
+
+    g = graph.Graph(gated)
+    producers = {k: n for n in g.nodes for k in n.outputs}
+    kinds = set()
+    for node in g.nodes:
+        name = type(node.layer).__name__
+        if name == "VIBMultiHeadAttention":
+            kinds.add("heads")
+        elif name == "VIBGroupedQueryAttention":
+            kinds.add("key/value groups")
+        elif name == "VIBGate":
+            source = node
+            while source.inputs and source.inputs[0] in producers:
+                source = producers[source.inputs[0]]
+                kind = type(source.layer).__name__
+                if kind == "Dense":
+                    kinds.add("FFN units")
+                    break
+                if kind == "Embedding":
+                    kinds.add("embedding columns")
+                    break
+                if "Conv" in kind:
+                    kinds.add("channels")
+                    break
+    return sorted(kinds)
+
+
+def embedding_params(model):
+    return sum(
+        layer.count_params()
+        for layer in model.layers
+        if "embedding" in type(layer).__name__.lower()
+    )
+
+
+def cover_hub(name, rng):
+    from hub_models import BACKBONES
+
+    row = {"backbone": name, "reason": HUB_REASONS.get(name, "")}
+    try:
+        model, x = BACKBONES[name](rng)
+    except Exception as error:  # this keras-hub lacks it, or refuses the config
+        row["error"] = f"does not build: {type(error).__name__}: {error}"[:200]
+        return row
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            gated = kv.add_gates(model, kl_weight=1e-5)
+        for _, gate in kv.gates.gates(gated):
+            gate.set_kept(np.arange(gate.units) < gate.units // 2)
+        slim = kv.slim_model(gated)
+        out = keras.tree.flatten(slim(x))
+        ref = keras.tree.flatten(gated(x, training=False))
+    except Exception as error:
+        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"[:240]
+        return row
+    embeddings = embedding_params(model)
+    row.update(
+        gates=len(kv.gates.gates(gated)),
+        kinds=unit_kinds(gated),
+        ratio=slim.count_params() / model.count_params(),
+        outside=(slim.count_params() - embeddings)
+        / max(model.count_params() - embeddings, 1),
+        diff=max(relative_difference(a, b) for a, b in zip(out, ref)),
+        report_matches=slim.count_params() == kv.compression_report(gated).kept_params,
+    )
+    return row
+
+
+def hub_table(rows, wall, load_before):
+    import keras_hub
+
+    lines = [
+        HUB_SECTION,
+        "",
+        "`python benchmarks/coverage.py --hub`",
+        "",
+        f"- Machine: {machine()}.",
+        load_note(load_before, wall),
+        f"- keras-hub {keras_hub.__version__}, the small configs of "
+        "`benchmarks/hub_models.py` (2 blocks, width 16, 4 heads, random "
+        "weights); `add_gates`, then the first half of every gate's units "
+        "closed, `slim_model`. Slim / original: parameters (all; outside "
+        "the embedding layers). Difference: largest |slim - gated| over "
+        "the largest output, every output of the backbone.",
+        "",
+        "| backbone | gates | units | slim / original | outside embeddings | "
+        "report | slim vs gated | not cut, and why |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(
+                f"| {r['backbone']} | - | - | - | - | - | - | "
+                f"{r['reason'] or r['error']} |"
+            )
+            continue
+        lines.append(
+            f"| {r['backbone']} | {r['gates']} | {', '.join(r['kinds']) or '-'} | "
+            f"{100 * r['ratio']:.1f} % | {100 * r['outside']:.1f} % | "
+            f"{'equal' if r['report_matches'] else 'DIFFERS'} | {r['diff']:.1e} | "
+            f"{r['reason'] if r['gates'] == 0 or r['reason'] else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main_hub(args):
+    load_before = load_average()
+    start = time.perf_counter()
+    from hub_models import BACKBONES
+
+    rows = []
+    for name in args.backbones or BACKBONES:
+        keras.backend.clear_session()
+        row = cover_hub(name, np.random.default_rng(args.seed))
+        if "error" in row:
+            print(f"{name}: {row['error']}", flush=True)
+        else:
+            print(
+                f"{name}: {row['gates']} gates ({', '.join(row['kinds'])}), "
+                f"slim/original {100 * row['ratio']:.1f} % "
+                f"({100 * row['outside']:.1f} % outside the embeddings), "
+                f"diff {row['diff']:.1e}",
+                flush=True,
+            )
+        rows.append(row)
+    text = hub_table(rows, time.perf_counter() - start, load_before)
+    publish(text, args.benchmarks_md, HUB_SECTION, write=not args.no_write)
 
 
 def latency(name, size, rng, runs):
@@ -224,7 +388,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--hub", action="store_true", help="keras-hub backbones")
+    parser.add_argument("--backbones", nargs="+", help="with --hub: these only")
     args = parser.parse_args(argv)
+    if args.hub:
+        return main_hub(args)
     load_before = load_average()
     start = time.perf_counter()
     rng = np.random.default_rng(args.seed)

@@ -307,13 +307,43 @@ def _accepted(cls, config):
     return kept if len(kept) < len(config) else None
 
 
+def _from_attributes(layer, name):
+    """A new layer of `layer`'s class, its constructor given the values of
+    the layer's attributes of the same names (`units` or `_units`), or
+    None where one is missing or the constructor refuses them."""
+    try:
+        params = inspect.signature(type(layer).__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    kwargs = {}
+    for param, spec in list(params.items())[1:]:
+        if spec.kind in (spec.VAR_KEYWORD, spec.VAR_POSITIONAL):
+            continue
+        for attr in (param, f"_{param}"):
+            if attr in vars(layer):
+                kwargs[param] = vars(layer)[attr]
+                break
+        else:
+            if spec.default is spec.empty:
+                return None
+    kwargs.update(name=name or layer.name, dtype=layer.dtype_policy)
+    kwargs["trainable"] = layer.trainable
+    try:
+        return type(layer)(**kwargs)
+    except Exception:
+        return None
+
+
 def clone(layer, name=None):
     """A new layer with the config (not yet the weights) of `layer`.
 
     A stateless layer or operation Keras will not rebuild from its config
     (a `Lambda` in safe mode, a `keras.ops` call) is returned as it is, to
-    be called again (a renamed copy of it when `name` differs). A layer whose config holds entries its constructor
-    does not take (derived values) is rebuilt without them.
+    be called again (a renamed copy of it when `name` differs). A layer
+    whose config holds entries its constructor does not take (derived
+    values) is rebuilt without them; one whose config does not read back
+    at all, from the values of its attributes named as its constructor's
+    arguments.
 
     Raises:
         ValueError: a layer with weights that cannot be rebuilt from its
@@ -333,6 +363,12 @@ def clone(layer, name=None):
                 raise
             return type(layer).from_config(fewer)
     except Exception as error:
+        if layer.weights:
+            # A config Keras cannot read back (keras-hub's DeiTEncoder):
+            # the constructor's arguments from the layer's attributes.
+            new = _from_attributes(layer, name)
+            if new is not None:
+                return new
         if not layer.weights:
             # Stateless: called again, under its new name where it has one
             # (sublayers of two opened blocks share names).
