@@ -20,7 +20,7 @@ import sys
 # Batches per graph call in `train`: the LeNets' steps are so short that
 # Keras' fixed cost per call weighs on an epoch with 1.
 STEPS_PER_EXECUTION = 20
-MODELS = ("lenet300", "lenet5", "vgg16")
+MODELS = ("lenet300", "lenet5", "vgg16", "vit")
 BACKENDS = ("tensorflow", "jax", "torch")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 SCHEDULES = ("constant", "step", "cosine")

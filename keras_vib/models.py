@@ -14,6 +14,7 @@ All models return logits (no softmax): compile them with
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 
 import keras
@@ -31,6 +32,7 @@ __all__ = [
     "lenet_300_100",
     "vgg16",
     "vgg16_kl_multipliers",
+    "vit",
 ]
 
 # The modified VGG16 of the paper for 32x32 images, as in the authors' code:
@@ -423,11 +425,107 @@ def vgg16(
     return keras.Sequential(layers, name=name or default)
 
 
+def vit(
+    vib: bool = True,
+    kl_weight: float = 1e-4,
+    num_classes: int = 10,
+    input_shape: Sequence[int] = (28, 28, 1),
+    patch_size: int = 7,
+    width: int = 64,
+    depth: int = 4,
+    num_heads: int = 4,
+    mlp_units: int = 128,
+    name: str | None = None,
+) -> keras.Model:
+    """A small Vision Transformer of stock Keras layers.
+
+    Patches by a strided `Conv2D` (`"patches"`), a 3x3 depthwise conv added
+    to them as the position encoding (`"position"`, CPVT's), `depth`
+    pre-norm blocks (`"block{i}_attention"`: `MultiHeadAttention` of
+    `num_heads` heads of `width // num_heads`; `"block{i}_mlp1"` (gelu,
+    `mlp_units`) and `"block{i}_mlp2"`), a `LayerNormalization`, average
+    pooling over the patches and a `Dense(num_classes)` classifier. With
+    `vib=True`, `keras_vib.add_gates` gates its heads
+    (`VIBMultiHeadAttention`) and its MLP units; the residual stream stays
+    whole.
+
+    Args:
+        vib: bool, the gated network (True) or the plain one.
+        kl_weight: float >= 0, the KL weight of every gate (`vib=True`).
+        num_classes: positive int, the number of logits.
+        input_shape: `(height, width, channels)`, sides divisible by
+            `patch_size`.
+        patch_size, width, depth, num_heads, mlp_units: positive ints.
+        name: the model's name (`"vit"`, or `"vit_baseline"` with
+            `vib=False`).
+
+    Returns:
+        A built functional `keras.Model`.
+
+    Example:
+
+    >>> model = keras_vib.models.vit(vib=True, depth=2)
+    >>> [n for n, _ in keras_vib.gates.gates(model)][:2]
+    ['block0_attention', 'block0_mlp1_gate']
+    """
+    vib = _validate.boolean("vib", vib)
+    kl_weight = _check_kl_weight(kl_weight)
+    num_classes = _validate.integer("num_classes", num_classes, minimum=1)
+    input_shape = _check_input_shape(input_shape, rank=3)
+    patch_size = _validate.integer("patch_size", patch_size, minimum=1)
+    width = _validate.integer("width", width, minimum=1)
+    depth = _validate.integer("depth", depth, minimum=1)
+    num_heads = _validate.integer("num_heads", num_heads, minimum=1)
+    mlp_units = _validate.integer("mlp_units", mlp_units, minimum=1)
+    if input_shape[0] % patch_size or input_shape[1] % patch_size:
+        raise ValueError(
+            "Expected the sides of `input_shape` to be multiples of "
+            f"`patch_size`={patch_size}. Received: input_shape={input_shape}"
+        )
+    if width % num_heads:
+        raise ValueError(
+            f"Expected `width` to be a multiple of `num_heads`={num_heads}. "
+            f"Received: width={width}"
+        )
+    L = keras.layers
+    images = keras.Input(input_shape, name="image")
+    x = L.Conv2D(width, patch_size, strides=patch_size, name="patches")(images)
+    x = L.Add(name="position_add")(
+        [x, L.DepthwiseConv2D(3, padding="same", name="position")(x)]
+    )
+    patches = (input_shape[0] // patch_size) * (input_shape[1] // patch_size)
+    x = L.Reshape((patches, width), name="tokens")(x)
+    for i in range(depth):
+        h = L.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm1")(x)
+        h = L.MultiHeadAttention(
+            num_heads, width // num_heads, name=f"block{i}_attention"
+        )(h, h)
+        x = L.Add(name=f"block{i}_add1")([x, h])
+        h = L.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm2")(x)
+        h = L.Dense(mlp_units, activation="gelu", name=f"block{i}_mlp1")(h)
+        h = L.Dense(width, name=f"block{i}_mlp2")(h)
+        x = L.Add(name=f"block{i}_add2")([x, h])
+    x = L.LayerNormalization(epsilon=1e-6, name="norm")(x)
+    x = L.GlobalAveragePooling1D(name="pool")(x)
+    outputs = L.Dense(num_classes, name="classifier")(x)
+    plain = keras.Model(images, outputs, name="vit_baseline")
+    if not vib:
+        return plain if name is None else keras.Model(images, outputs, name=name)
+    from keras_vib.gating import add_gates
+
+    with warnings.catch_warnings():
+        # The residual stream feeds the norms: left whole, as designed.
+        warnings.filterwarnings("ignore", "add_gates: .* left ungated")
+        gated = add_gates(plain, kl_weight=kl_weight)
+    return keras.Model(gated.inputs, gated.outputs, name=name or "vit")
+
+
 # The model zoo of `get_model`: name -> builder.
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "lenet300": lenet_300_100,
     "lenet5": lenet5_caffe,
     "vgg16": vgg16,
+    "vit": vit,
 }
 
 
@@ -436,7 +534,7 @@ def get_model(name: str, /, **kwargs) -> keras.Model:
 
     Args:
         name: one of `"lenet300"` (`lenet_300_100`), `"lenet5"`
-            (`lenet5_caffe`) or `"vgg16"` (`vgg16`).
+            (`lenet5_caffe`), `"vgg16"` (`vgg16`) or `"vit"` (`vit`).
         **kwargs: passed to the builder (`vib`, `kl_weight`,
             `num_classes`, `name`...).
 

@@ -61,6 +61,18 @@ RECIPES = {
         finetune_epochs=30,
         finetune_lr=2e-3,
     ),
+    # The small ViT of keras_vib.models.vit: 8 epochs (cosine), the KL
+    # warmed up over 2, then 4 epochs fine-tune the slim model from 5e-4;
+    # as benchmarks/vit_mnist.py trains it (with --target-flops there).
+    ("vit", "mnist"): dict(
+        _MNIST,
+        epochs=8,
+        lr_schedule="cosine",
+        kl_factor=1e-4,
+        warmup_epochs=2,
+        finetune_epochs=4,
+        finetune_lr=5e-4,
+    ),
     # The paper's VGG schedule: 300 epochs, the learning rate halved every 30.
     ("vgg16", "cifar10"): dict(
         _STEP, epochs=300, batch_size=128, kl_factor=1e-5, warmup_epochs=5

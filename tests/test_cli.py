@@ -262,6 +262,39 @@ def test_vgg16_train_path_on_synthetic_cifar(tmp_path):
     assert len(report["structure"].split("-")) == 15  # 13 convs + 2 dense
 
 
+@pytest.mark.slow
+def test_vit_train_path_on_synthetic_mnist_with_a_budget(tmp_path):
+    """`keras-vib train --model vit --dataset mnist` (issue 25, item 6)."""
+    code = _keras_vib_cli.main(
+        [
+            "train",
+            "--model",
+            "vit",
+            "--dataset",
+            "mnist",
+            "--synthetic",
+            "64",
+            "--epochs",
+            "2",
+            "--finetune-epochs",
+            "1",
+            "--target-flops",
+            "0.5",
+            "--out",
+            str(tmp_path),
+            "--verbose",
+            "0",
+        ]
+    )
+    assert code == 0
+    for name in OUTPUTS:
+        assert (tmp_path / name).stat().st_size > 0, name
+    report = json.loads((tmp_path / "report.json").read_text())
+    # Heads and MLP units of 4 blocks, at or under half of the FLOPs.
+    assert len(report["structure"].split("-")) == 8
+    assert report["flops"] <= 0.5 * report["report"]["total_flops"]
+
+
 def test_missing_dataset_message(tmp_path, capsys):
     code, out, err = run(
         capsys,

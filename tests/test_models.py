@@ -244,3 +244,42 @@ BAD_ARGUMENTS = [
 def test_bad_arguments(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_vit_gates_heads_and_mlp_units_and_slims():
+    gated = models.vit(vib=True, depth=2, width=32, mlp_units=48)
+    names = [name for name, _ in kv.gates.gates(gated)]
+    assert names == [
+        "block0_attention",
+        "block0_mlp1_gate",
+        "block1_attention",
+        "block1_mlp1_gate",
+    ]
+    plain = models.vit(vib=False, depth=2, width=32, mlp_units=48)
+    assert plain.name == "vit_baseline" and not kv.gates.gates(plain)
+    assert plain.count_params() == gated.count_params() - sum(
+        g.count_params() for _, g in kv.gates.gates(gated)
+    )
+    for _, gate in kv.gates.gates(gated):
+        gate.set_kept(np.arange(gate.units) % 2 == 0)
+    x = np.random.default_rng(0).random((2, 28, 28, 1), "float32")
+    slim = kv.slim_model(gated)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(slim(x)),
+        keras.ops.convert_to_numpy(gated(x, training=False)),
+        atol=1e-5,
+    )
+    assert slim.get_layer("block0_attention").num_heads == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(patch_size=5), "multiples of `patch_size`"),
+        (dict(width=30), "multiple of `num_heads`"),
+        (dict(depth=0), "depth"),
+    ],
+)
+def test_vit_refuses_bad_shapes(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.vit(**kwargs)
