@@ -16,8 +16,9 @@ epochs and then `--finetune-epochs` epochs of fine-tuning of the slim model:
   and output weights; ranked within its layer over the layer's size (every
   layer loses the same share), the lowest removed globally, the fewest
   that meet the budget (then the best of the removed that still fit put
-  back), once (a layer may lose every unit: the residual stream goes on); the slim model (keras_vib's `slim_model` of the plain
-  weights with those units closed) fine-tuned. One training run per seed
+  back), once (a layer may lose every unit: the residual stream goes
+  on); the slim model (keras_vib's `slim_model` of the plain weights with
+  those units closed) fine-tuned. One training run per seed
   serves both budgets.
 
 Every run is seeded and kept in `<out>/results.json` (an interrupted run
