@@ -1,5 +1,5 @@
-"""README's "Your own layers": both code blocks run as written and do
-what the text says."""
+"""README's "Your own layers": its code blocks run as written and do what
+the text says."""
 
 import pathlib
 import re
@@ -102,3 +102,23 @@ def test_the_kernel_layer_block(forget, tmp_path):
     path = tmp_path / "slim.keras"
     slim.save(path)
     assert_close(keras.models.load_model(path)(x), gated(x))
+
+
+def test_the_composite_block(forget):
+    head, tail = _split(_blocks()[2])
+    block = _run(head)["Block"]
+    forget.append(block)
+    inputs = keras.Input((6, 16))
+    x = block(16, name="block")(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the residual stream
+        gated = _run(tail, model)["gated"]
+    kinds = {type(layer).__name__ for _, layer in kv.gates.gated_layers(gated)}
+    assert kinds == {"VIBMultiHeadAttention", "VIBGate"}  # heads, `up` units
+    random_gates(gated, np.random.default_rng(6))
+    slim = kv.slim_model(gated)
+    assert "block" not in [layer.name for layer in slim.layers]
+    x = np.random.default_rng(7).normal(size=(2, 6, 16)).astype("float32")
+    assert_close(slim(x), gated(x))
