@@ -133,3 +133,38 @@ def test_every_backbone_of_the_table_gates_and_slims(name):
     slim = kv.slim_model(gated)
     assert_close(slim(x), gated(x, training=False), 1e-4)
     assert slim.count_params() == kv.compression_report(gated).kept_params
+
+
+@pytest.mark.parametrize(
+    "name, task",
+    [("BERT", "BertTextClassifier"), ("ViT", "ViTImageClassifier")],
+)
+def test_the_slim_backbone_plugs_into_its_task(name, task):
+    """Item 5: the slim backbone in the keras-hub task it came from
+    computes what the gated one does there (the task's head copied)."""
+    rng = np.random.default_rng(7)
+    model, x = BACKBONES[name](rng)
+    gated = quietly(kv.add_gates, model)
+    for _, gate in kv.gates.gates(gated):
+        gate.set_kept(np.arange(gate.units) < gate.units // 2)
+    slim = kv.slim_model(gated)
+    cls = getattr(keras_hub.models, task)
+    with_gated = cls(backbone=gated, num_classes=3, preprocessor=None)
+    with_slim = cls(backbone=slim, num_classes=3, preprocessor=None)
+    for layer in with_gated.layers:
+        if layer is not gated and layer.weights:  # the task's head
+            with_slim.get_layer(layer.name).set_weights(layer.get_weights())
+    assert_close(with_slim(x), with_gated(x), 1e-4)
+    assert slim.count_params() < 0.85 * model.count_params()
+
+
+def test_a_whole_task_is_gated_and_slimmed():
+    """A keras-hub task (a functional model around its backbone): its
+    backbone's units and its head's are gated, the slim task equals it."""
+    rng = np.random.default_rng(8)
+    backbone, x = BACKBONES["BERT"](rng)
+    task = keras_hub.models.BertTextClassifier(
+        backbone=backbone, num_classes=3, preprocessor=None
+    )
+    gated, slim = quietly(check_contract, task, x, rng)
+    assert "pooled_dense_gate" in [name for name, _ in kv.gates.gates(gated)]
