@@ -71,13 +71,8 @@ SECTION = "## Coverage of keras.applications"
 HUB_SECTION = "## Coverage of keras-hub backbones"
 # Why a backbone's blocks are not opened yet (what keras_vib lacks).
 HUB_REASONS = {
-    "GPT-2": "keras-hub's TransformerDecoder computes its causal mask from "
-    "the sequence length (`ops.arange` of it), which a Keras graph of any "
-    "length cannot trace: its blocks stay whole",
-    "OPT": "as GPT-2 (keras-hub's TransformerDecoder)",
     "Gemma": "its decoder blocks (rotary embeddings, grouped-query "
-    "attention of its own einsums, a causal mask from the length) have no "
-    "handler yet",
+    "attention of its own einsums) have no handler yet",
     "Gemma3": "as Gemma",
     "Llama": "as Gemma (its block's `get_config` lacks "
     "`rope_scaling_factor`: copied from its attributes)",

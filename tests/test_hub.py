@@ -19,8 +19,8 @@ from hub_models import BACKBONES  # noqa: E402
 
 L = keras.layers
 
-# The encoders whose heads and FFN units keras_vib cuts today.
-ENCODERS = ["BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA"]
+# The text backbones whose heads and FFN units keras_vib cuts today.
+ENCODERS = ["BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "OPT"]
 
 
 def quietly(fn, *args, **kwargs):
@@ -168,3 +168,30 @@ def test_a_whole_task_is_gated_and_slimmed():
     )
     gated, slim = quietly(check_contract, task, x, rng)
     assert "pooled_dense_gate" in [name for name, _ in kv.gates.gates(gated)]
+
+
+def test_a_decoder_with_cross_attention_of_any_length(tmp_path):
+    """keras-hub's TransformerDecoder: its causal self-attention and its
+    cross-attention heads, on sequences of any length."""
+    rng = np.random.default_rng(9)
+    source = keras.Input((None,), dtype="int32", name="source")
+    target = keras.Input((None,), dtype="int32", name="target")
+    encoded = keras_hub.layers.TokenAndPositionEmbedding(64, 16, 16)(source)
+    encoded = keras_hub.layers.TransformerEncoder(32, 4, name="encoder")(encoded)
+    x = keras_hub.layers.TokenAndPositionEmbedding(64, 16, 16)(target)
+    x = keras_hub.layers.TransformerDecoder(32, 4, name="decoder")(x, encoded)
+    model = keras.Model([source, target], L.Dense(64, name="logits")(x))
+    batch = [
+        rng.integers(1, 64, (2, 7)).astype("int32"),
+        rng.integers(1, 64, (2, 5)).astype("int32"),
+    ]
+    gated, slim = quietly(check_contract, model, batch, rng, tmp_path=tmp_path)
+    kinds = [type(layer).__name__ for _, layer in kv.gates.gated_layers(gated)]
+    assert kinds.count("VIBMultiHeadAttention") == 3  # self, self, cross
+    # Causal: the first target token does not see the others.
+    other = [batch[0], batch[1].copy()]
+    other[1][:, 1:] = 1
+    first = keras.ops.convert_to_numpy(slim(batch))[:, 0]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(slim(other))[:, 0], first, atol=1e-5
+    )

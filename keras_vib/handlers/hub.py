@@ -5,9 +5,21 @@ Its transformer blocks are composite layers, opened into their sublayers
 (`Composite`); the attention layers inside them are Keras's own
 `MultiHeadAttention` or keras-hub's `CachedMultiHeadAttention` (the same
 computation when called without a cache), whose heads are units.
+
+keras-hub internals used here (this module is their one door, as
+`keras_vib._keras` is Keras's): `TransformerDecoder._compute_self_attention_mask`
+builds its causal mask with `ops.arange` of the sequence length, which a
+graph of any length does not know; while a decoder is opened, it is
+replaced by the same mask built from positions counted with `ops.cumsum`,
+and its `CachedMultiHeadAttention` is called without the `cache` arguments
+it would not use (`_symbolic_causal_mask`).
 """
 
+import contextlib
 import importlib
+
+import keras
+from keras import ops
 
 from keras_vib.handlers.attention import Attention
 from keras_vib.handlers.base import Composite
@@ -31,7 +43,6 @@ def _classes(*paths):
 # keras-hub's composite layers, opened into their sublayers.
 COMPOSITES = (
     "layers.TransformerEncoder",
-    "layers.TransformerDecoder",
     "src.models.vit.vit_layers.ViTEncoder",
     "src.models.vit.vit_layers.ViTEncoderBlock",
     "src.models.vit.vit_layers.MLP",
@@ -43,10 +54,89 @@ COMPOSITES = (
 )
 
 
+class Decoder(Composite):
+    """keras-hub's `TransformerDecoder` (GPT-2's, OPT's blocks), called
+    without a cache: opened with its causal mask built for any length."""
+
+    def inside(self, node):
+        with _symbolic_causal_mask(type(node.layer)):
+            return super().inside(node)
+
+
+@contextlib.contextmanager
+def _symbolic_causal_mask(cls):
+    """`cls._compute_self_attention_mask` without `ops.arange`, while the
+    block is traced."""
+    from keras_hub.src.layers.modeling.transformer_layer_utils import (
+        merge_padding_and_attention_mask,
+    )
+
+    original = cls._compute_self_attention_mask
+
+    def mask(
+        self,
+        decoder_sequence,
+        decoder_padding_mask,
+        decoder_attention_mask,
+        use_causal_mask,
+        self_attention_cache,
+        self_attention_cache_update_index,
+    ):
+        if self_attention_cache is not None:
+            return original(
+                self,
+                decoder_sequence,
+                decoder_padding_mask,
+                decoder_attention_mask,
+                use_causal_mask,
+                self_attention_cache,
+                self_attention_cache_update_index,
+            )
+        merged = merge_padding_and_attention_mask(
+            decoder_sequence, decoder_padding_mask, decoder_attention_mask
+        )
+        if not use_causal_mask:
+            return merged
+        ones = ops.ones_like(decoder_sequence[..., 0], dtype="int32")
+        position = ops.cumsum(ops.cast(ones, "int32"), axis=1)
+        causal = ops.cast(
+            ops.greater_equal(
+                ops.expand_dims(position, 2), ops.expand_dims(position, 1)
+            ),
+            "int32",
+        )
+        return causal if merged is None else ops.minimum(merged, causal)
+
+    from keras_hub.src.layers.modeling.cached_multi_head_attention import (
+        CachedMultiHeadAttention as cached,
+    )
+
+    def call(self, *args, cache=None, cache_update_index=None, **kwargs):
+        # Without a cache, the call of a `MultiHeadAttention` (whose
+        # `compute_output_spec` takes no cache arguments).
+        if cache is not None:
+            kwargs.update(cache=cache, cache_update_index=cache_update_index)
+        return keras.layers.Layer.__call__(self, *args, **kwargs)
+
+    own_call = cached.__dict__.get("__call__")
+    cls._compute_self_attention_mask = mask
+    cached.__call__ = call
+    try:
+        yield
+    finally:
+        cls._compute_self_attention_mask = original
+        if own_call is None:
+            del cached.__call__
+        else:  # pragma: no cover
+            cached.__call__ = own_call
+
+
 def register_all(register):
     composite = Composite()
     for cls in _classes(*COMPOSITES):
         register(cls, composite)
+    for cls in _classes("layers.TransformerDecoder"):
+        register(cls, Decoder())
     from keras_hub.src.layers.modeling import cached_multi_head_attention as cached
 
     register(cached.CachedMultiHeadAttention, Attention())
