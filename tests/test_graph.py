@@ -185,8 +185,28 @@ def test_a_layer_whose_config_records_derived_values_is_copied():
     )
 
 
-def test_a_layer_that_does_not_rebuild_is_refused_by_name():
+class Unrebuildable(BrokenConfig):
+    """Its constructor's argument is stored under another name."""
+
+    def __init__(self, size, **kwargs):
+        super().__init__(size, **kwargs)
+
+
+def test_a_layer_whose_config_does_not_read_back_is_copied_from_its_attributes():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, L.Dense(2)(BrokenConfig(6, name="broken")(inputs)))
-    with pytest.raises(ValueError, match="'broken' of class BrokenConfig.*own config"):
+    gated = kv.add_gates(model)
+    copy = gated.get_layer("broken")
+    assert copy is not model.get_layer("broken") and copy.units == 6
+    assert copy.w is not model.get_layer("broken").w
+    x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(gated(x)), keras.ops.convert_to_numpy(model(x))
+    )
+
+
+def test_a_layer_that_does_not_rebuild_is_refused_by_name():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, L.Dense(2)(Unrebuildable(6, name="broken")(inputs)))
+    with pytest.raises(ValueError, match="'broken' of class Unrebuildable.*own config"):
         kv.add_gates(model)

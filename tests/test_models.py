@@ -198,7 +198,7 @@ def test_zoo_model_round_trips_through_keras_file(tmp_path):
 
 
 def test_get_model_builds_each_model():
-    assert set(models.MODELS) == {"lenet300", "lenet5", "vgg16"}
+    assert set(models.MODELS) == {"lenet300", "lenet5", "vgg16", "vit"}
     assert models.get_model("lenet300").name == "lenet_300_100"
     assert models.get_model("lenet5", vib=False).name == "lenet5_caffe_baseline"
     assert models.get_model("vgg16", width=0.0625, name="tiny").name == "tiny"
