@@ -80,7 +80,14 @@ def _gpt(cls, rng, **extra):
 def _vit(cls, rng, **kwargs):
     import keras_hub
 
-    model = getattr(keras_hub.models, cls)(**kwargs)
+    model = getattr(keras_hub.models, cls)(
+        image_shape=(16, 16, 3),
+        patch_size=4,
+        num_layers=2,
+        num_heads=4,
+        hidden_dim=16,
+        **kwargs,
+    )
     return model, _image(rng)
 
 
@@ -115,34 +122,7 @@ BACKBONES = {
     "Mistral": lambda rng: _decoder("MistralBackbone", rng),
     "Qwen2": lambda rng: _decoder("Qwen2Backbone", rng),
     "Qwen3": lambda rng: _decoder("Qwen3Backbone", rng, head_dim=4),
-    "ViT": lambda rng: _vit(
-        "ViTBackbone",
-        rng,
-        image_shape=(16, 16, 3),
-        patch_size=4,
-        num_layers=2,
-        num_heads=4,
-        hidden_dim=16,
-        mlp_dim=32,
-    ),
-    "DeiT": lambda rng: _vit(
-        "DeiTBackbone",
-        rng,
-        image_shape=(16, 16, 3),
-        patch_size=4,
-        num_layers=2,
-        num_heads=4,
-        hidden_dim=16,
-        intermediate_dim=32,
-    ),
-    "DINOv2": lambda rng: _vit(
-        "DINOV2Backbone",
-        rng,
-        patch_size=4,
-        num_layers=2,
-        hidden_dim=16,
-        num_heads=4,
-        intermediate_dim=32,
-        image_shape=(16, 16, 3),
-    ),
+    "ViT": lambda rng: _vit("ViTBackbone", rng, mlp_dim=32),
+    "DeiT": lambda rng: _vit("DeiTBackbone", rng, intermediate_dim=32),
+    "DINOv2": lambda rng: _vit("DINOV2Backbone", rng, intermediate_dim=32),
 }

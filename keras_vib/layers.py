@@ -710,8 +710,23 @@ _GATE_ARGS = """kl_weight, threshold, kl_spatial_scaling, mu_initializer,
             attention's own, of its dropout)."""
 
 
+class _HeadGated(_HasGate):
+    """An attention layer whose values pass its head gate (`scale_values`)."""
+
+    def _add_head_gate(self, axis, *args):
+        self.gate = _make_gate(self, axis, *args, name="head_gate")
+
+    def scale_values(self, value, training=None):
+        return self.gate(value, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._gate_config(seed="gate_seed"))
+        return config
+
+
 @_register
-class VIBMultiHeadAttention(_HasGate, _keras.ValueScaledAttention):
+class VIBMultiHeadAttention(_HeadGated, _keras.ValueScaledAttention):
     """`MultiHeadAttention` with a `VIBGate` on its heads.
 
     Each head's values are multiplied by the head's factor `z_h` (drawn in
@@ -746,8 +761,7 @@ class VIBMultiHeadAttention(_HasGate, _keras.ValueScaledAttention):
         **kwargs,
     ):
         super().__init__(num_heads, key_dim, **kwargs)
-        self.gate = _make_gate(
-            self,
+        self._add_head_gate(
             -2,
             kl_weight,
             threshold,
@@ -755,24 +769,15 @@ class VIBMultiHeadAttention(_HasGate, _keras.ValueScaledAttention):
             mu_initializer,
             log_sigma2_initializer,
             gate_seed,
-            name="head_gate",
         )
 
     def build(self, query_shape, value_shape, key_shape=None):
         super().build(query_shape, value_shape, key_shape)
         self.gate.build(tuple(value_shape[:-1]) + (self.num_heads, self.value_dim))
 
-    def scale_values(self, value, training=None):
-        return self.gate(value, training=training)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._gate_config(seed="gate_seed"))
-        return config
-
 
 @_register
-class VIBGroupedQueryAttention(_HasGate, _keras.ValueScaledGroupedAttention):
+class VIBGroupedQueryAttention(_HeadGated, _keras.ValueScaledGroupedAttention):
     """`GroupedQueryAttention` with a `VIBGate` on its key/value heads.
 
     The unit is a key/value head with its query heads (all
@@ -802,8 +807,7 @@ class VIBGroupedQueryAttention(_HasGate, _keras.ValueScaledGroupedAttention):
         **kwargs,
     ):
         super().__init__(head_dim, num_query_heads, num_key_value_heads, **kwargs)
-        self.gate = _make_gate(
-            self,
+        self._add_head_gate(
             -3,
             kl_weight,
             threshold,
@@ -811,21 +815,12 @@ class VIBGroupedQueryAttention(_HasGate, _keras.ValueScaledGroupedAttention):
             mu_initializer,
             log_sigma2_initializer,
             gate_seed,
-            name="head_gate",
         )
 
     def build(self, query_shape, value_shape, key_shape=None):
         super().build(query_shape, value_shape, key_shape)
         heads = (self.num_key_value_heads, self.num_repeats, self.head_dim)
         self.gate.build(tuple(value_shape[:-1]) + heads)
-
-    def scale_values(self, value, training=None):
-        return self.gate(value, training=training)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._gate_config(seed="gate_seed"))
-        return config
 
 
 VIBMultiHeadAttention.__doc__ = VIBMultiHeadAttention.__doc__.replace(
