@@ -536,6 +536,22 @@ def _feed_starved(nodes, rules, tensors):
     return changed
 
 
+def _whole(nodes, rules, tensors):
+    """An opaque call's output is kept whole once any of its channels is
+    (a `LayerNormalization` whose one channel a starved kernel layer
+    reads gives all of them). Returns True when anything changed."""
+    changed = False
+    for node in nodes:
+        if rules[node.index].kind != OPAQUE:
+            continue
+        for k in node.outputs:
+            info = tensors[k]
+            if info.present.any() and not info.present.all():
+                info.present = np.ones(info.channels, bool)
+                changed = True
+    return changed
+
+
 def _rule(node):
     """The handler's rule, where the analysis can use one: a call with one
     output and inputs of known channels (else opaque)."""
@@ -715,6 +731,7 @@ def analyze(model, masks=None, folds=True, input_shape=None):
         for node in graph.nodes:
             changed |= _couple(node, rules[node.index], tensors)
         changed |= _feed_starved(graph.nodes, rules, tensors)
+        changed |= _whole(graph.nodes, rules, tensors)
     analysis = Analysis(structure, gate_masks, tensors)
     if folds:
         analysis.folds = plan_folds(analysis)

@@ -283,3 +283,23 @@ def test_vit_gates_heads_and_mlp_units_and_slims():
 def test_vit_refuses_bad_shapes(kwargs, match):
     with pytest.raises(ValueError, match=match):
         models.vit(**kwargs)
+
+
+def test_vit_slims_with_every_unit_of_a_block_closed():
+    """A block whose heads and MLP units all close (what VIBBudget does at
+    10 % of the FLOPs): the MLP's second layer still reads the normalised
+    stream whole (a LayerNormalization gives all its channels or none)."""
+    gated = models.vit(vib=True, depth=2, width=32, mlp_units=48)
+    for name, gate in kv.gates.gates(gated):
+        mask = np.zeros(gate.units, bool)
+        if name.startswith("block1"):
+            mask[:2] = True
+        gate.set_kept(mask)
+    slim = kv.slim_model(gated)
+    x = np.random.default_rng(1).random((2, 28, 28, 1), "float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(slim(x)),
+        keras.ops.convert_to_numpy(gated(x, training=False)),
+        atol=1e-5,
+    )
+    assert slim.count_params() == kv.compression_report(gated).kept_params
