@@ -454,3 +454,36 @@ def test_budget_overhead_benchmark_runs(tmp_path):
     assert rows[0][2:] == rows[1][2:]
     assert int(rows[1][2].replace(",", "")) <= int(rows[1][3].replace(",", ""))
     assert "AVX-512" in text
+
+
+@pytest.mark.slow
+def test_hub_coverage_benchmark_runs(tmp_path):
+    pytest.importorskip("keras_hub")
+    md = tmp_path / "BENCHMARKS.md"
+    out = run_script(
+        "benchmarks/coverage.py", "--hub", "--backbones", "BERT", "Gemma",
+        "--benchmarks-md", str(md),
+    )  # fmt: skip
+    row = re.search(r"\| BERT \| (\d+) \| FFN units, heads \| ([0-9.]+) % \|", out)
+    assert row and int(row[1]) == 4 and float(row[2]) < 85
+    assert re.search(r"\| Gemma \| 0 \| - \| .* no handler yet", out)
+    assert "## Coverage of keras-hub backbones" in md.read_text()
+
+
+@pytest.mark.slow
+def test_vit_mnist_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    args = (
+        "benchmarks/vit_mnist.py", "--seeds", "0", "--budgets", "0.25",
+        "--epochs", "1", "--finetune-epochs", "1", "--steps-per-epoch", "3",
+        "--runs", "5", "--out", str(tmp_path / "runs"), "--benchmarks-md", str(md),
+    )  # fmt: skip
+    out = run_script(*args)
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| 25 %")]
+    assert {row.split("|")[2].strip() for row in rows} == {"keras_vib", "magnitude"}
+    for row in rows:
+        assert float(row.split("|")[7]) <= 25.0  # % of the original FLOPs
+    assert "| 100 % | original | 1 |" in md.read_text()
+    assert re.search(r"outputs differ from Keras's by at most (\S+)", out)
+    again = run_script(*args)
+    assert "seed 0 keras_vib" not in again  # every result kept: nothing trained again
