@@ -167,7 +167,7 @@ def unit_kinds(gated):
         name = type(node.layer).__name__
         if name == "VIBMultiHeadAttention":
             kinds.add("heads")
-        elif name == "VIBGroupedQueryAttention":
+        elif name == "VIBGroupQueryAttention":
             kinds.add("key/value groups")
         elif name == "VIBGate":
             source = node

@@ -10,7 +10,7 @@ from keras_vib.layers import (
     VIBConv2D,
     VIBDense,
     VIBGate,
-    VIBGroupedQueryAttention,
+    VIBGroupQueryAttention,
     VIBMultiHeadAttention,
 )
 from keras_vib.models import get_model, lenet5_caffe, lenet_300_100, vgg16
@@ -25,7 +25,7 @@ __all__ = [
     "VIBDense",
     "VIBConv2D",
     "VIBMultiHeadAttention",
-    "VIBGroupedQueryAttention",
+    "VIBGroupQueryAttention",
     "CompressionReport",
     "compression_report",
     "VIBMonitor",

@@ -17,8 +17,8 @@ Keras name). Each use, and why no public API does it:
   same keyword and constant arguments (rebuilding a graph). No public class
   holds a call's arguments.
 - `MultiHeadAttention._compute_attention` and
-  `GroupedQueryAttention._compute_attention`, overridden by
-  `ValueScaledAttention` and `ValueScaledGroupedAttention`: the hook Keras
+  `GroupQueryAttention._compute_attention`, overridden by
+  `ValueScaledAttention` and `ValueScaledGroupAttention`: the hook Keras
   documents for customised attention ("users can override this
   function"), the one place where the projected values are seen per head;
   `keras_vib.layers` gates the heads there. `GroupQueryAttention` holds
@@ -45,7 +45,7 @@ __all__ = [
     "model_calls",
     "application_layers",
     "ValueScaledAttention",
-    "ValueScaledGroupedAttention",
+    "ValueScaledGroupAttention",
     "attention_projections",
     "renamed_copy",
 ]
@@ -166,8 +166,8 @@ class ValueScaledAttention(keras.layers.MultiHeadAttention):
         )
 
 
-class ValueScaledGroupedAttention(keras.layers.GroupQueryAttention):
-    """`GroupedQueryAttention` whose projected values go through
+class ValueScaledGroupAttention(keras.layers.GroupQueryAttention):
+    """`GroupQueryAttention` whose projected values go through
     `scale_values(value, training)` before they are attended to, shaped
     `(batch, length, key_value_heads, repeats, head_dim)`: the values of
     each key/value head, repeated for each of its query heads."""

@@ -18,7 +18,7 @@ __all__ = [
     "VIBDense",
     "VIBConv2D",
     "VIBMultiHeadAttention",
-    "VIBGroupedQueryAttention",
+    "VIBGroupQueryAttention",
     "SelectFeatures",
 ]
 
@@ -777,8 +777,8 @@ class VIBMultiHeadAttention(_HeadGated, _keras.ValueScaledAttention):
 
 
 @_register
-class VIBGroupedQueryAttention(_HeadGated, _keras.ValueScaledGroupedAttention):
-    """`GroupedQueryAttention` with a `VIBGate` on its key/value heads.
+class VIBGroupQueryAttention(_HeadGated, _keras.ValueScaledGroupAttention):
+    """`GroupQueryAttention` with a `VIBGate` on its key/value heads.
 
     The unit is a key/value head with its query heads (all
     `num_query_heads // num_key_value_heads` of them): its values are
@@ -789,7 +789,7 @@ class VIBGroupedQueryAttention(_HeadGated, _keras.ValueScaledGroupedAttention):
 
     Args:
         head_dim, num_query_heads, num_key_value_heads, **kwargs: as in
-            `keras.layers.GroupedQueryAttention`.
+            `keras.layers.GroupQueryAttention`.
         {gate}
     """
 
@@ -826,7 +826,7 @@ class VIBGroupedQueryAttention(_HeadGated, _keras.ValueScaledGroupedAttention):
 VIBMultiHeadAttention.__doc__ = VIBMultiHeadAttention.__doc__.replace(
     "{gate}", _GATE_ARGS
 )
-VIBGroupedQueryAttention.__doc__ = VIBGroupedQueryAttention.__doc__.replace(
+VIBGroupQueryAttention.__doc__ = VIBGroupQueryAttention.__doc__.replace(
     "{gate}", _GATE_ARGS
 )
 

@@ -147,7 +147,7 @@ def test_a_key_value_head_goes_with_its_query_heads(tmp_path):
     gated, slim = contract(model, tokens(rng), rng, tmp_path=tmp_path)
     for i in range(2):
         layer = gated.get_layer(f"att{i}")
-        assert isinstance(layer, kv.VIBGroupedQueryAttention)
+        assert isinstance(layer, kv.VIBGroupQueryAttention)
         assert layer.gate.units == 2  # key/value heads
         if not layer.num_kept():  # both closed: its output bias
             assert isinstance(slim.get_layer(f"att{i}_bias"), L.Rescaling)

@@ -5,7 +5,7 @@ call each to the analysis (every output channel reads every input
 channel); their units are inside: the heads of a `MultiHeadAttention`, the
 key/value heads of a `GroupQueryAttention` (each with its query heads).
 `add_gates` puts the gated versions in their place (`VIBMultiHeadAttention`,
-`VIBGroupedQueryAttention`: a gate on the values of each head), and the slim
+`VIBGroupQueryAttention`: a gate on the values of each head), and the slim
 model has stock attention layers with fewer heads, each layer its own
 count.
 """
@@ -24,7 +24,7 @@ from keras_vib.handlers.base import (
     positions,
 )
 from keras_vib.handlers.kernels import FLOAT, numpy
-from keras_vib.layers import VIBGroupedQueryAttention, VIBMultiHeadAttention
+from keras_vib.layers import VIBGroupQueryAttention, VIBMultiHeadAttention
 
 # The gate arguments of the gated layers that are not the attention's.
 _GATE_KEYS = (
@@ -124,7 +124,7 @@ class Attention(LayerHandler):
         cls = (
             VIBMultiHeadAttention
             if isinstance(layer, keras.layers.MultiHeadAttention)
-            else VIBGroupedQueryAttention
+            else VIBGroupQueryAttention
         )
         new = cls.from_config(config)
         q, k, v = (node.in_shapes[i] for i in _roles(node))
@@ -287,6 +287,6 @@ def register_all(register):
         keras.layers.MultiHeadAttention,
         keras.layers.GroupQueryAttention,
         VIBMultiHeadAttention,
-        VIBGroupedQueryAttention,
+        VIBGroupQueryAttention,
     ):
         register(cls, handler)
