@@ -72,14 +72,13 @@ HUB_SECTION = "## Coverage of keras-hub backbones"
 # Why a backbone's blocks are not opened yet (what keras_vib lacks).
 HUB_REASONS = {
     "Gemma": "its decoder blocks (rotary embeddings, grouped-query "
-    "attention of its own einsums) have no handler yet",
+    "attention of its own einsums, a mask of their own) have no handler yet",
     "Gemma3": "as Gemma",
-    "Llama": "as Gemma (its block's `get_config` lacks "
-    "`rope_scaling_factor`: copied from its attributes)",
-    "Mistral": "as Gemma",
-    "Qwen2": "as Gemma",
-    "Qwen3": "as Gemma (its block does not rebuild from its own config: "
-    "copied from its attributes)",
+    "Llama": "feed-forward units only: its attention layer (rotary "
+    "embeddings, its own einsums) has no handler yet, so its heads stay",
+    "Mistral": "as Llama",
+    "Qwen2": "as Llama",
+    "Qwen3": "as Llama",
     "DeiT": "DeiTEncoderBlock returns None beside its output (no attention "
     "scores), which a Keras graph cannot hold: its encoder stays whole "
     "(copied from its attributes: its `get_config` reads a missing `key_dim`)",

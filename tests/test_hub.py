@@ -195,3 +195,19 @@ def test_a_decoder_with_cross_attention_of_any_length(tmp_path):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(slim(other))[:, 0], first, atol=1e-5
     )
+
+
+def test_a_decoder_s_banded_causal_mask_is_kept():
+    """Mistral's sliding window: the opened block masks as the original."""
+    rng = np.random.default_rng(10)
+    model, x = BACKBONES["Mistral"](rng)
+    small = keras_hub.models.MistralBackbone.from_config(
+        {**model.get_config(), "sliding_window": 3}
+    )
+    small.set_weights(model.get_weights())
+    gated = quietly(kv.add_gates, small)
+    assert kv.gates.gates(gated)  # its feed-forward units
+    assert_close(gated(x, training=False), small(x, training=False))
+    assert not np.allclose(
+        keras.ops.convert_to_numpy(small(x)), keras.ops.convert_to_numpy(model(x))
+    )  # the band changes the output: the check above could fail

@@ -7,10 +7,11 @@ Its transformer blocks are composite layers, opened into their sublayers
 computation when called without a cache), whose heads are units.
 
 keras-hub internals used here (this module is their one door, as
-`keras_vib._keras` is Keras's): `TransformerDecoder._compute_self_attention_mask`
-builds its causal mask with `ops.arange` of the sequence length, which a
-graph of any length does not know; while a decoder is opened, it is
-replaced by the same mask built from positions counted with `ops.cumsum`,
+`keras_vib._keras` is Keras's): the decoders' `_compute_self_attention_mask`
+builds a causal mask (banded for Mistral's `sliding_window`) with
+`ops.arange` of the sequence length, which a graph of any length does not
+know; while a decoder is opened, it is replaced by the same mask built from
+positions counted with `ops.cumsum`,
 and its `CachedMultiHeadAttention` is called without the `cache` arguments
 it would not use (`_symbolic_causal_mask`).
 """
@@ -55,8 +56,11 @@ COMPOSITES = (
 
 
 class Decoder(Composite):
-    """keras-hub's `TransformerDecoder` (GPT-2's, OPT's blocks), called
-    without a cache: opened with its causal mask built for any length."""
+    """keras-hub's decoder blocks (`TransformerDecoder`: GPT-2's, OPT's;
+    Llama's, Mistral's, Qwen's), called without a cache: opened with their
+    causal mask built for any length. The attention layers of Llama,
+    Mistral and Qwen (rotary embeddings, their own einsums) stay whole:
+    their feed-forward units are cut, not their heads."""
 
     def inside(self, node):
         with _symbolic_causal_mask(type(node.layer)):
@@ -73,38 +77,28 @@ def _symbolic_causal_mask(cls):
 
     original = cls._compute_self_attention_mask
 
-    def mask(
-        self,
-        decoder_sequence,
-        decoder_padding_mask,
-        decoder_attention_mask,
-        use_causal_mask,
-        self_attention_cache,
-        self_attention_cache_update_index,
-    ):
-        if self_attention_cache is not None:
-            return original(
-                self,
-                decoder_sequence,
-                decoder_padding_mask,
-                decoder_attention_mask,
-                use_causal_mask,
-                self_attention_cache,
-                self_attention_cache_update_index,
-            )
+    def mask(self, **kwargs):
+        # Every keras-hub decoder calls it with keywords: the sequence, its
+        # padding and attention masks, the cache and its index (and
+        # TransformerDecoder's `use_causal_mask`).
+        if kwargs.get("self_attention_cache") is not None:
+            return original(self, **kwargs)
+        sequence = kwargs["decoder_sequence"]
         merged = merge_padding_and_attention_mask(
-            decoder_sequence, decoder_padding_mask, decoder_attention_mask
+            sequence,
+            kwargs.get("decoder_padding_mask"),
+            kwargs.get("decoder_attention_mask"),
         )
-        if not use_causal_mask:
+        if not kwargs.get("use_causal_mask", True):
             return merged
-        ones = ops.ones_like(decoder_sequence[..., 0], dtype="int32")
+        ones = ops.ones_like(sequence[..., 0], dtype="int32")
         position = ops.cumsum(ops.cast(ones, "int32"), axis=1)
-        causal = ops.cast(
-            ops.greater_equal(
-                ops.expand_dims(position, 2), ops.expand_dims(position, 1)
-            ),
-            "int32",
-        )
+        query, key = ops.expand_dims(position, 2), ops.expand_dims(position, 1)
+        causal = ops.cast(ops.greater_equal(query, key), "int32")
+        window = getattr(self, "sliding_window", None)  # Mistral's band
+        if window is not None:
+            band = ops.cast(ops.less(query, key + window), "int32")
+            causal = ops.minimum(causal, band)
         return causal if merged is None else ops.minimum(merged, causal)
 
     from keras_hub.src.layers.modeling.cached_multi_head_attention import (
@@ -131,11 +125,21 @@ def _symbolic_causal_mask(cls):
             cached.__call__ = own_call
 
 
+# keras-hub's decoder blocks, opened with a causal mask for any length.
+DECODERS = (
+    "layers.TransformerDecoder",
+    "src.models.llama.llama_decoder.LlamaTransformerDecoder",
+    "src.models.mistral.mistral_transformer_decoder.MistralTransformerDecoder",
+    "src.models.qwen.qwen_decoder.QwenTransformerDecoder",
+    "src.models.qwen3.qwen3_decoder.Qwen3TransformerDecoder",
+)
+
+
 def register_all(register):
     composite = Composite()
     for cls in _classes(*COMPOSITES):
         register(cls, composite)
-    for cls in _classes("layers.TransformerDecoder"):
+    for cls in _classes(*DECODERS):
         register(cls, Decoder())
     from keras_hub.src.layers.modeling import cached_multi_head_attention as cached
 
