@@ -62,21 +62,6 @@ def _decoder(cls, rng, head_dim=None, **extra):
     return model, _text(rng, segments=False)
 
 
-def _gpt(cls, rng, **extra):
-    import keras_hub
-
-    model = getattr(keras_hub.models, cls)(
-        vocabulary_size=VOCAB,
-        num_layers=2,
-        num_heads=4,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=16,
-        **extra,
-    )
-    return model, _text(rng, segments=False)
-
-
 def _vit(cls, rng, **kwargs):
     import keras_hub
 
@@ -112,8 +97,8 @@ BACKBONES = {
         ),
         _text(rng),
     ),
-    "GPT-2": lambda rng: _gpt("GPT2Backbone", rng),
-    "OPT": lambda rng: _gpt("OPTBackbone", rng),
+    "GPT-2": lambda rng: _encoder("GPT2Backbone", rng, segments=False),
+    "OPT": lambda rng: _encoder("OPTBackbone", rng, segments=False),
     "Gemma": lambda rng: _decoder("GemmaBackbone", rng, head_dim=4),
     "Gemma3": lambda rng: _decoder(
         "Gemma3Backbone", rng, head_dim=4, image_size=16, vision_encoder=None

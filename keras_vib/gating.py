@@ -310,23 +310,26 @@ def _rebuild_with_gates(g, points, kl_weight, gate_args, name, select):
         node = analysis.nodes[producers[t]]
         return id(node.layer), node.outputs.index(t)
 
+    def weight_of(name):
+        """The KL weight of the gate named after `name`."""
+        if isinstance(kl_weight, dict):
+            return kl_weight.get(name, 1e-3)
+        return kl_weight
+
     def gate(t, tensor):
-        group = group_of(t)
-        if group not in shared and layer_key(t) in by_layer:
+        group, key = group_of(t), layer_key(t)
+        if group not in shared and key in by_layer:
             # A layer called at several places (ALBERT's shared block): one
             # gate for all its calls, so that its slim copy is one layer.
-            shared[group] = by_layer[layer_key(t)]
+            shared[group] = by_layer[key]
         if group not in shared:
             base = points[t]
-            weight = (
-                kl_weight.get(base, 1e-3) if isinstance(kl_weight, dict) else kl_weight
-            )
             shared[group] = VIBGate(
-                kl_weight=weight,
+                kl_weight=weight_of(base),
                 name=unique(base, "{base}_gate{k}", reserve=True),
                 **gate_args,
             )
-        by_layer.setdefault(layer_key(t), shared[group])
+        by_layer.setdefault(key, shared[group])
         # Channels tied to an already gated group (a chain of residual
         # sums) get the same gate, so that a closed channel goes everywhere.
         return shared[group](tensor)
@@ -341,12 +344,9 @@ def _rebuild_with_gates(g, points, kl_weight, gate_args, name, select):
             name = unique(layer.name, "{base}{k}")
         if first and select(layer) and analysis.rule(node).kind != OPAQUE:
             # Units inside the layer (attention heads): its gated copy.
-            weight = (
-                kl_weight.get(layer.name, 1e-3)
-                if isinstance(kl_weight, dict)
-                else kl_weight
+            inner = node.handler.gated(
+                node, name, kl_weight=weight_of(layer.name), **gate_args
             )
-            inner = node.handler.gated(node, name, kl_weight=weight, **gate_args)
         if inner is not None:
             clones[id(layer)] = inner
         elif first:

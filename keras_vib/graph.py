@@ -363,18 +363,17 @@ def clone(layer, name=None):
                 raise
             return type(layer).from_config(fewer)
     except Exception as error:
-        if layer.weights:
-            # A config Keras cannot read back (keras-hub's DeiTEncoder):
-            # the constructor's arguments from the layer's attributes.
-            new = _from_attributes(layer, name)
-            if new is not None:
-                return new
         if not layer.weights:
             # Stateless: called again, under its new name where it has one
             # (sublayers of two opened blocks share names).
             if name is None or name == layer.name:
                 return layer
             return _keras.renamed_copy(layer, name)
+        # A config Keras cannot read back (keras-hub's DeiTEncoder): the
+        # constructor's arguments from the layer's attributes.
+        new = _from_attributes(layer, name)
+        if new is not None:
+            return new
         raise ValueError(
             f"Cannot copy {describe(layer)}: it does not rebuild from its own "
             f"config ({type(error).__name__}: {error}). Fix its `get_config` / "

@@ -152,33 +152,30 @@ class Attention(LayerHandler):
         at_q = positions(node.in_shapes[q])
         at_k = positions(node.in_shapes[k])
         at_v = positions(node.in_shapes[v])
+
+        def projections(heads, units, cq, ck, cv, cout, at=(1, 1, 1)):
+            """Kernel entries of the four projections (times the positions
+            they are applied at, `at`: query, key, value)."""
+            return (
+                at[0] * heads * shape.key_dim * cq
+                + at[1] * units * shape.key_dim * ck
+                + at[2] * units * shape.value_dim * cv
+                + at[0] * heads * shape.value_dim * cout
+            )
+
         if n == 0:  # its output bias only (a Dense when widths differ)
             kept_entries = 0 if cq == cout else cq * cout
         else:
-            kept_entries = (
-                heads * shape.key_dim * cq
-                + n * shape.key_dim * ck
-                + n * shape.value_dim * cv
-                + heads * shape.value_dim * cout
-            )
-        total = (
-            shape.query_heads * shape.key_dim * dq
-            + shape.units * shape.key_dim * dk
-            + shape.units * shape.value_dim * dv
-            + shape.query_heads * shape.value_dim * dout
-        )
+            kept_entries = projections(heads, n, cq, ck, cv, cout)
+        total = projections(shape.query_heads, shape.units, dq, dk, dv, dout)
         if None in (at_q, at_k, at_v):
             return kept_entries, total, None, None
 
         def macs(heads, units, cq, ck, cv, cout):
-            return (
-                at_q * heads * shape.key_dim * cq
-                + at_k * units * shape.key_dim * ck
-                + at_v * units * shape.value_dim * cv
-                + at_q * heads * shape.value_dim * cout
-                # scores and their weighted sum of values, per query head
-                + at_q * at_v * heads * (shape.key_dim + shape.value_dim)
-            )
+            # The projections, then the scores and weighted sums of values.
+            attend = at_q * at_v * heads * (shape.key_dim + shape.value_dim)
+            at = (at_q, at_k, at_v)
+            return projections(heads, units, cq, ck, cv, cout, at) + attend
 
         if n == 0:
             flops = 0 if cq == cout else at_q * cq * cout
