@@ -12,6 +12,7 @@ from keras import ops
 from keras_vib import _validate, graph
 from keras_vib import report as _report
 from keras_vib.gates import gates as _gates_of
+from keras_vib.gates import recorded_input_shape, records_input_size
 from keras_vib.handlers.base import positions
 
 __all__ = ["VIBBudget"]
@@ -122,7 +123,9 @@ class VIBBudget(keras.callbacks.Callback):
         input_shape: for a model whose inputs have sizes left open
             (`keras.Input((None,))`), the reference size its FLOPs are
             counted at: the shape of one example (no batch axis), e.g.
-            `(128,)`; needed with `target_flops` there.
+            `(128,)`. Without it, a model from `add_gates` is measured at
+            the size of its training data (recorded by its `InputSize`
+            layers: the budget starts after the first step).
 
     Attributes:
         target: the budget as a count (set when training starts).
@@ -213,8 +216,9 @@ class VIBBudget(keras.callbacks.Callback):
             if total is None:
                 raise ValueError(
                     "Expected `input_shape` for a FLOPs budget on a model whose "
-                    "inputs have sizes left open (its FLOPs depend on them). "
-                    "Received: input_shape=None"
+                    "inputs have sizes left open (its FLOPs depend on them) "
+                    "and that records none (`add_gates` makes models that "
+                    "do). Received: input_shape=None"
                 )
             return total
         gates = [gate for _, gate in self._gates]
@@ -351,7 +355,10 @@ class VIBBudget(keras.callbacks.Callback):
             ValueError: the model has no gate, or the budget is not below
                 the model's size.
         """
-        self._cost = _Cost(model, self.kind, self.input_shape)
+        shape = self.input_shape
+        if shape is None:  # the size it trained on, recorded by add_gates
+            shape = recorded_input_shape(model)
+        self._cost = _Cost(model, self.kind, shape)
         self._gates = _gates_of(self._cost.structure.graph)
         if not self._gates:
             raise ValueError(
@@ -411,23 +418,38 @@ class VIBBudget(keras.callbacks.Callback):
         return self.reference * (self.target / self.reference) ** share
 
     def on_train_begin(self, logs=None):
-        self.target = self.resolve(self.model)
         self.reached_epoch = None
         self.adjusted = 0
         self._epoch = 0
         self._steps = self._offset = self._checks = 0
         self._epoch_steps = None
+        self._started = False
+        if (
+            self.input_shape is None
+            and recorded_input_shape(self.model) is None
+            and records_input_size(self.model)
+        ):
+            # Sizes left open and not yet seen: the first step records them
+            # (KL off until then).
+            for _, gate in _gates_of(self.model):
+                gate.set_kl_scale(0.0)
+            return
+        self._start()
+
+    def _start(self):
+        self.target = self.resolve(self.model)
         self._shares = {}
         self.power = None
         self._update_shares()
         self._set_scale(self._initial_scale())
+        self._started = True
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._steps and not self._epoch_steps:
             self._epoch_steps = self._steps  # the length of the first epoch
         self._epoch = epoch
         self._offset = self._steps
-        if epoch and self.reached_epoch is None:
+        if epoch and self.reached_epoch is None and self._started:
             self._update_shares()
             self._set_scale(self._scale)
 
@@ -435,6 +457,8 @@ class VIBBudget(keras.callbacks.Callback):
         # `batch` is the last step of the call (several with
         # `steps_per_execution`): count steps, not calls.
         self._steps = self._offset + batch + 1
+        if not self._started:
+            self._start()
         if self._steps // self.check_every <= self._checks:
             return
         self._checks = self._steps // self.check_every
@@ -457,11 +481,13 @@ class VIBBudget(keras.callbacks.Callback):
             self._close_to_budget()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.target:
+        if logs is not None and self._started:
             logs["budget"] = self._measure() / self.target
             logs["kl_scale"] = self._scale
 
     def on_train_end(self, logs=None):
+        if not self._started:  # no training step
+            return
         kl_reached = self._measure()
         if kl_reached > self.target:
             self.adjusted = self._close_to_budget()

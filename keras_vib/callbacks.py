@@ -67,7 +67,8 @@ class VIBMonitor(keras.callbacks.Callback):
         input_shape: for a model whose inputs have sizes left open
             (`keras.Input((None,))`), the reference size its FLOPs are
             counted at (the shape of one example, no batch axis); without
-            one such a model's epochs log no `flops`.
+            one, the size of the training data where `add_gates` records it
+            (`InputSize`), else such a model's epochs log no `flops`.
 
     Example:
 

@@ -6,8 +6,15 @@ the warm-up, the callbacks and the deployment.
 """
 
 from keras_vib import graph
+from keras_vib.layers import InputSize
 
-__all__ = ["gated_layers", "gates", "has_gates"]
+__all__ = [
+    "gated_layers",
+    "gates",
+    "has_gates",
+    "recorded_input_shape",
+    "records_input_size",
+]
 
 
 def _gated(model):
@@ -53,3 +60,49 @@ def gates(model):
 def has_gates(model):
     """Whether `model` holds any keras_vib gate."""
     return bool(_gated(model))
+
+
+def recorded_input_shape(model):
+    """The input size `model` last trained on, from the `InputSize` layers
+    `add_gates` puts after inputs of open sizes: one shape per input (no
+    batch axis); None for a model without open sizes, or where an open input
+    has no record (a model built by hand, or not trained yet).
+
+    Args:
+        model: a built Sequential or functional Keras model (or its
+            `graph.Graph`).
+    """
+    if not _open(model.model if isinstance(model, graph.Graph) else model):
+        return None
+    g = model if isinstance(model, graph.Graph) else graph.Graph(model)
+    recorded = {}
+    for node in g.nodes:
+        if isinstance(node.layer, InputSize) and node.inputs[0] in g.inputs:
+            recorded[node.inputs[0]] = node.layer.recorded()
+    shapes = []
+    for key in g.inputs:
+        shape = tuple(g.symbols[key].shape[1:])
+        if None in shape:
+            shape = recorded.get(key)
+            if shape is None:
+                return None
+        shapes.append(shape)
+    return shapes
+
+
+def records_input_size(model):
+    """Whether `model` has inputs of open sizes that `InputSize` layers
+    record (a model `add_gates` made)."""
+    if not _open(model):
+        return False
+    return any(isinstance(node.layer, InputSize) for node in graph.Graph(model).nodes)
+
+
+def _open(model):
+    """Whether a model has inputs of sizes left open (False for what has
+    no inputs: the graph then says what it is)."""
+    inputs = getattr(model, "inputs", None) or []
+    try:
+        return any(None in tuple(x.shape[1:]) for x in inputs)
+    except (AttributeError, TypeError):
+        return False

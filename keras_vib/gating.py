@@ -8,7 +8,7 @@ import numpy as np
 from keras_vib import _validate, graph
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE
 from keras_vib.handlers.base import output_zero
-from keras_vib.layers import VIBGate, _check_kl_weight
+from keras_vib.layers import InputSize, VIBGate, _check_kl_weight
 
 __all__ = ["add_gates"]
 
@@ -365,7 +365,12 @@ def _rebuild_with_gates(g, points, kl_weight, gate_args, name, select):
         x = analysis.symbols[t]
         inp = keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
         new_inputs.append(inp)
-        values[t] = gate(t, inp) if t in points else inp
+        value = inp
+        if None in tuple(x.shape[1:]):
+            # Sizes left open: recorded while training (the reference size
+            # of the FLOPs, when none is given).
+            value = InputSize(name=unique(f"{x.name}_size", "{base}{k}", reserve=True))(inp)
+        values[t] = gate(t, value) if t in points else value
     values = graph.rebuild(analysis.graph, values, rebuild_node)
     outputs = [values[t] for t in analysis.outputs]
     return keras.Model(

@@ -20,6 +20,7 @@ __all__ = [
     "VIBMultiHeadAttention",
     "VIBGroupQueryAttention",
     "SelectFeatures",
+    "InputSize",
 ]
 
 _register = keras.saving.register_keras_serializable(package="keras_vib")
@@ -865,3 +866,54 @@ class SelectFeatures(keras.layers.Layer):
         config = super().get_config()
         config["indices"] = list(self.indices)
         return config
+
+
+@_register
+class InputSize(keras.layers.Layer):
+    """Passes its input on; while training, records the size of its examples.
+
+    `add_gates` puts one after each model input whose sizes are left open
+    (`keras.Input((None,))`), so that after (or during) `fit` the FLOPs can
+    be counted at the size of the data it trained on (`recorded()`): the
+    reference size when none is given. `slim_model` leaves it out.
+
+    Args:
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    >>> size = keras_vib.layers.InputSize()
+    >>> _ = size(np.zeros((2, 7), "int32"), training=True)
+    >>> size.recorded()
+    (7,)
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.size = self.add_weight(
+            shape=(len(input_shape) - 1,),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            name="size",
+        )
+
+    def call(self, inputs, training=None):
+        if training and len(inputs.shape) > 1:
+            shape = ops.shape(inputs)
+            self.size.assign(
+                ops.stack([ops.cast(d, "int32") for d in shape[1:]])
+            )
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def recorded(self):
+        """The shape of one example (no batch axis) of the last training
+        batch, a tuple of ints; None before any training step."""
+        size = tuple(int(d) for d in ops.convert_to_numpy(self.size))
+        return size if size and all(d > 0 for d in size) else None

@@ -4,6 +4,7 @@ import dataclasses
 
 from keras_vib import graph
 from keras_vib.gates import gated_layers, gates  # noqa: F401  (re-exported)
+from keras_vib.gates import recorded_input_shape
 from keras_vib.slim import slim_params
 
 
@@ -43,7 +44,8 @@ class CompressionReport:
             `total_weights` is the reference's when there is one.
         flops, total_flops: multiply-accumulates of the kernel layers, kept
             and original (the reference's with one); None for a model whose
-            inputs have sizes left open, measured without `input_shape`.
+            inputs have sizes left open, measured without `input_shape`
+            (and not trained since `add_gates`).
         kept_params: parameters of the slim model: kept kernel weights,
             biases and batch-norm parameters of the kept units (and of any
             per-channel scale layer `slim_model` has to insert).
@@ -54,6 +56,8 @@ class CompressionReport:
             baseline).
         r_n: `kept_neurons / total_neurons`, a fraction (None without gates).
         structure: kept units per gated layer, e.g. `"97-71-33"`.
+        input_shape: the reference size FLOPs were counted at, for a model
+            whose inputs have sizes left open (None otherwise).
     """
 
     model_name: str
@@ -67,6 +71,7 @@ class CompressionReport:
     total_flops: int
     kept_params: int = 0
     baseline: str | None = None
+    input_shape: list | None = None
 
     @property
     def r_w(self):
@@ -99,6 +104,7 @@ class CompressionReport:
             "r_n_pct": pct(self.r_n),
             "flops": self.flops,
             "total_flops": self.total_flops,
+            "input_shape": self.input_shape,
             "structure": self.structure,
             "kept_weights": self.kept_weights,
             "total_weights": self.total_weights,
@@ -117,7 +123,7 @@ class CompressionReport:
                     "`reference=` the gated or original model for ratios)",
                     f"weights: {self.kept_weights:,} kernel weights",
                     f"parameters: {self.kept_params:,}",
-                    _flops_line(self.flops),
+                    _flops_line(self.flops, at=self.input_shape),
                 ]
             )
         rows = [("gated layer", "kept", "total", "kept %")]
@@ -146,7 +152,7 @@ class CompressionReport:
                 f"{self.total_neurons:,} neurons)"
             )
         lines += [
-            _flops_line(self.flops, self.total_flops),
+            _flops_line(self.flops, self.total_flops, self.input_shape),
             f"parameters: {self.kept_params:,} once slimmed",
         ]
         if self.layers:
@@ -154,14 +160,17 @@ class CompressionReport:
         return "\n".join(lines)
 
 
-def _flops_line(flops, total=None):
+def _flops_line(flops, total=None, at=None):
     if flops is None:
         return (
             "FLOPs: unknown: the model's inputs have sizes left open; "
             "compression_report(model, input_shape=...) counts them at a "
-            "reference size"
+            "reference size (or train it once: add_gates records the size)"
         )
     of = f" of {format_count(total)}" if total is not None else ""
+    if at is not None:
+        shapes = ", ".join(str(tuple(s)) for s in at)
+        of += f" at input size {shapes}"
     return f"FLOPs: {format_count(flops)}{of} multiply-accumulates"
 
 
@@ -235,6 +244,7 @@ def measure(analysis, params=True):
         total_flops=_total(w.total_flops for w in weights),
         kept_params=slim_params(analysis) if params else 0,
         baseline=analysis.model.name if rows else None,
+        input_shape=analysis.graph.input_shape,
     )
 
 
@@ -268,8 +278,9 @@ def compression_report(model, reference=None, input_shape=None) -> CompressionRe
 
     A model whose inputs have sizes left open (`keras.Input((None,))`, a
     text model of any length) has FLOPs only at a reference size: give it
-    as `input_shape` (else `flops` is None; weights and parameters do not
-    depend on it).
+    as `input_shape`. Without one, the size of the data the gated model
+    last trained on (recorded by `add_gates`' `InputSize` layers) is used;
+    else `flops` is None (weights and parameters do not depend on it).
 
     Args:
         model: a built Sequential or functional Keras model.
@@ -290,6 +301,10 @@ def compression_report(model, reference=None, input_shape=None) -> CompressionRe
     >>> keras_vib.compression_report(slim, reference=model).r_w == report.r_w
     True
     """
+    if input_shape is None:  # the size it last trained on, if recorded
+        input_shape = recorded_input_shape(model)
+        if input_shape is None and reference is not None:
+            input_shape = recorded_input_shape(reference)
     report = _measure(model, input_shape=input_shape)
     if reference is None:
         return report

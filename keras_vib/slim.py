@@ -384,6 +384,13 @@ class SlimContext:
             return layer
         return graph.clone(layer, self.name(layer.name, original=True))
 
+    def pass_on(self, node):
+        """A layer the slim model leaves out: its input goes on as its
+        output (with its scale)."""
+        t_in, t_out = node.inputs[0], node.outputs[0]
+        self.scale[t_out] = self.scale_of(t_in)
+        self.sym[t_out] = self.sym[t_in]
+
     def gate(self, node):
         """A standalone `VIBGate`: folded away, or an explicit scale."""
         t_in, t_out = node.inputs[0], node.outputs[0]
@@ -432,7 +439,9 @@ class SlimContext:
             self.present(t).any() or not self.tensors[t].channels for t in node.outputs
         ):
             return [None] * len(node.outputs)
-        if self.rule(node).kind == OPAQUE:
+        if node.handler.left_out:
+            self.pass_on(node)
+        elif self.rule(node).kind == OPAQUE:
             self.copy(node)
         else:
             node.handler.slim(node, self)

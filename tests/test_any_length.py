@@ -83,7 +83,10 @@ def test_an_image_model_of_any_size_counts_as_at_its_reference_size():
     fixed = image_model(16)
     fixed.set_weights(model.get_weights())
     fixed_gated = kv.add_gates(fixed)
-    fixed_gated.set_weights(gated.get_weights())
+    for layer in fixed_gated.layers:  # (the open model has an InputSize more)
+        if not layer.weights:
+            continue
+        layer.set_weights(gated.get_layer(layer.name).get_weights())
     expected = kv.compression_report(fixed_gated)
     got = kv.compression_report(gated, input_shape=(16, 16, 3))
     assert (got.flops, got.total_flops) == (expected.flops, expected.total_flops)
@@ -107,20 +110,72 @@ def _fit(model, callbacks, rng, epochs=2):
     return model.fit(x, y, batch_size=16, epochs=epochs, callbacks=callbacks, verbose=0)
 
 
-def test_monitor_logs_flops_at_the_reference_size_only():
+def test_the_size_of_the_training_data_is_recorded():
+    rng = np.random.default_rng(5)
+    model = image_model()
+    gated = kv.add_gates(model)
+    (size,) = [layer for layer in gated.layers if isinstance(layer, kv.layers.InputSize)]
+    assert size.recorded() is None
+    assert kv.compression_report(gated).flops is None
+    x = rng.normal(size=(4, 11, 9, 3)).astype("float32")
+    gated(x)  # inference records nothing
+    assert size.recorded() is None
+    gated.compile("adam", "mse")
+    gated.fit(x, np.zeros((4, 2)), epochs=1, verbose=0)
+    assert size.recorded() == (11, 9, 3)
+    report = kv.compression_report(gated)
+    assert report.input_shape == [(11, 9, 3)]
+    assert "at input size (11, 9, 3)" in str(report)
+    at = kv.compression_report(gated, input_shape=(11, 9, 3))
+    assert (report.flops, report.total_flops) == (at.flops, at.total_flops)
+    slim = kv.slim_model(gated)  # leaves the recorder out
+    assert not any(isinstance(layer, kv.layers.InputSize) for layer in slim.layers)
+    assert_close(slim(x), gated(x))
+    against = kv.compression_report(slim, reference=gated)
+    assert against.flops == report.flops
+    # A model without open sizes has no recorder.
+    assert not any(
+        isinstance(layer, kv.layers.InputSize)
+        for layer in kv.add_gates(image_model(16)).layers
+    )
+
+
+def test_monitor_logs_flops_at_the_reference_size():
     rng = np.random.default_rng(3)
     history = _fit(kv.add_gates(text_model()), [kv.VIBMonitor(verbose=0)], rng)
-    assert "flops" not in history.history and "r_w" in history.history
-    monitor = kv.VIBMonitor(verbose=0, input_shape=(12,))
+    assert "r_w" in history.history
+    # Counted at the 12 tokens it trained on (recorded), or as given.
+    assert 0 < history.history["flops"][-1] <= 10 * 3 * 8 * 16 + 16 * 2
+    monitor = kv.VIBMonitor(verbose=0, input_shape=(20,))
     history = _fit(kv.add_gates(text_model()), [monitor], rng)
-    assert history.history["flops"][-1] <= 10 * 3 * 8 * 16 + 16 * 2
+    assert 10 * 3 * 8 * 16 < history.history["flops"][0] <= 18 * 3 * 8 * 16 + 32
+
+
+def _hand_gated():
+    """A model of any length gated by hand: nothing records its size."""
+    inputs = keras.Input((None,), dtype="int32")
+    x = L.Conv1D(16, 3)(L.Embedding(50, 8)(inputs))
+    x = kv.VIBDense(8, kl_weight=1e-3)(L.GlobalMaxPooling1D()(x))
+    return keras.Model(inputs, L.Dense(2)(x))
+
+
+def test_without_a_record_flops_need_a_reference_size():
+    rng = np.random.default_rng(3)
+    history = _fit(_hand_gated(), [kv.VIBMonitor(verbose=0)], rng)
+    assert "flops" not in history.history and "r_w" in history.history
+    with pytest.raises(ValueError, match="Received: input_shape=None"):
+        _fit(_hand_gated(), [kv.VIBBudget(target_flops=0.5)], rng)
 
 
 @pytest.mark.filterwarnings("ignore:VIBBudget")  # 3 epochs: closed at the end
 def test_budget_on_a_model_of_any_length():
     rng = np.random.default_rng(4)
-    with pytest.raises(ValueError, match="Received: input_shape=None"):
-        _fit(kv.add_gates(text_model()), [kv.VIBBudget(target_flops=0.5)], rng)
+    # The reference size from the data: the first step records it.
+    gated = kv.add_gates(text_model(), kl_weight=1e-2)
+    budget = kv.VIBBudget(target_flops=0.5, verbose=0)
+    _fit(gated, [budget], rng, epochs=3)
+    assert budget.target == (10 * 3 * 8 * 16 + 16 * 2) // 2
+    assert kv.compression_report(gated).flops <= budget.target
     gated = kv.add_gates(text_model(), kl_weight=1e-2)
     budget = kv.VIBBudget(target_flops=0.5, input_shape=(12,), verbose=0)
     _fit(gated, [budget], rng, epochs=3)

@@ -212,6 +212,9 @@ class LayerHandler:
     # Whether `rule` takes inputs whose last axis is unknown (an attention
     # mask of any length); else such a call is opaque.
     open_inputs = False
+    # Whether the slim model leaves the layer out (its output is its input,
+    # whatever its rule): keras_vib's own `InputSize`.
+    left_out = False
 
     def rule(self, node) -> Rule:
         """How this call maps channels, and what passes through it.

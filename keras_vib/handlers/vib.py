@@ -1,8 +1,8 @@
-"""keras_vib's own layers: `VIBGate`, `VIBDense`, `VIBConv2D`."""
+"""keras_vib's own layers: `VIBGate`, `VIBDense`, `VIBConv2D`, `InputSize`."""
 
 from keras_vib.handlers.base import OPAQUE_RULE, PassThrough, identity_sources
 from keras_vib.handlers.kernels import Conv, Dense
-from keras_vib.layers import VIBConv2D, VIBDense, VIBGate
+from keras_vib.layers import InputSize, VIBConv2D, VIBDense, VIBGate
 
 
 class Gate(PassThrough):
@@ -17,6 +17,16 @@ class Gate(PassThrough):
 
     def slim(self, node, ctx):
         ctx.gate(node)
+
+
+class Size(PassThrough):
+    """An `InputSize`: its input, unchanged; the slim model leaves it out."""
+
+    left_out = True
+
+    def rule(self, node):
+        sources = identity_sources(node)
+        return self.coupled(sources) if sources else OPAQUE_RULE
 
 
 class GatedDense(Dense):
@@ -51,5 +61,6 @@ class GatedConv2D(Conv):
 
 def register_all(register):
     register(VIBGate, Gate())
+    register(InputSize, Size())
     register(VIBDense, GatedDense())
     register(VIBConv2D, GatedConv2D())
