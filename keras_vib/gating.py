@@ -369,7 +369,8 @@ def _rebuild_with_gates(g, points, kl_weight, gate_args, name, select):
         if None in tuple(x.shape[1:]):
             # Sizes left open: recorded while training (the reference size
             # of the FLOPs, when none is given).
-            value = InputSize(name=unique(f"{x.name}_size", "{base}{k}", reserve=True))(inp)
+            size_name = unique(f"{x.name}_size", "{base}{k}", reserve=True)
+            value = InputSize(name=size_name)(inp)
         values[t] = gate(t, value) if t in points else value
     values = graph.rebuild(analysis.graph, values, rebuild_node)
     outputs = [values[t] for t in analysis.outputs]

@@ -904,9 +904,7 @@ class InputSize(keras.layers.Layer):
     def call(self, inputs, training=None):
         if training and len(inputs.shape) > 1:
             shape = ops.shape(inputs)
-            self.size.assign(
-                ops.stack([ops.cast(d, "int32") for d in shape[1:]])
-            )
+            self.size.assign(ops.stack([ops.cast(d, "int32") for d in shape[1:]]))
         return inputs
 
     def compute_output_shape(self, input_shape):

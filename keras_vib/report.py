@@ -3,8 +3,11 @@
 import dataclasses
 
 from keras_vib import graph
-from keras_vib.gates import gated_layers, gates  # noqa: F401  (re-exported)
-from keras_vib.gates import recorded_input_shape
+from keras_vib.gates import (  # noqa: F401  (re-exported)
+    gated_layers,
+    gates,
+    recorded_input_shape,
+)
 from keras_vib.slim import slim_params
 
 

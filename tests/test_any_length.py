@@ -114,7 +114,7 @@ def test_the_size_of_the_training_data_is_recorded():
     rng = np.random.default_rng(5)
     model = image_model()
     gated = kv.add_gates(model)
-    (size,) = [layer for layer in gated.layers if isinstance(layer, kv.layers.InputSize)]
+    (size,) = [la for la in gated.layers if isinstance(la, kv.layers.InputSize)]
     assert size.recorded() is None
     assert kv.compression_report(gated).flops is None
     x = rng.normal(size=(4, 11, 9, 3)).astype("float32")
