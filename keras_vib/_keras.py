@@ -38,6 +38,9 @@ public API (`keras.Function(...).operations` of symbolic calls of
 `keras.ops` by name), in `keras_vib.handlers.ops`.
 """
 
+import contextlib
+import inspect
+
 import keras
 
 __all__ = [
@@ -194,10 +197,110 @@ class ValueScaledGroupAttention(keras.layers.GroupQueryAttention):
         )
 
 
+def init_arguments(layer):
+    """The constructor arguments of `layer` read from its attributes of the
+    same names (`units` or `_units`), for a layer whose config does not
+    read back (keras-hub's attention layers); None where a required one is
+    missing. Base layer arguments (name, dtype, trainable) are left out."""
+    try:
+        params = inspect.signature(type(layer).__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    found = {}
+    for param, spec in list(params.items())[1:]:
+        if spec.kind in (spec.VAR_KEYWORD, spec.VAR_POSITIONAL):
+            continue
+        for attr in (param, f"_{param}"):
+            if attr in vars(layer):
+                found[param] = vars(layer)[attr]
+                break
+        else:
+            if spec.default is spec.empty:
+                return None
+    return found
+
+
+def serialized_from_attributes(layer):
+    """`keras.saving.serialize_keras_object(layer)` for a layer without a
+    config of its own: its constructor arguments read from its attributes
+    (`init_arguments`)."""
+    arguments = init_arguments(layer)
+    if arguments is None:
+        raise ValueError(
+            f"Cannot serialize layer {layer.name!r} of class "
+            f"{type(layer).__name__}: it has no config, and its attributes do "
+            "not give its constructor's arguments."
+        )
+    config = {
+        "name": layer.name,
+        "trainable": layer.trainable,
+        "dtype": keras.saving.serialize_keras_object(layer.dtype_policy),
+    }
+    for key, value in arguments.items():
+        plain = isinstance(value, (int, float, str, bool, type(None), list, tuple))
+        config[key] = value if plain else keras.saving.serialize_keras_object(value)
+    return {
+        "module": type(layer).__module__,
+        "class_name": type(layer).__name__,
+        "config": config,
+        "registered_name": keras.saving.get_registered_name(type(layer)),
+    }
+
+
+def attribute(layer, name):
+    """A layer's attribute `name`, public or underscored (keras-hub's
+    attention layers differ), or None."""
+    for attr in (name, f"_{name}"):
+        if attr in vars(layer):
+            return vars(layer)[attr]
+    return None
+
+
+def mark_dense(tensor):
+    """Clears the `sparse` flag of a symbolic tensor that holds dense values
+    (Keras sets it on `x * eager_constant`)."""
+    tensor._sparse = False
+
+
+def traced_output_spec(layer, args, kwargs):
+    """The output spec of calling `layer` (built) on specs of known shapes,
+    traced through its `call` (an `EinsumDense` answers from its configured
+    `output_shape`, which may leave a length open)."""
+    from keras.src import backend
+
+    return backend.compute_output_spec(layer.call, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def values_scaled(layer, scale):
+    """While in the block, `layer`'s `_compute_attention(query, key, value,
+    ...)` (the hook of keras-hub's attention layers, as of Keras's) attends
+    to `scale(value)` instead of `value`."""
+    method = type(layer)._compute_attention
+
+    def scaled(query, key, value, *args, **kwargs):
+        return method(layer, query, key, scale(value), *args, **kwargs)
+
+    object.__setattr__(layer, "_compute_attention", scaled)
+    try:
+        yield
+    finally:
+        object.__delattr__(layer, "_compute_attention")
+
+
+def has_attention_hook(layer):
+    """Whether `layer` attends through `_compute_attention(query, key,
+    value, ...)` (Keras's and keras-hub's attention layers)."""
+    return callable(getattr(type(layer), "_compute_attention", None))
+
+
 def attention_projections(layer):
     """The `(query, key, value, output)` `EinsumDense` layers of a built
-    `MultiHeadAttention` or `GroupQueryAttention`."""
-    if isinstance(layer, keras.layers.MultiHeadAttention):
+    `MultiHeadAttention`, `GroupQueryAttention` or keras-hub attention layer
+    (Gemma's have public names, Mistral's and Qwen's underscored ones)."""
+    if isinstance(layer, keras.layers.MultiHeadAttention) or hasattr(
+        layer, "query_dense"
+    ):
         return layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense
     return layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense
 

@@ -30,7 +30,14 @@ import numpy as np
 
 from keras_vib import _keras
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE, handler_for
-from keras_vib.handlers.base import OPAQUE_RULE, Kept, output_zero, passes
+from keras_vib.handlers.base import (
+    OPAQUE_RULE,
+    Kept,
+    accepted,
+    from_attributes,
+    output_zero,
+    passes,
+)
 
 __all__ = ["Graph", "Structure", "analyze", "rebuild", "describe"]
 
@@ -159,6 +166,11 @@ class Graph:
                     f"reference input size input_shape={self.input_shape!r}: "
                     f"{error}"
                 ) from None
+            if _left_open(out) and not _left_open((args, kwargs)):
+                try:  # sizes its config leaves open: from its call
+                    out = _keras.traced_output_spec(node.layer, args, kwargs)
+                except Exception:  # noqa: BLE001  (the open sizes stay)
+                    pass
             for k, spec in zip(node.outputs, keras.tree.flatten(out)):
                 specs[k] = spec
         for key, spec in specs.items():
@@ -193,6 +205,15 @@ class Graph:
                 self.symbols[k] = t
             self.nodes.append(node)
         return [key(t) for t in outputs]
+
+
+def _left_open(specs):
+    """Whether any spec in a structure has a size left open (batch aside)."""
+    return any(
+        None in tuple(x.shape[1:])
+        for x in keras.tree.flatten(specs)
+        if isinstance(x, keras.KerasTensor)
+    )
 
 
 def _indices(model, kind, tensors):
@@ -268,6 +289,12 @@ def call(node, op, values):
 
     Returns the list of outputs.
     """
+    for key, before in zip(node.inputs, node.call.input_tensors):
+        value = values.get(key)
+        if isinstance(value, keras.KerasTensor) and value.sparse > before.sparse:
+            # Keras marks `x * eager_constant` sparse (keras-hub's Gemma
+            # scales its embeddings so): a dense tensor, as it was traced.
+            _keras.mark_dense(value)
     args, kwargs = _arguments(node, op, values)
     return keras.tree.flatten(op(*args, **kwargs))
 
@@ -292,46 +319,6 @@ def rebuild(graph, inputs, fn):
 
 
 # What every layer's constructor takes through `**kwargs`.
-_BASE_ARGS = ("name", "trainable", "dtype", "autocast")
-
-
-def _accepted(cls, config):
-    """`config` less the entries `cls.__init__` does not name (a config
-    that records derived values, which its own `from_config` refuses)."""
-    try:
-        params = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return None
-    named = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
-    kept = {k: v for k, v in config.items() if k in named or k in _BASE_ARGS}
-    return kept if len(kept) < len(config) else None
-
-
-def _from_attributes(layer, name):
-    """A new layer of `layer`'s class, its constructor given the values of
-    the layer's attributes of the same names (`units` or `_units`), or
-    None where one is missing or the constructor refuses them."""
-    try:
-        params = inspect.signature(type(layer).__init__).parameters
-    except (TypeError, ValueError):
-        return None
-    kwargs = {}
-    for param, spec in list(params.items())[1:]:
-        if spec.kind in (spec.VAR_KEYWORD, spec.VAR_POSITIONAL):
-            continue
-        for attr in (param, f"_{param}"):
-            if attr in vars(layer):
-                kwargs[param] = vars(layer)[attr]
-                break
-        else:
-            if spec.default is spec.empty:
-                return None
-    kwargs.update(name=name or layer.name, dtype=layer.dtype_policy)
-    kwargs["trainable"] = layer.trainable
-    try:
-        return type(layer)(**kwargs)
-    except Exception:
-        return None
 
 
 def clone(layer, name=None):
@@ -358,7 +345,7 @@ def clone(layer, name=None):
         try:
             return type(layer).from_config(config)
         except Exception:
-            fewer = _accepted(type(layer), config)
+            fewer = accepted(type(layer), config)
             if fewer is None:
                 raise
             return type(layer).from_config(fewer)
@@ -371,7 +358,7 @@ def clone(layer, name=None):
             return _keras.renamed_copy(layer, name)
         # A config Keras cannot read back (keras-hub's DeiTEncoder): the
         # constructor's arguments from the layer's attributes.
-        new = _from_attributes(layer, name)
+        new = from_attributes(layer, name)
         if new is not None:
             return new
         raise ValueError(

@@ -19,6 +19,7 @@ __all__ = [
     "VIBConv2D",
     "VIBMultiHeadAttention",
     "VIBGroupQueryAttention",
+    "VIBAttentionHeads",
     "SelectFeatures",
     "InputSize",
 ]
@@ -824,6 +825,94 @@ class VIBGroupQueryAttention(_HeadGated, _keras.ValueScaledGroupAttention):
         self.gate.build(tuple(value_shape[:-1]) + heads)
 
 
+@_register
+class VIBAttentionHeads(_HeadGated, keras.layers.Layer):
+    """Another library's attention layer with a `VIBGate` on its key/value
+    heads (keras-hub's rotary attention of Mistral, Qwen3, Gemma...).
+
+    The wrapped `layer` computes as before, its values (each key/value head
+    with its query heads) multiplied by the head's factor before they are
+    attended to, through the layer's `_compute_attention(query, key, value,
+    ...)` hook. `keras_vib.add_gates` puts one in the place of each such
+    layer it has a handler for; the slim model has the library's layer
+    with fewer heads.
+
+    Args:
+        layer: the attention layer (built, with its weights), or its
+            serialized config.
+        {gate}
+    """
+
+    def __init__(
+        self,
+        layer,
+        kl_weight=1e-3,
+        threshold=0.0,
+        kl_spatial_scaling=True,
+        mu_initializer=None,
+        log_sigma2_initializer=None,
+        gate_seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(layer, dict):
+            layer = keras.saving.deserialize_keras_object(layer)
+        if not isinstance(layer, keras.layers.Layer) or not (
+            _keras.has_attention_hook(layer)
+        ):
+            raise ValueError(
+                "Expected an attention layer with a `_compute_attention` "
+                f"method. Received: layer={layer!r}"
+            )
+        self.layer = layer
+        self.heads = int(_keras.attribute(layer, "num_key_value_heads"))
+        self._add_head_gate(
+            -3,
+            kl_weight,
+            threshold,
+            kl_spatial_scaling,
+            mu_initializer,
+            log_sigma2_initializer,
+            gate_seed,
+        )
+
+    def build(self, *args, **kwargs):
+        # Positions per batch (the length is open); one factor per head.
+        self.gate.build((None, None, self.heads, 1, 1))
+
+    def _scale(self, value, training):
+        """`value` (batch, length, heads, head_dim), its heads the
+        key/value heads or their query heads (repeated), through the gate."""
+        shape = ops.shape(value)
+        grouped = ops.reshape(
+            value,
+            (shape[0], shape[1], self.heads, value.shape[2] // self.heads, shape[3]),
+        )
+        return ops.reshape(self.gate(grouped, training=training), shape)
+
+    def call(self, *args, training=None, **kwargs):
+        def scale(value):
+            return self._scale(value, training)
+
+        with _keras.values_scaled(self.layer, scale):
+            return self.layer(*args, training=training, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        if not self.layer.built:  # reloaded: built on the hidden states
+            first = [a for a in (*args, *kwargs.values()) if hasattr(a, "shape")]
+            self.layer.build(tuple(first[0].shape))
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        try:
+            config["layer"] = keras.saving.serialize_keras_object(self.layer)
+        except NotImplementedError:  # no config of its own (Gemma's)
+            config["layer"] = _keras.serialized_from_attributes(self.layer)
+        return config
+
+
+VIBAttentionHeads.__doc__ = VIBAttentionHeads.__doc__.replace("{gate}", _GATE_ARGS)
 VIBMultiHeadAttention.__doc__ = VIBMultiHeadAttention.__doc__.replace(
     "{gate}", _GATE_ARGS
 )

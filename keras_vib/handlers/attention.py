@@ -96,11 +96,29 @@ class Attention(LayerHandler):
 
     open_inputs = True  # an attention mask may have any length
 
+    # What the counts and the rule read of a layer (a subclass for another
+    # library's attention layers overrides them).
+    def geometry(self, layer):
+        """The layer's `_Shape`."""
+        return _shape(layer)
+
+    def roles(self, node):
+        """The input indices of `(query, key, value)`, or None."""
+        return _roles(node)
+
+    def refusal(self, node):
+        """Why the heads of this call cannot be cut, or None."""
+        return _refusal(node)
+
+    def projections(self, layer):
+        """The layer's query, key, value and output `EinsumDense` layers."""
+        return _keras.attention_projections(layer)
+
     def rule(self, node):
-        reason = _refusal(node)
+        reason = self.refusal(node)
         if reason is not None:
             return Rule(OPAQUE, reason=reason)
-        roles = _roles(node)
+        roles = self.roles(node)
         if any(not node.in_shapes[i][-1] for i in roles):
             return Rule(OPAQUE, reason="its inputs' channels are unknown")
         return Rule(
@@ -137,11 +155,11 @@ class Attention(LayerHandler):
 
     def counts(self, node, kept):
         if kept.rule.kind == OPAQUE:  # its kernels, kept, no FLOPs counted
-            proj = _keras.attention_projections(node.layer)
+            proj = self.projections(node.layer)
             total = sum(int(np.prod(p.kernel.shape)) for p in proj)
             return total, total, 0, 0
-        shape = _shape(node.layer)
-        q, k, v = _roles(node)
+        shape = self.geometry(node.layer)
+        q, k, v = self.roles(node)
         units = kept.units if kept.units is not None else np.ones(shape.units, bool)
         n = int(units.sum())
         heads = n * shape.repeats

@@ -11,11 +11,15 @@ classes themselves.
 
 import contextlib
 import dataclasses
+import inspect
 import math
+import sys
 import weakref
 
 import keras
 import numpy as np
+
+from keras_vib import _keras
 
 # How an output channel reads its inputs.
 COUPLED = "coupled"  # output channel k reads input channel sources[i][k] only
@@ -380,6 +384,61 @@ def stock_twin(layer, tf_keras, names=(), **kwargs):
     return cls(name=layer.name, trainable=layer.trainable, **kwargs)
 
 
+_BASE_ARGS = ("name", "trainable", "dtype", "autocast")
+
+
+def accepted(cls, config):
+    """`config` less the entries `cls.__init__` does not name (a config
+    that records derived values, which its own `from_config` refuses), or
+    None where nothing is left out."""
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    named = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
+    kept = {k: v for k, v in config.items() if k in named or k in _BASE_ARGS}
+    return kept if len(kept) < len(config) else None
+
+
+def from_attributes(layer, name=None, **changes):
+    """A new layer of `layer`'s class, its constructor given the values of
+    the layer's attributes of the same names (`units` or `_units`) and
+    `changes`, or None where one is missing or the constructor refuses."""
+    kwargs = _keras.init_arguments(layer)
+    if kwargs is None:
+        return None
+    kwargs.update(changes)
+    kwargs.update(name=name or layer.name, dtype=layer.dtype_policy)
+    kwargs["trainable"] = layer.trainable
+    try:
+        return type(layer)(**kwargs)
+    except Exception:
+        return None
+
+
+def remade(layer, name=None, **changes):
+    """A new layer (no weights yet) of `layer`'s class with `changes` to
+    its constructor arguments: from its config, or where that does not read
+    back, from its attributes (`from_attributes`); None where neither
+    works."""
+    try:
+        config = layer.get_config()
+    except Exception:
+        config = None
+    if config is not None:
+        config.update(changes)
+        if name is not None:
+            config["name"] = name
+        for attempt in (config, accepted(type(layer), config)):
+            if attempt is None:
+                continue
+            try:
+                return type(layer).from_config(attempt)
+            except Exception:
+                pass
+    return from_attributes(layer, name, **changes)
+
+
 _REGISTRY = {}
 _OPAQUE = LayerHandler()
 
@@ -473,8 +532,10 @@ def handler_for(layer) -> LayerHandler:
     """The handler of a layer (the opaque one when none is registered)."""
     cls = type(layer)
     library = cls.__module__.split(".")[0]
-    if library in _LAZY:
-        _LAZY.pop(library)()
+    # A library's handlers load with its first layer seen, or once it is
+    # imported (keras_vib's wrappers of its layers then find theirs).
+    for name in [n for n in _LAZY if n == library or n in sys.modules]:
+        _LAZY.pop(name)()
     if cls in _REGISTRY:
         return _REGISTRY[cls]
     for base in cls.__mro__[1:]:

@@ -18,12 +18,17 @@ it would not use (`_symbolic_causal_mask`).
 
 import contextlib
 import importlib
+import inspect
 
 import keras
+import numpy as np
 from keras import ops
 
-from keras_vib.handlers.attention import Attention
-from keras_vib.handlers.base import Composite
+from keras_vib import _keras
+from keras_vib.handlers.attention import Attention, _Shape
+from keras_vib.handlers.base import Composite, remade
+from keras_vib.handlers.kernels import FLOAT, numpy
+from keras_vib.layers import VIBAttentionHeads
 
 
 def _classes(*paths):
@@ -91,14 +96,8 @@ def _symbolic_causal_mask(cls):
         )
         if not kwargs.get("use_causal_mask", True):
             return merged
-        ones = ops.ones_like(sequence[..., 0], dtype="int32")
-        position = ops.cumsum(ops.cast(ones, "int32"), axis=1)
-        query, key = ops.expand_dims(position, 2), ops.expand_dims(position, 1)
-        causal = ops.cast(ops.greater_equal(query, key), "int32")
-        window = getattr(self, "sliding_window", None)  # Mistral's band
-        if window is not None:
-            band = ops.cast(ops.less(query, key + window), "int32")
-            causal = ops.minimum(causal, band)
+        # Mistral's band: its `sliding_window`.
+        causal = _causal(sequence, getattr(self, "sliding_window", None))
         return causal if merged is None else ops.minimum(merged, causal)
 
     from keras_hub.src.layers.modeling.cached_multi_head_attention import (
@@ -125,6 +124,203 @@ def _symbolic_causal_mask(cls):
             cached.__call__ = own_call
 
 
+@contextlib.contextmanager
+def _symbolic_gemma_mask(cls):
+    """Gemma's `_compute_attention_mask(x, padding_mask, [vision_mask,]
+    cache, cache_update_index)` without `ops.arange`, while the block is
+    traced (no cache, no vision mask, not bidirectional)."""
+    from keras_hub.src.layers.modeling.transformer_layer_utils import (
+        merge_padding_and_attention_mask,
+    )
+
+    original = cls._compute_attention_mask
+
+    def mask(self, x, padding_mask, *rest):
+        cache, vision = rest[-2], rest[0] if len(rest) == 3 else None
+        if (
+            cache is not None
+            or vision is not None
+            or getattr(self, "use_bidirectional_attention", False)
+        ):
+            return original(self, x, padding_mask, *rest)
+        merged = merge_padding_and_attention_mask(x, padding_mask, None)
+        causal = _causal(x)
+        return causal if merged is None else ops.minimum(merged, causal)
+
+    cls._compute_attention_mask = mask
+    try:
+        yield
+    finally:
+        cls._compute_attention_mask = original
+
+
+def _causal(sequence, window=None):
+    """The causal mask (batch, length, length) of a sequence, from positions
+    counted with `ops.cumsum` (any length); banded by `window` if given."""
+    ones = ops.ones_like(ops.take(sequence, 0, axis=-1), dtype="int32")
+    position = ops.cumsum(ops.cast(ones, "int32"), axis=1)
+    query, key = ops.expand_dims(position, 2), ops.expand_dims(position, 1)
+    causal = ops.cast(ops.greater_equal(query, key), "int32")
+    if window is not None:
+        band = ops.cast(ops.less(query, key + window), "int32")
+        causal = ops.minimum(causal, band)
+    return causal
+
+
+class GemmaDecoder(Composite):
+    """Gemma's and Gemma3's decoder blocks, called without a cache: opened
+    with their causal mask built for any length."""
+
+    def inside(self, node):
+        with _symbolic_gemma_mask(type(node.layer)):
+            return super().inside(node)
+
+
+# keras-hub's rotary attention layers whose config takes `head_dim`, so
+# that a slim layer can have fewer heads of the same size.
+ROTARY = (
+    "src.models.mistral.mistral_attention.CachedMistralAttention",
+    "src.models.qwen3.qwen3_attention.Qwen3Attention",
+    "src.models.gemma.gemma_attention.CachedGemmaAttention",
+    "src.models.gemma3.gemma3_attention.CachedGemma3Attention",
+)
+
+
+def _inner(layer):
+    return layer.layer if isinstance(layer, VIBAttentionHeads) else layer
+
+
+def _projections(layer):
+    """The query, key, value and output `EinsumDense` of a rotary attention
+    layer, and whether its query/key/value kernels put the heads first
+    (Gemma's `(heads, model, head_dim)`; else `(model, heads, head_dim)`)."""
+    dense = _keras.attention_projections(layer)
+    x, kernel = dense[0].get_config()["equation"].split("->")[0].split(",")
+    return dense, kernel.strip()[0] != x.strip()[-1]
+
+
+class RotaryAttention(Attention):
+    """keras-hub's rotary attention (Mistral, Qwen3, Gemma, Gemma3): the
+    unit is a key/value head with its query heads. `add_gates` wraps it in
+    a `VIBAttentionHeads`; the slim model has the same keras-hub class with
+    fewer heads in that layer (`num_query_heads`, `num_key_value_heads`,
+    `head_dim` of its config)."""
+
+    def geometry(self, layer):
+        layer = _inner(layer)
+        units = int(_keras.attribute(layer, "num_key_value_heads"))
+        queries = int(_keras.attribute(layer, "num_query_heads"))
+        head_dim = int(_projections(layer)[0][0].kernel.shape[-1])
+        return _Shape(units, queries // units, head_dim, head_dim)
+
+    def roles(self, node):
+        layer = _inner(node.layer)
+        first = next(iter(inspect.signature(layer.call).parameters))
+        i = node.call.input_index(0, first)
+        return None if i is None else (i, i, i)
+
+    def refusal(self, node):
+        layer = _inner(node.layer)
+        if not layer.built:
+            return "it is not built"
+        if _keras.attribute(layer, "query_head_dim_normalize") is False:
+            return (
+                "its queries are scaled by hidden_dim / num_query_heads, "
+                "which would change with the heads"
+            )
+        if self.roles(node) is None:
+            return "its hidden states are not a tensor of the model"
+        return None
+
+    def projections(self, layer):
+        return _projections(_inner(layer))[0]
+
+    def gated(self, node, name, **gate_args):
+        layer = node.layer
+        if self.gate(node) is not None or len(node.outputs) != 1:
+            return None
+        copy = remade(layer)
+        if copy is None:
+            return None
+        copy.build(node.in_shapes[self.roles(node)[0]])
+        copy.set_weights(layer.get_weights())
+        seed = gate_args.pop("seed", None)
+        return VIBAttentionHeads(copy, name=name, gate_seed=seed, **gate_args)
+
+    def slim(self, node, ctx):
+        layer = _inner(node.layer)
+        shape = self.geometry(layer)
+        x_in, t_out = node.inputs[self.roles(node)[0]], node.outputs[0]
+        found = ctx.units(node)
+        units, scale = (
+            found if found else (np.ones(shape.units, bool), np.ones(shape.units))
+        )
+        heads = np.repeat(units, shape.repeats)
+        n = int(units.sum())
+        present = ctx.present(t_out)
+        width = int(ctx.present(x_in).sum())
+        if int(present.sum()) != width:
+            raise ValueError(
+                f"Cannot slim {layer.name!r}: its output is as wide as its "
+                f"input, and gates would keep {int(present.sum())} output "
+                f"channels of an input of {width}."
+            )
+        if n == 0:  # no head left: it adds nothing (no output bias)
+            self._constant(node, ctx, np.zeros(width, FLOAT), x_in)
+            return
+        (q, k, v, o), heads_first = _projections(layer)
+        new = {}
+        for proj, mask, head_scale in (
+            (q, heads, None),
+            (k, units, None),
+            (v, units, scale),
+        ):
+            kernel = numpy(proj.kernel)
+            if heads_first:
+                kernel = kernel.transpose(1, 0, 2)
+            kernel = kernel[:, mask]
+            has_bias = proj.bias is not None
+            bias = numpy(proj.bias)[mask] if has_bias else np.zeros(kernel.shape[1:])
+            if head_scale is not None:  # the gate's mu, per head
+                kernel = kernel * head_scale[mask][None, :, None]
+                bias = bias * head_scale[mask][:, None]
+            kept = kernel.shape[1:]
+            flat, bias = ctx.fold_rows(
+                kernel.reshape(len(kernel), -1), bias.reshape(-1), x_in
+            )
+            if not has_bias and np.any(bias):
+                raise ValueError(
+                    f"Cannot slim {layer.name!r}: constant input channels "
+                    "would need a bias its projections do not have."
+                )
+            kernel = flat.reshape((-1,) + kept)
+            new[id(proj.kernel)] = kernel.transpose(1, 0, 2) if heads_first else kernel
+            if has_bias:
+                new[id(proj.bias)] = bias.reshape(kept)
+        out_kernel = numpy(o.kernel)[heads][..., present]
+        out_scale = ctx.output_scale(node)
+        if out_scale is not None:
+            out_kernel = out_kernel * out_scale
+        new[id(o.kernel)] = out_kernel
+        if o.bias is not None:
+            bias = numpy(o.bias)[present]
+            new[id(o.bias)] = bias if out_scale is None else bias * out_scale
+        weights = [new.get(id(w), numpy(w)) for w in layer.weights]
+        slim = remade(
+            layer,
+            ctx.name(node.layer.name, original=True),
+            num_query_heads=n * shape.repeats,
+            num_key_value_heads=n,
+            head_dim=shape.key_dim,
+        )
+        if slim is None:
+            raise ValueError(
+                f"Cannot slim {layer.name!r}: its class does not rebuild with "
+                "fewer heads."
+            )
+        ctx.sym[t_out] = ctx.call(node, slim, weights)[0]
+
+
 # keras-hub's decoder blocks, opened with a causal mask for any length.
 DECODERS = (
     "layers.TransformerDecoder",
@@ -135,12 +331,24 @@ DECODERS = (
 )
 
 
+GEMMA_DECODERS = (
+    "src.models.gemma.gemma_decoder_block.GemmaDecoderBlock",
+    "src.models.gemma3.gemma3_decoder_block.Gemma3DecoderBlock",
+)
+
+
 def register_all(register):
     composite = Composite()
     for cls in _classes(*COMPOSITES):
         register(cls, composite)
     for cls in _classes(*DECODERS):
         register(cls, Decoder())
+    for cls in _classes(*GEMMA_DECODERS):
+        register(cls, GemmaDecoder())
+    rotary = RotaryAttention()
+    for cls in _classes(*ROTARY):
+        register(cls, rotary)
+    register(VIBAttentionHeads, rotary)
     from keras_hub.src.layers.modeling import cached_multi_head_attention as cached
 
     register(cached.CachedMultiHeadAttention, Attention())

@@ -94,6 +94,9 @@ class Kernel(LayerHandler):
         """A batch norm between the kernel and the activation (VIBConv2D)."""
         return None
 
+    def has_bias(self, inner):
+        return inner.use_bias
+
     def new_layer(self, layer, units, use_bias, activation, name):
         inner = self.inner(layer)
         config = inner.get_config()
@@ -115,8 +118,9 @@ class Kernel(LayerHandler):
         out_present = ctx.present(t_out)
         kernel = self.to_io(numpy(inner.kernel))
         units = kernel.shape[-1]
-        bias = numpy(inner.bias) if inner.use_bias else np.zeros(units, FLOAT)
-        use_bias = inner.use_bias or ctx.folds_constants(node)
+        has_bias = self.has_bias(inner)
+        bias = numpy(inner.bias) if has_bias else np.zeros(units, FLOAT)
+        use_bias = has_bias or ctx.folds_constants(node)
         bn = self.bn(layer)
         if bn is None:
             kernel, bias = ctx.slim_kernel(node, kernel, bias)
@@ -172,6 +176,58 @@ class Dense(Kernel):
 
     units_arg = "units"
     twin_args = ("units", "activation", "use_bias")
+
+
+def _dense_equation(layer):
+    """Whether an `EinsumDense` is a `Dense` on the last axis (`"btd,df->btf"`,
+    `"...d,df->...f"`), its bias (if any) on the output units."""
+    config = layer.get_config()
+    try:
+        inputs, output = config["equation"].replace(" ", "").split("->")
+        x, kernel = inputs.split(",")
+    except ValueError:
+        return False
+    if len(kernel) != 2 or not x or not output:
+        return False
+    d, f = kernel
+    return (
+        x[-1] == d
+        and output == x[:-1] + f
+        and d not in output
+        and f not in x
+        and config.get("bias_axes") in (None, f)
+    )
+
+
+class DenseEinsum(Kernel):
+    """An `EinsumDense` that is a `Dense` on the last axis (keras-hub's
+    Gemma feed-forward layers, `"btd,df->btf"`); other equations are
+    opaque."""
+
+    def rule(self, node):
+        if not _dense_equation(node.layer):
+            return OPAQUE_RULE
+        return self.kernel_rule(node)
+
+    def has_bias(self, inner):
+        return inner.bias is not None
+
+    def new_layer(self, layer, units, use_bias, activation, name):
+        config = layer.get_config()
+        shape = list(config["output_shape"])
+        shape[-1] = units
+        f = config["equation"].split("->")[0].split(",")[1].strip()[-1]
+        config.update(
+            name=name,
+            output_shape=shape,
+            activation=activation,
+            bias_axes=f if use_bias else None,
+            dtype=layer.dtype_policy,
+        )
+        return type(layer).from_config(config)
+
+    def twin(self, node, tf_keras):
+        return super(Kernel, self).twin(node, tf_keras)
 
 
 class Conv(Kernel):
@@ -449,6 +505,7 @@ def register_all(register):
     L = keras.layers
     register(L.Embedding, Embedding())
     register(L.Dense, Dense())
+    register(L.EinsumDense, DenseEinsum())
     for d in (1, 2, 3):
         register(getattr(L, f"Conv{d}D"), GroupedConv())
         register(getattr(L, f"Conv{d}DTranspose"), ConvTranspose())
