@@ -220,33 +220,6 @@ def init_arguments(layer):
     return found
 
 
-def serialized_from_attributes(layer):
-    """`keras.saving.serialize_keras_object(layer)` for a layer without a
-    config of its own: its constructor arguments read from its attributes
-    (`init_arguments`)."""
-    arguments = init_arguments(layer)
-    if arguments is None:
-        raise ValueError(
-            f"Cannot serialize layer {layer.name!r} of class "
-            f"{type(layer).__name__}: it has no config, and its attributes do "
-            "not give its constructor's arguments."
-        )
-    config = {
-        "name": layer.name,
-        "trainable": layer.trainable,
-        "dtype": keras.saving.serialize_keras_object(layer.dtype_policy),
-    }
-    for key, value in arguments.items():
-        plain = isinstance(value, (int, float, str, bool, type(None), list, tuple))
-        config[key] = value if plain else keras.saving.serialize_keras_object(value)
-    return {
-        "module": type(layer).__module__,
-        "class_name": type(layer).__name__,
-        "config": config,
-        "registered_name": keras.saving.get_registered_name(type(layer)),
-    }
-
-
 def attribute(layer, name):
     """A layer's attribute `name`, public or underscored (keras-hub's
     attention layers differ), or None."""

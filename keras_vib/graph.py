@@ -157,6 +157,10 @@ class Graph:
             x = self.symbols[key]
             specs[key] = keras.KerasTensor((1,) + shape, dtype=x.dtype)
         for node in self.nodes:
+            for key, before in zip(node.inputs, node.call.input_tensors):
+                spec = specs.get(key)
+                if spec is not None and spec.sparse > before.sparse:  # as `call`
+                    specs[key] = keras.KerasTensor(spec.shape, dtype=spec.dtype)
             args, kwargs = _arguments(node, node.layer, specs)
             try:
                 out = node.layer.compute_output_spec(*args, **kwargs)

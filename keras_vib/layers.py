@@ -905,10 +905,7 @@ class VIBAttentionHeads(_HeadGated, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        try:
-            config["layer"] = keras.saving.serialize_keras_object(self.layer)
-        except NotImplementedError:  # no config of its own (Gemma's)
-            config["layer"] = _keras.serialized_from_attributes(self.layer)
+        config["layer"] = keras.saving.serialize_keras_object(self.layer)
         return config
 
 

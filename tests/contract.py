@@ -45,6 +45,7 @@ KERNEL_NAMES = (
     "pointwise_kernel",
     "recurrent_kernel",
     "embeddings",
+    "reverse_embeddings",  # keras-hub's untied output embedding
 )
 
 # The layer kinds whose multiply-accumulates the report counts (see
@@ -64,10 +65,25 @@ KERNEL_LAYERS = (
     L.SeparableConv2D,
     L.MultiHeadAttention,
     L.GroupQueryAttention,
+    L.EinsumDense,  # a Dense on the last axis (Gemma's feed-forward)
 )
 # Layers whose ops reading no weight count too (an attention's scores and
 # weighted sums of values), found by the name scope of the op.
 SCOPED_LAYERS = (L.MultiHeadAttention, L.GroupQueryAttention)
+
+
+def _hub_attention():
+    """keras-hub's rotary attention classes whose heads keras_vib cuts (as
+    `keras_vib.handlers.hub.ROTARY`), if keras-hub is installed."""
+    try:
+        from keras_vib.handlers import hub
+    except ImportError:
+        return ()
+    return tuple(hub._classes(*hub.ROTARY))
+
+
+KERNEL_LAYERS += _hub_attention()
+SCOPED_LAYERS += _hub_attention()
 
 
 # --------------------------------------------------------------------------
@@ -362,9 +378,26 @@ def count_macs(model, input_shapes=None):
         for layer in _layers(model)
         if isinstance(layer, SCOPED_LAYERS)
     }
+    # A weightless op (an attention's scores) belongs to the attention layer
+    # whose projections' ops share its scope: `<scope>/query/MatMul` and
+    # `<scope>/MatMul` (TensorFlow's scope names need not be layer names).
+    scopes = {
+        record.name.rsplit("/", 2)[0]: record.layer
+        for record in out
+        if isinstance(record.layer, SCOPED_LAYERS)
+    }
     for record in out:
         if record.layer is None:
-            record.layer = _scope_owner(record.name, scoped)
+            inside = [s for s in scopes if record.name.startswith(s + "/")]
+            record.layer = (
+                scopes[max(inside, key=len)]
+                if inside
+                else _scope_owner(record.name, scoped)
+            )
+        if "/rotary_embedding" in record.name and record.layer is not None:
+            # The rotary angles (positions x frequencies): not a kernel's
+            # MACs nor the attention's, which the report counts.
+            record.layer = None
     return out
 
 

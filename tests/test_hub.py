@@ -21,6 +21,9 @@ L = keras.layers
 
 # The text backbones whose heads and FFN units keras_vib cuts today.
 ENCODERS = ["BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "OPT"]
+# The decoders of rotary attention whose key/value heads it cuts (keras-hub's
+# attention layers that take `head_dim`).
+ROTARY = ["Mistral", "Qwen3", "Gemma", "Gemma3"]
 
 
 def quietly(fn, *args, **kwargs):
@@ -52,7 +55,45 @@ def test_an_encoder_backbone_is_gated_inside_and_slims(name, tmp_path):
         assert set(slim.output) == set(model.output)
 
 
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", ROTARY)
+def test_a_rotary_decoder_s_heads_are_cut(name, tmp_path):
+    rng = np.random.default_rng(0)
+    model, x = BACKBONES[name](rng)
+    # Only Mistral's slim model saves: keras-hub's attention of Qwen3 (its
+    # config lacks `head_dim`) and Gemma's layers (no config) do not.
+    saves = tmp_path if name == "Mistral" else None
+    gated, slim = quietly(check_contract, model, x, rng, tmp_path=saves)
+    kinds = {type(layer).__name__ for _, layer in kv.gates.gated_layers(gated)}
+    assert kinds == {"VIBAttentionHeads", "VIBGate"}  # heads, FFN units
+    heads = {
+        layer.name: kv._keras.attribute(layer, "num_key_value_heads")
+        for layer in slim.layers
+        if kv._keras.has_attention_hook(layer)
+    }
+    kept = {n: g.num_kept() for n, g in kv.gates.gated_layers(gated) if n in heads}
+    assert heads == kept and len(heads) == 2
+
+
+def test_a_rotary_decoder_trains_and_reloads_gated(tmp_path):
+    rng = np.random.default_rng(2)
+    model, x = BACKBONES["Mistral"](rng)
+    gated = quietly(kv.add_gates, model, kl_weight=1.0)
+    y = keras.ops.convert_to_numpy(model(x))
+    gated.compile("adam", "mse")
+    (_, heads), *_ = kv.gates.gates(gated)
+    before = keras.ops.convert_to_numpy(heads.log_alpha())
+    gated.fit(x, y, epochs=2, verbose=0)
+    assert not np.allclose(keras.ops.convert_to_numpy(heads.log_alpha()), before)
+    path = tmp_path / "gated.keras"
+    gated.save(path)
+    loaded = keras.models.load_model(path, compile=False)
+    assert_close(loaded(x, training=False), gated(x, training=False))
+    # FLOPs at the size it trained on (recorded by add_gates).
+    report = kv.compression_report(gated)
+    assert report.input_shape == [(8,), (8,)] and report.flops > 0
+
+
+@pytest.mark.parametrize("name", ENCODERS + ROTARY)
 def test_half_of_every_gate_closed_meets_the_issue_targets(name):
     """At most 85 % of the parameters, 60 % of those outside the embeddings."""
     rng = np.random.default_rng(1)

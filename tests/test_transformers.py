@@ -66,3 +66,24 @@ def test_an_rms_norm_is_refused_by_what_it_does():
     gated.get_layer("proj").gate.set_kept(np.arange(16) < 8)
     with pytest.raises(ValueError, match="'rms'.*normalises over its channels"):
         kv.slim_model(gated)
+
+
+def test_an_einsum_dense_on_the_last_axis_is_a_dense(tmp_path):
+    """Gemma's feed-forward layers: `EinsumDense("btd,df->btf")`, its output
+    length left open in its config (FLOPs traced at the reference size)."""
+    rng = np.random.default_rng(3)
+    inputs = keras.Input((None, 8))
+    up = L.EinsumDense("btd,df->btf", (None, 16), bias_axes="f", name="up")(inputs)
+    gate = L.EinsumDense("btd,df->btf", (None, 16), name="gate")(inputs)
+    x = keras.ops.gelu(gate) * up
+    x = L.EinsumDense("btf,fd->btd", (None, 8), name="down")(x)
+    # Heads out of one projection: not a Dense, kept whole.
+    x = L.EinsumDense("btd,dnh->btnh", (None, 2, 4), name="heads")(x)
+    model = keras.Model(inputs, L.Reshape((-1,))(x))
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    gated, slim = check_contract(model, x, rng, tmp_path=tmp_path)
+    assert [name for name, _ in kv.gates.gates(gated)] == ["gate_gate"]  # the pair
+    kept = slim.get_layer("up").kernel.shape[-1]
+    assert kept == slim.get_layer("gate").kernel.shape[-1] < 16
+    report = kv.compression_report(gated, input_shape=(5, 8))
+    assert report.total_flops == 5 * (8 * 16 * 2 + 16 * 8 + 8 * 8)

@@ -10,6 +10,7 @@ from keras_vib.handlers.base import (
     COUPLED,
     MIXING,
     NEVER,
+    OPAQUE,
     OPAQUE_RULE,
     LayerHandler,
     Rule,
@@ -211,6 +212,24 @@ class DenseEinsum(Kernel):
 
     def has_bias(self, inner):
         return inner.bias is not None
+
+    def counts(self, node, kept):
+        if kept.rule.kind != OPAQUE:
+            return super().counts(node, kept)
+        # Any other equation: its kernel, kept; a MAC per combination of
+        # the indices it names, the batch's aside.
+        layer = node.layer
+        entries = math.prod(layer.kernel.shape)
+        spec = layer.get_config()["equation"].replace(" ", "")
+        inputs, out = spec.split("->")
+        x, kernel = inputs.split(",")
+        sizes = dict(zip(x, node.in_shapes[0]))
+        sizes.update(zip(kernel, layer.kernel.shape))
+        letters = set(x + kernel + out) - {x[0]}
+        if "." in spec or any(sizes.get(c) is None for c in letters):
+            return entries, entries, None, None
+        macs = math.prod(sizes[c] for c in letters)
+        return entries, entries, macs, macs
 
     def new_layer(self, layer, units, use_bias, activation, name):
         config = layer.get_config()
