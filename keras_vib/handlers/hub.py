@@ -1,5 +1,10 @@
-"""keras-hub's layers: loaded only when a model holds one (keras-hub is an
-optional dependency: `pip install keras_vib[hub]`).
+"""keras-hub's layers: loaded only when a model holds one, or once keras-hub
+is imported (an optional dependency: `pip install keras_vib[hub]`).
+
+The rotary attention of Mistral, Qwen3, Gemma and Gemma3 (`RotaryAttention`)
+has key/value heads as units (wrapped in a `VIBAttentionHeads` by
+`add_gates`); Gemma's decoder blocks are opened with their mask rebuilt
+for any length (`GemmaDecoder`).
 
 Its transformer blocks are composite layers, opened into their sublayers
 (`Composite`); the attention layers inside them are Keras's own
