@@ -466,7 +466,10 @@ def test_hub_coverage_benchmark_runs(tmp_path):
     )  # fmt: skip
     row = re.search(r"\| BERT \| (\d+) \| FFN units, heads \| ([0-9.]+) % \|", out)
     assert row and int(row[1]) == 4 and float(row[2]) < 85
-    assert re.search(r"\| Gemma \| 0 \| - \| .* no handler yet", out)
+    row = re.search(r"\| Gemma \| 4 \| FFN units, key/value groups \| ([0-9.]+) %", out)
+    assert row and float(row[1]) < 85
+    assert re.search(r"\| BERT \|.*\| yes \|", out)  # the slim model reloads
+    assert re.search(r"\| Gemma \|.*\| no \(NotImplementedError\) \|", out)
     assert "## Coverage of keras-hub backbones" in md.read_text()
 
 
