@@ -42,6 +42,7 @@ import contextlib
 import inspect
 
 import keras
+import numpy as np
 
 __all__ = [
     "Call",
@@ -220,12 +221,52 @@ def init_arguments(layer):
     return found
 
 
+def keep_config(layer, config):
+    """Makes `layer.get_config()` return `config`: the arguments it was
+    rebuilt from, where its class's own config does not read back
+    (keras-hub's layers that record derived values, or have none), so that
+    a model holding it saves to `.keras` and reloads."""
+    config = {
+        key: value
+        if isinstance(value, (int, float, str, bool, type(None), list, tuple, dict))
+        else keras.saving.serialize_keras_object(value)  # a dtype policy...
+        for key, value in config.items()
+    }
+    object.__setattr__(layer, "get_config", lambda: dict(config))
+    return layer
+
+
 def attribute(layer, name):
     """A layer's attribute `name`, public or underscored (keras-hub's
     attention layers differ), or None."""
     for attr in (name, f"_{name}"):
         if attr in vars(layer):
             return vars(layer)[attr]
+    return None
+
+
+def scalar_factor(op, args, kwargs):
+    """`(x, c)` if `op` is `keras.ops.multiply` of a symbolic tensor `x` by
+    a scalar constant `c` (a number), else None. Keras marks such a
+    product sparse (`Multiply.compute_output_spec` takes a constant for a
+    sparse tensor), which breaks the layers after it when a saved model is
+    rebuilt: callers emit a `Rescaling(c)` instead, the same product."""
+    from keras.src.ops.numpy import Multiply
+
+    if not isinstance(op, Multiply) or kwargs or len(args) != 2:
+        return None
+    for x, c in (args, args[::-1]):
+        if (
+            isinstance(x, keras.KerasTensor)
+            and not isinstance(c, keras.KerasTensor)
+            and "float" in str(x.dtype)
+        ):
+            try:
+                value = np.asarray(keras.ops.convert_to_numpy(c))
+            except Exception:
+                return None
+            if value.ndim == 0:
+                return x, float(value)
     return None
 
 

@@ -300,6 +300,10 @@ def call(node, op, values):
             # scales its embeddings so): a dense tensor, as it was traced.
             _keras.mark_dense(value)
     args, kwargs = _arguments(node, op, values)
+    scaled = _keras.scalar_factor(op, args, kwargs)
+    if scaled is not None:  # `x * c`: the same product, kept dense
+        x, c = scaled
+        return [keras.layers.Rescaling(c, dtype=x.dtype)(x)]
     return keras.tree.flatten(op(*args, **kwargs))
 
 
@@ -352,7 +356,7 @@ def clone(layer, name=None):
             fewer = accepted(type(layer), config)
             if fewer is None:
                 raise
-            return type(layer).from_config(fewer)
+            return _keras.keep_config(type(layer).from_config(fewer), fewer)
     except Exception as error:
         if not layer.weights:
             # Stateless: called again, under its new name where it has one

@@ -167,12 +167,13 @@ class DerivedConfig(L.Layer):
         return {**super().get_config(), "units": self.units, "twice": 2 * self.units}
 
 
+@keras.saving.register_keras_serializable(package="keras_vib_tests")
 class BrokenConfig(DerivedConfig):
     def get_config(self):
         return {**super().get_config(), "missing": self.not_an_attribute}
 
 
-def test_a_layer_whose_config_records_derived_values_is_copied():
+def test_a_layer_whose_config_records_derived_values_is_copied(tmp_path):
     inputs = keras.Input((4,))
     h = DerivedConfig(6, name="derived")(inputs)
     model = keras.Model(inputs, L.Dense(2)(kv.VIBDense(5, name="fc")(h)))
@@ -183,6 +184,12 @@ def test_a_layer_whose_config_records_derived_values_is_copied():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(gated(x)), keras.ops.convert_to_numpy(model(x))
     )
+    # Its copy's config is what it was rebuilt from: it saves and reloads.
+    gated.save(tmp_path / "gated.keras")
+    again = keras.models.load_model(tmp_path / "gated.keras")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(again(x)), keras.ops.convert_to_numpy(gated(x))
+    )
 
 
 class Unrebuildable(BrokenConfig):
@@ -192,7 +199,9 @@ class Unrebuildable(BrokenConfig):
         super().__init__(size, **kwargs)
 
 
-def test_a_layer_whose_config_does_not_read_back_is_copied_from_its_attributes():
+def test_a_layer_whose_config_does_not_read_back_is_copied_from_its_attributes(
+    tmp_path,
+):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, L.Dense(2)(BrokenConfig(6, name="broken")(inputs)))
     gated = kv.add_gates(model)
@@ -202,6 +211,30 @@ def test_a_layer_whose_config_does_not_read_back_is_copied_from_its_attributes()
     x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(gated(x)), keras.ops.convert_to_numpy(model(x))
+    )
+    gated.save(tmp_path / "gated.keras")  # the arguments it was rebuilt from
+    again = keras.models.load_model(tmp_path / "gated.keras")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(again(x)), keras.ops.convert_to_numpy(gated(x))
+    )
+
+
+def test_a_product_by_a_constant_stays_dense_and_reloads(tmp_path):
+    """Keras marks `x * c` (a constant) sparse, which the layers after it
+    cannot trace when a saved model is rebuilt: the copy is a Rescaling."""
+    inputs = keras.Input((None, 4))
+    x = inputs * keras.ops.cast(keras.ops.sqrt(4.0), "float32")
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.Dense(3, name="h")(x)))
+    gated = kv.add_gates(model)
+    assert any(isinstance(la, L.Rescaling) for la in gated.layers)
+    x = np.random.default_rng(2).normal(size=(2, 5, 4)).astype("float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(gated(x)), keras.ops.convert_to_numpy(model(x))
+    )
+    gated.save(tmp_path / "gated.keras")
+    again = keras.models.load_model(tmp_path / "gated.keras")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(again(x)), keras.ops.convert_to_numpy(gated(x))
     )
 
 

@@ -23,7 +23,7 @@ L = keras.layers
 ENCODERS = ["BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "OPT"]
 # The decoders of rotary attention whose key/value heads it cuts (keras-hub's
 # attention layers that take `head_dim`).
-ROTARY = ["Mistral", "Qwen3", "Gemma", "Gemma3"]
+ROTARY = ["Llama", "Mistral", "Qwen3", "Gemma", "Gemma3"]
 
 
 def quietly(fn, *args, **kwargs):
@@ -59,12 +59,11 @@ def test_an_encoder_backbone_is_gated_inside_and_slims(name, tmp_path):
 def test_a_rotary_decoder_s_heads_are_cut(name, tmp_path):
     rng = np.random.default_rng(0)
     model, x = BACKBONES[name](rng)
-    # Only Mistral's slim model saves: keras-hub's attention of Qwen3 (its
-    # config lacks `head_dim`) and Gemma's layers (no config) do not.
-    saves = tmp_path if name == "Mistral" else None
-    gated, slim = quietly(check_contract, model, x, rng, tmp_path=saves)
+    gated, slim = quietly(check_contract, model, x, rng, tmp_path=tmp_path)
     kinds = {type(layer).__name__ for _, layer in kv.gates.gated_layers(gated)}
     assert kinds == {"VIBAttentionHeads", "VIBGate"}  # heads, FFN units
+    if name == "Llama":  # its class takes no head_dim: Mistral's takes it
+        assert {type(la).__name__ for la in slim.layers} >= {"CachedMistralAttention"}
     heads = {
         layer.name: kv._keras.attribute(layer, "num_key_value_heads")
         for layer in slim.layers
@@ -74,9 +73,10 @@ def test_a_rotary_decoder_s_heads_are_cut(name, tmp_path):
     assert heads == kept and len(heads) == 2
 
 
-def test_a_rotary_decoder_trains_and_reloads_gated(tmp_path):
+@pytest.mark.parametrize("name", ["Mistral", "Gemma"])
+def test_a_rotary_decoder_trains_and_reloads_gated(name, tmp_path):
     rng = np.random.default_rng(2)
-    model, x = BACKBONES["Mistral"](rng)
+    model, x = BACKBONES[name](rng)
     gated = quietly(kv.add_gates, model, kl_weight=1.0)
     y = keras.ops.convert_to_numpy(model(x))
     gated.compile("adam", "mse")

@@ -411,9 +411,10 @@ def from_attributes(layer, name=None, **changes):
     kwargs.update(name=name or layer.name, dtype=layer.dtype_policy)
     kwargs["trainable"] = layer.trainable
     try:
-        return type(layer)(**kwargs)
+        new = type(layer)(**kwargs)
     except Exception:
         return None
+    return _keras.keep_config(new, kwargs)
 
 
 def remade(layer, name=None, **changes):
@@ -429,13 +430,15 @@ def remade(layer, name=None, **changes):
         config.update(changes)
         if name is not None:
             config["name"] = name
-        for attempt in (config, accepted(type(layer), config)):
+        fewer = accepted(type(layer), config)
+        for attempt in (config, fewer):
             if attempt is None:
                 continue
             try:
-                return type(layer).from_config(attempt)
+                new = type(layer).from_config(attempt)
             except Exception:
-                pass
+                continue
+            return _keras.keep_config(new, attempt)
     return from_attributes(layer, name, **changes)
 
 

@@ -182,8 +182,12 @@ class GemmaDecoder(Composite):
 
 
 # keras-hub's rotary attention layers whose config takes `head_dim`, so
-# that a slim layer can have fewer heads of the same size.
+# that a slim layer can have fewer heads of the same size; Llama's takes
+# none, and its slim layer is Mistral's (the same computation when its
+# rotary embedding is plain: no Llama 3.1 frequency adjustment, positions
+# not scaled).
 ROTARY = (
+    "src.models.llama.llama_attention.LlamaAttention",
     "src.models.mistral.mistral_attention.CachedMistralAttention",
     "src.models.qwen3.qwen3_attention.Qwen3Attention",
     "src.models.gemma.gemma_attention.CachedGemmaAttention",
@@ -204,12 +208,16 @@ def _projections(layer):
     return dense, kernel.strip()[0] != x.strip()[-1]
 
 
+def _is_llama(layer):
+    return type(layer).__name__ == "LlamaAttention"
+
+
 class RotaryAttention(Attention):
-    """keras-hub's rotary attention (Mistral, Qwen3, Gemma, Gemma3): the
-    unit is a key/value head with its query heads. `add_gates` wraps it in
-    a `VIBAttentionHeads`; the slim model has the same keras-hub class with
-    fewer heads in that layer (`num_query_heads`, `num_key_value_heads`,
-    `head_dim` of its config)."""
+    """keras-hub's rotary attention (Llama, Mistral, Qwen3, Gemma, Gemma3):
+    the unit is a key/value head with its query heads. `add_gates` wraps it
+    in a `VIBAttentionHeads`; the slim model has the same keras-hub class
+    with fewer heads in that layer (`num_query_heads`, `num_key_value_heads`,
+    `head_dim` of its config), Mistral's for Llama's."""
 
     def geometry(self, layer):
         layer = _inner(layer)
@@ -228,6 +236,14 @@ class RotaryAttention(Attention):
         layer = _inner(node.layer)
         if not layer.built:
             return "it is not built"
+        if _is_llama(layer) and (
+            layer.rope_frequency_adjustment_factor is not None
+            or layer.rope_position_scaling_factor != 1
+        ):
+            return (
+                "its rotary embedding is scaled (Llama 3.1), which the "
+                "attention that takes fewer heads (Mistral's) does not do"
+            )
         if _keras.attribute(layer, "query_head_dim_normalize") is False:
             return (
                 "its queries are scaled by hidden_dim / num_query_heads, "
@@ -311,13 +327,24 @@ class RotaryAttention(Attention):
             bias = numpy(o.bias)[present]
             new[id(o.bias)] = bias if out_scale is None else bias * out_scale
         weights = [new.get(id(w), numpy(w)) for w in layer.weights]
-        slim = remade(
-            layer,
-            ctx.name(node.layer.name, original=True),
+        name = ctx.name(node.layer.name, original=True)
+        heads = dict(
             num_query_heads=n * shape.repeats,
             num_key_value_heads=n,
             head_dim=shape.key_dim,
         )
+        if _is_llama(layer):  # Mistral's attention, which takes `head_dim`
+            mistral = _classes(ROTARY[1])[0]
+            slim = mistral(
+                rope_max_wavelength=layer.rope_max_wavelength,
+                kernel_initializer=layer.kernel_initializer,
+                dropout=layer.dropout,
+                name=name,
+                dtype=layer.dtype_policy,
+                **heads,
+            )
+        else:
+            slim = remade(layer, name, **heads)
         if slim is None:
             raise ValueError(
                 f"Cannot slim {layer.name!r}: its class does not rebuild with "
