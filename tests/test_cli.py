@@ -686,3 +686,15 @@ def test_report_of_a_model_of_any_length_takes_an_input_shape(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "--input-shape" in err
     code, _, err = run(capsys, "report", str(path), "--input-shape", "x")
     assert code == 2 and "--input-shape must be positive sizes" in err
+    # Trained once, the model holds the size of its data: the reference.
+    import numpy as np
+
+    trained = keras.models.load_model(path)
+    trained.compile("adam", "sparse_categorical_crossentropy")
+    tokens = np.random.default_rng(0).integers(0, 50, (8, 20))
+    trained.fit(tokens, np.zeros(8, "int32"), epochs=1, verbose=0)
+    trained.save(path)
+    code, out, _ = run(capsys, "report", str(path))
+    assert code == 0 and "at input size (20,)" in out
+    code, out, _ = run(capsys, "report", str(path), "--json")
+    assert json.loads(out)["total_flops"] == 18 * 3 * 8 * 16 + 16 * 2
