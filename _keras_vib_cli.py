@@ -168,11 +168,29 @@ def _out_file(*suffixes):
 RECIPE = "(default: the recipe's)"
 
 
+def _version():
+    """keras_vib's version, read without importing it (and Keras)."""
+    from importlib import metadata, util
+
+    try:
+        return metadata.version("keras_vib")
+    except metadata.PackageNotFoundError:  # run from a source tree
+        import re
+
+        spec = util.find_spec("keras_vib")
+        text = pathlib.Path(spec.origin).read_text() if spec else ""
+        found = re.search(r'__version__ = "([^"]+)"', text)
+        return found[1] if found else "unknown"
+
+
 def build_parser():
     parser = _Parser(
         prog="keras-vib",
         description="Compress Keras models with the Variational Information "
         "Bottleneck (VIBNet).",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"keras-vib {_version()}"
     )
     parser.add_argument(
         "--tf-logs",
@@ -406,8 +424,17 @@ def main(argv=None):
     """Entry point of the `keras-vib` console script (`argv`: the arguments
     without the program name; None: `sys.argv[1:]`). Returns the exit
     status: 0, or 2 after a one-line error on stderr."""
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_usage(sys.stderr)
+        print(
+            "keras-vib: error: name a command: train, slim, export or report "
+            "(keras-vib --help says what each does)",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except UsageError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)
         return 2
@@ -421,7 +448,16 @@ def main(argv=None):
         quiet = quiet_native_stderr
     with quiet():
         from keras_vib import cli
-    return cli.run(args, console=argv is None, quiet_native=quiet)
+    try:
+        status = cli.run(args, console=argv is None, quiet_native=quiet)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader went away (`keras-vib report ... --json | head`): what
+        # is left to print goes nowhere, without a traceback.
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 @contextlib.contextmanager

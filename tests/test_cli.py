@@ -460,6 +460,44 @@ def test_help_and_bad_arguments_do_not_load_keras():
     assert "default: the recipe's" in out  # the train help
 
 
+def test_version_and_a_bare_command_answer_without_keras():
+    out = _heavy_modules_after(
+        "import _keras_vib_cli\n"
+        "for argv in (['--version'], []):\n"
+        "    try:\n"
+        "        print('status', _keras_vib_cli.main(argv))\n"
+        "    except SystemExit as e:\n"
+        "        print('exit', e.code)"
+    )
+    import keras_vib
+
+    assert f"keras-vib {keras_vib.__version__}" in out and "exit 0" in out
+    assert "status 2" in out
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_a_bare_command_says_what_to_type(capsys):
+    code, out, err = run(capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: keras-vib")
+    assert "name a command: train, slim, export or report" in err
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(trained, capsys, monkeypatch):
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    code = _keras_vib_cli.main(["report", str(trained / "gated.keras"), "--json"])
+    monkeypatch.undo()
+    assert code == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_help_is_fast_and_the_entry_loads_no_keras():
     """`keras-vib --help` answers in under half a second. Timing a process
     can flake on a busy machine: the best of 3 runs counts, and the real
