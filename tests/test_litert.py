@@ -22,6 +22,27 @@ def test_evaluate_tflite_agrees_with_run_tflite(random_lenet5):
     assert export.evaluate_tflite(tflite, dataset) == expected
 
 
+def test_a_tflite_model_is_bytes_or_a_path(random_lenet5, tmp_path):
+    model, x = random_lenet5
+    tflite = export.to_tflite(model)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(tflite)
+    y = np.arange(len(x)) % 10
+    for given in (str(path), path, bytearray(tflite)):
+        np.testing.assert_array_equal(
+            export.run_tflite(given, x), export.run_tflite(tflite, x)
+        )
+        assert export.evaluate_tflite(given, (x, y)) == export.evaluate_tflite(
+            tflite, (x, y)
+        )
+    assert litert.tflite_ops(path) == litert.tflite_ops(tflite)
+    assert export.benchmark_tflite(path, runs=2, warmup=1)["size_bytes"] == len(tflite)
+    with pytest.raises(ValueError, match=r"no such file\)$"):
+        export.run_tflite(str(tmp_path / "missing.tflite"), x)
+    with pytest.raises(ValueError, match="Received: tflite_model of type int"):
+        export.evaluate_tflite(3, (x, y))
+
+
 def test_benchmark_tflite(random_lenet5):
     model, _ = random_lenet5
     tflite = export.to_tflite(model)

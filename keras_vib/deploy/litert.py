@@ -5,6 +5,8 @@ The interpreter is that of the `ai-edge-litert` package (TensorFlow's own
 """
 
 import gzip
+import os
+import pathlib
 import statistics
 import time
 
@@ -22,11 +24,33 @@ KERNELS = {
 }
 
 
+def flatbuffer(tflite_model) -> bytes:
+    """The bytes of a .tflite model given as bytes or as a path to its file.
+
+    Raises:
+        ValueError: anything else, or a path to no file.
+    """
+    if isinstance(tflite_model, (bytes, bytearray, memoryview)):
+        return bytes(tflite_model)
+    if isinstance(tflite_model, (str, os.PathLike)):
+        path = pathlib.Path(tflite_model)
+        if path.is_file():
+            return path.read_bytes()
+        raise ValueError(
+            "Expected a path to a .tflite file. Received: "
+            f"tflite_model={str(tflite_model)!r} (no such file)"
+        )
+    raise ValueError(
+        "Expected the .tflite model as bytes (from `to_tflite`) or a path to "
+        f"its file. Received: tflite_model of type {type(tflite_model).__name__}"
+    )
+
+
 def _interpreter(tflite_bytes, num_threads=None, kernels="default"):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     return Interpreter(
-        model_content=bytes(tflite_bytes),
+        model_content=flatbuffer(tflite_bytes),
         num_threads=num_threads,
         experimental_op_resolver_type=getattr(OpResolverType, KERNELS[kernels]),
     )
@@ -46,7 +70,7 @@ def tflite_ops(tflite_bytes) -> list:
         for name, code in vars(schema.BuiltinOperator).items()
         if not name.startswith("_")
     }
-    model = schema.Model.GetRootAs(bytes(tflite_bytes), 0)
+    model = schema.Model.GetRootAs(flatbuffer(tflite_bytes), 0)
     found = set()
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
@@ -96,7 +120,8 @@ def run_tflite(tflite_bytes, x, num_threads: int | None = None) -> np.ndarray:
     own scales, so that `x` and the result are float.
 
     Args:
-        tflite_bytes: the flatbuffer, e.g. from `to_tflite`.
+        tflite_bytes: the flatbuffer, e.g. from `to_tflite`, or a path
+            to a .tflite file.
         x: numpy batch of inputs.
         num_threads: LiteRT threads (None: its default).
 
@@ -118,7 +143,8 @@ def evaluate_tflite(tflite_bytes, dataset, batch_size: int = 256) -> float:
     """Classification accuracy of a TFLite model in the LiteRT interpreter.
 
     Args:
-        tflite_bytes: the flatbuffer, e.g. from `to_tflite`.
+        tflite_bytes: the flatbuffer, e.g. from `to_tflite`, or a path
+            to a .tflite file.
         dataset: a `tf.data.Dataset` or an iterable of `(inputs, labels)`
             batches (integer labels, logits or probabilities as outputs), or
             a tuple `(x, y)` of numpy arrays.
@@ -166,7 +192,8 @@ def benchmark_tflite(
     input is random (latency does not depend on the values).
 
     Args:
-        tflite_bytes: the flatbuffer, e.g. from `to_tflite`.
+        tflite_bytes: the flatbuffer, e.g. from `to_tflite`, or a path
+            to a .tflite file.
         runs: positive int, timed invokes.
         warmup: int >= 0, untimed invokes first.
         num_threads: LiteRT threads (1: one core, as on a small device).
@@ -189,6 +216,7 @@ def benchmark_tflite(
             f"Expected `kernels` to be one of {list(KERNELS)}. "
             f"Received: kernels={kernels!r}"
         )
+    tflite_bytes = flatbuffer(tflite_bytes)
     interpreter = _interpreter(tflite_bytes, num_threads, kernels)
     inputs, _ = _prepare(interpreter, 1)
     rng = np.random.default_rng(0)
