@@ -74,7 +74,7 @@ def main():
     gated.fit(
         train,
         epochs=args.finetune_epochs,
-        callbacks=[kv.VIBWarmup(1), kv.VIBMonitor()],
+        callbacks=[kv.VIBWarmup(1), kv.VIBMonitor(), kv.VIBProgbarLogger()],
         shuffle=False,
     )
     report = kv.compression_report(gated)

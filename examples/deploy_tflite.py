@@ -77,7 +77,7 @@ def main():
         y_train,
         batch_size=64,
         epochs=args.epochs,
-        callbacks=[kv.VIBMonitor()],
+        callbacks=[kv.VIBMonitor(), kv.VIBProgbarLogger()],
     )
     print(kv.compression_report(model))
 
