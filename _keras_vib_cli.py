@@ -438,16 +438,14 @@ def main(argv=None):
     except UsageError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)
         return 2
-    if args.tf_logs:
-        quiet = contextlib.nullcontext
-    else:
-        # TensorFlow's C++ runtime reads this when it loads, below; the
-        # lines it logs before its logging starts (CUDA probes on a CPU
-        # machine, oneDNN notices) ignore it, and go to the void.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        quiet = quiet_native_stderr
-    with quiet():
-        from keras_vib import cli
+    # TensorFlow's C++ runtime reads this when it loads (with keras_vib,
+    # below); the lines it logs before its logging starts (CUDA probes on a
+    # CPU machine, oneDNN notices) ignore it: importing keras_vib sends them
+    # to the void unless the level is 0, as --tf-logs asks.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.tf_logs else "3")
+    from keras_vib import _native, cli
+
+    quiet = contextlib.nullcontext if args.tf_logs else _native.quiet_stderr
     try:
         status = cli.run(args, console=argv is None, quiet_native=quiet)
         sys.stdout.flush()
@@ -458,33 +456,6 @@ def main(argv=None):
         with contextlib.suppress(AttributeError, OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Sends what native code writes to the process's stderr (file
-    descriptor 2) to the void while the block runs; what Python writes to
-    `sys.stderr` (warnings, say) still reaches it."""
-    python_stderr = sys.stderr
-    python_stderr.flush()
-    saved = os.dup(2)
-    void = os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr = open(os.dup(saved), "w", buffering=1, closefd=True)
-    except (OSError, ValueError):  # no usable descriptor: leave it be
-        os.close(saved)
-        os.close(void)
-        yield
-        return
-    try:
-        os.dup2(void, 2)
-        yield
-    finally:
-        sys.stderr.close()
-        sys.stderr = python_stderr
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(void)
 
 
 if __name__ == "__main__":
