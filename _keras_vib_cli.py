@@ -91,6 +91,12 @@ def _budget(name):
                 f"--{name} must be a fraction in (0, 1) or a whole count >= 1, "
                 f"received {text!r}"
             )
+        if 1 <= value < 100:  # a percentage, surely: no model is that small
+            unit = "multiply-accumulates" if "flops" in name else "parameters"
+            raise argparse.ArgumentTypeError(
+                f"--{name} {text} would be {int(value)} {unit}; for {text} % of "
+                f"the model write --{name} {value / 100:g}"
+            )
         return value if value < 1 else int(value)
 
     return parse
@@ -181,6 +187,21 @@ def _version():
         text = pathlib.Path(spec.origin).read_text() if spec else ""
         found = re.search(r'__version__ = "([^"]+)"', text)
         return found[1] if found else "unknown"
+
+
+def _check_together(args):
+    """Arguments that exclude each other, refused before TensorFlow loads."""
+    budget = getattr(args, "target_flops", None), getattr(args, "target_params", None)
+    if budget == (None, None):
+        return
+    flag = "--target-flops" if budget[0] is not None else "--target-params"
+    for name in ("kl_factor", "warmup_epochs"):
+        if getattr(args, name, None) is not None:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{option} has no effect with {flag}: the budget sets the KL "
+                "scale itself (drop one of the two)"
+            )
 
 
 def build_parser():
@@ -435,6 +456,7 @@ def main(argv=None):
         return 2
     try:
         args = parser.parse_args(argv)
+        _check_together(args)
     except UsageError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)
         return 2

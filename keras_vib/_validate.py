@@ -5,7 +5,9 @@ taken for a number (`True` is an `int` to Python), a NaN never for a
 number, and every message has the same form.
 """
 
+import inspect
 import math
+import warnings
 
 import numpy as np
 
@@ -100,3 +102,20 @@ def indices(name, value, size):
     if not ok:
         raise fail(name, f"integer indices in [0, {size})", value)
     return array.astype(int)
+
+
+# Packages whose frames a warning skips, to point at the user's own code.
+_INTERNAL = ("keras_vib", "keras", "tensorflow", "jax", "optree")
+
+
+def warn(message, category=UserWarning):
+    """`warnings.warn(message)` attributed to the first caller outside
+    keras_vib, Keras and the backends (the user's `fit`, say), not to the
+    Keras callback loop that called keras_vib."""
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.split(".")[0] not in _INTERNAL:
+            break
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1 if frame else 2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import keras
 import numpy as np
@@ -377,6 +376,14 @@ class VIBBudget(keras.callbacks.Callback):
                 f"{self.kind} when training starts. Received: "
                 f"{name}={self.budget!r} ({target:,} {self.kind})"
             )
+        floor = self._measure({id(g): np.zeros(g.units, bool) for _, g in self._gates})
+        if target < floor:
+            raise ValueError(
+                f"Expected `{name}` of at least {floor:,} {self.kind}: the "
+                "model keeps that many with every gated unit closed (the "
+                f"layers no gate reaches). Received: {name}={self.budget!r} "
+                f"({target:,} {self.kind})"
+            )
         return target
 
     def _freeze(self):
@@ -491,22 +498,20 @@ class VIBBudget(keras.callbacks.Callback):
         kl_reached = self._measure()
         if kl_reached > self.target:
             self.adjusted = self._close_to_budget()
-            warnings.warn(
+            _validate.warn(
                 f"VIBBudget: the KL pressure reached {kl_reached:,} {self.kind} "
                 f"in these epochs, over the budget of {self.target:,}; closed "
                 f"the {self.adjusted} open units of highest log alpha to meet "
                 "it. Train longer, or raise the KL weight, to let the KL term "
-                "choose.",
-                stacklevel=2,
+                "choose."
             )
         elif kl_reached < self.min_fraction * self.target:
             self.adjusted = -self._reopen_to_budget()
         self.value = self._measure()
         if self.value > self.target:
-            warnings.warn(
+            _validate.warn(
                 f"VIBBudget: {self.value:,} {self.kind} with every unit closed "
-                f"that can be: the budget of {self.target:,} cannot be met.",
-                stacklevel=2,
+                f"that can be: the budget of {self.target:,} cannot be met."
             )
         if self.verbose and self.adjusted:
             what = "closed" if self.adjusted > 0 else "reopened"

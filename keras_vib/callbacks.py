@@ -104,6 +104,7 @@ class VIBMonitor(keras.callbacks.Callback):
         self.log_alpha = {}
         self._gates = None
         self._pending_message = None
+        self._structure = None
 
     # -- model inspection -------------------------------------------------
 
@@ -149,6 +150,7 @@ class VIBMonitor(keras.callbacks.Callback):
         self.history = {}
         self.log_alpha = {}
         self._pending_message = None
+        self._structure = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._flush_message()
@@ -180,17 +182,23 @@ class VIBMonitor(keras.callbacks.Callback):
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
 
+        self._structure = report.structure
         if self.verbose:
-            flops = values.get("flops")
-            flops = "?" if flops is None else _report.format_count(flops)
-            self._pending_message = (
-                f"VIB: r_W {100 * values['r_w']:.2f}% "
-                f"r_N {100 * values['r_n']:.2f}% "
-                f"FLOPs {flops} "
-                f"KL {kl:.4g} structure {report.structure}"
-            )
+            self._pending_message = _line(report, kl)
 
     def on_train_end(self, logs=None):
+        if self.verbose and self.epoch:
+            # What changed after the last epoch (VIBBudget's last closures)
+            # replaces its line: the line printed last is never stale.
+            report = _report.compression_report(
+                self.model, input_shape=self.input_shape
+            )
+            if report.structure != self._structure:
+                kl = sum(
+                    float(ops.convert_to_numpy(gate.kl_loss()))
+                    for _, gate in self._gated_layers()
+                )
+                self._pending_message = _line(report, kl) + " (end of training)"
         self._flush_message()
         if self.plot_dir is not None and self.epoch:
             os.makedirs(self.plot_dir, exist_ok=True)
@@ -322,6 +330,15 @@ class VIBMonitor(keras.callbacks.Callback):
         figure.suptitle(f"log alpha per gated layer after epoch {epoch}")
         self._save(figure, path)
         return figure
+
+
+def _line(report, kl):
+    """The monitor's line: `VIB: r_W ... r_N ... FLOPs ... KL ... structure`."""
+    flops = "?" if report.flops is None else _report.format_count(report.flops)
+    return (
+        f"VIB: r_W {100 * report.r_w:.2f}% r_N {100 * report.r_n:.2f}% "
+        f"FLOPs {flops} KL {kl:.4g} structure {report.structure}"
+    )
 
 
 class VIBProgbarLogger(keras.callbacks.ProgbarLogger):

@@ -173,14 +173,8 @@ def _budget(args, model):
 
     if args.target_flops is None and args.target_params is None:
         return None
+    # (--kl-factor or --warmup-epochs beside a budget: refused on parsing.)
     flag = "--target-flops" if args.target_flops is not None else "--target-params"
-    for name in ("kl_factor", "warmup_epochs"):
-        if getattr(args, name, None) is not None:
-            option = "--" + name.replace("_", "-")
-            raise CLIError(
-                f"{option} has no effect with {flag}: the budget sets the "
-                "KL scale itself (drop one of the two)"
-            )
     budget = kv.VIBBudget(
         target_flops=args.target_flops,
         target_params=args.target_params,
@@ -498,6 +492,23 @@ COMMANDS = {
 }
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings printed as one line each (`keras-vib: warning: ...`), not
+    Python's two lines pointing into a library's source."""
+    import warnings
+
+    def one_line(message, category, filename, lineno, line=None):
+        return "keras-vib: warning: " + " ".join(str(message).split()) + "\n"
+
+    original = warnings.formatwarning
+    warnings.formatwarning = one_line  # (a `catch_warnings` record still works)
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
+
+
 def run(args, console=False, quiet_native=contextlib.nullcontext):
     """Runs a parsed command.
 
@@ -515,7 +526,8 @@ def run(args, console=False, quiet_native=contextlib.nullcontext):
     """
     try:
         _select_backend(args, console)
-        return COMMANDS[args.command](args, quiet_native)
+        with _one_line_warnings():
+            return COMMANDS[args.command](args, quiet_native)
     except CLIError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """Tests of `keras_vib.VIBBudget`: the pruned model lands on the budget."""
 
+import pathlib
 import warnings
 
 import keras
@@ -288,6 +289,28 @@ def test_a_budget_at_or_over_the_model_is_refused():
     total = kv.compression_report(model).total_flops
     with pytest.raises(ValueError, match=f"target_flops={total}"):
         fit(model, kv.VIBBudget(target_flops=total, verbose=0), epochs=1)
+
+
+def test_a_budget_under_what_the_model_can_reach_is_refused():
+    # A branch no gate reaches: 20 x 8 + 8 x 3 multiply-accumulates stay,
+    # whatever closes.
+    inputs = keras.Input((20,))
+    gated = kv.VIBDense(16, activation="relu", name="fc")(inputs)
+    side = L.Dense(8, name="side")(inputs)
+    out = L.Dense(3, name="out")(L.Concatenate()([gated, side]))
+    model = keras.Model(inputs, out)
+    budget = kv.VIBBudget(target_flops=150, verbose=0)
+    with pytest.raises(ValueError, match=r"at least 184 flops.*target_flops=150"):
+        budget.resolve(model)
+    assert kv.VIBBudget(target_flops=200, verbose=0).resolve(model) == 200
+
+
+def test_the_warning_points_at_the_caller():
+    model = mlp(kl_weight=0.0)
+    with pytest.warns(UserWarning, match="KL pressure reached") as record:
+        fit(model, kv.VIBBudget(target_flops=400, verbose=0), epochs=1)
+    ours = [w for w in record if "KL pressure" in str(w.message)]
+    assert [pathlib.Path(w.filename).name for w in ours] == ["test_budget.py"]
 
 
 def test_a_model_without_gates_is_refused():

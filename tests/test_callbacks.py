@@ -272,3 +272,23 @@ def test_model_without_gates_raises():
     x = np.zeros((8, 4), "float32")
     with pytest.raises(ValueError, match="no VIB gate"):
         model.fit(x, np.zeros((8, 2)), epochs=1, verbose=0, callbacks=[VIBMonitor()])
+
+
+def test_the_last_line_is_never_stale(capsys):
+    """The budget closes units when training ends (after the monitor's last
+    epoch line): the monitor's last line says what the model is then."""
+    import warnings
+
+    import keras_vib as kv
+
+    model = make_model(kl_weight=0.0)  # no KL pressure: only the end cuts
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = make_data()
+    budget = kv.VIBBudget(target_flops=0.3, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the budget's closures
+        model.fit(x, y, epochs=1, callbacks=[budget, VIBMonitor()], verbose=0)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("VIB:")]
+    structure = compression_report(model).structure
+    assert budget.adjusted > 0
+    assert lines[-1].endswith(f"structure {structure} (end of training)")

@@ -553,6 +553,12 @@ def test_the_command_modules_agree_with_the_library():
             ["--target-params", "0.1", "--warmup-epochs", "3"],
             "--warmup-epochs has no effect with --target-params",
         ),
+        (
+            ["--target-flops", "2"],
+            "--target-flops 2 would be 2 multiply-accumulates; for 2 % of the "
+            "model write --target-flops 0.02",
+        ),
+        (["--target-params", "40"], "write --target-params 0.4"),
     ],
 )
 def test_bad_budgets_are_refused_in_one_line(tmp_path, capsys, flags, message):
@@ -736,3 +742,27 @@ def test_report_of_a_model_of_any_length_takes_an_input_shape(tmp_path, capsys):
     assert code == 0 and "at input size (20,)" in out
     code, out, _ = run(capsys, "report", str(path), "--json")
     assert json.loads(out)["total_flops"] == 18 * 3 * 8 * 16 + 16 * 2
+
+
+def test_a_budget_s_warning_is_one_line(tmp_path, capsys):
+    # Two short epochs cannot reach 5 %: the end closes units, and says so.
+    argv = ["train", "--model", "lenet300", "--dataset", "mnist", "--synthetic",
+            "64", "--epochs", "2", "--finetune-epochs", "1", "--out",
+            str(tmp_path), "--verbose", "1", "--target-flops", "0.05"]  # fmt: skip
+    with pytest.warns(UserWarning, match="VIBBudget: the KL pressure") as record:
+        code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    (warned,) = [w for w in record if "VIBBudget" in str(w.message)]
+    assert pathlib.Path(warned.filename).name == "_keras_vib_cli.py"  # not Keras's
+    import warnings
+
+    with cli._one_line_warnings():  # how the command prints it
+        text = warnings.formatwarning(
+            warned.message, warned.category, warned.filename, warned.lineno
+        )
+    assert text.startswith("keras-vib: warning: VIBBudget: the KL pressure")
+    assert text.count("\n") == 1 and text.endswith("\n")
+    # The last VIB line is the model after the budget's closures.
+    report = json.loads((tmp_path / "report.json").read_text())
+    vib = [line for line in out.splitlines() if line.startswith("VIB:")]
+    assert vib[-1].endswith(f"structure {report['structure']} (end of training)")
