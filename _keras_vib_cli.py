@@ -191,6 +191,15 @@ def _version():
 
 def _check_together(args):
     """Arguments that exclude each other, refused before TensorFlow loads."""
+    if args.command == "train":
+        if args.out is None:
+            args.out = f"runs/{args.model}_{args.dataset}_seed{args.seed}"
+        out = pathlib.Path(args.out)
+        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+            raise UsageError(
+                f"--out {args.out!r} holds an earlier run: pass --overwrite to "
+                "replace it, or name another folder"
+            )
     budget = getattr(args, "target_flops", None), getattr(args, "target_params", None)
     if budget == (None, None):
         return
@@ -355,7 +364,14 @@ def _run_arguments(group):
         "--out",
         type=_out_dir,
         default=None,
-        help="output folder, made if missing (default: runs/MODEL_DATASET_seedN)",
+        help="output folder, made if missing (default: runs/MODEL_DATASET_seedN); "
+        "written whole when the run ends, so an interrupted run leaves it as "
+        "it was",
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a --out folder that holds one (else refused)",
     )
     group.add_argument(
         "--verbose",
@@ -465,13 +481,16 @@ def main(argv=None):
     # CPU machine, oneDNN notices) ignore it: importing keras_vib sends them
     # to the void unless the level is 0, as --tf-logs asks.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.tf_logs else "3")
-    from keras_vib import _native, cli
-
-    quiet = contextlib.nullcontext if args.tf_logs else _native.quiet_stderr
     try:
+        from keras_vib import _native, cli
+
+        quiet = contextlib.nullcontext if args.tf_logs else _native.quiet_stderr
         status = cli.run(args, console=argv is None, quiet_native=quiet)
         sys.stdout.flush()
         return status
+    except KeyboardInterrupt:  # while Keras loads (a run's own: in `run`)
+        print("keras-vib: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (`keras-vib report ... --json | head`): what
         # is left to print goes nowhere, without a traceback.

@@ -313,11 +313,12 @@ def train(args, quiet_native):
     save, export, report."""
     import keras
 
-    import keras_vib as kv
     from keras_vib import datasets
 
     recipe = _recipe(args)
-    out = pathlib.Path(args.out or f"runs/{args.model}_{args.dataset}_seed{args.seed}")
+    final = pathlib.Path(
+        args.out or f"runs/{args.model}_{args.dataset}_seed{args.seed}"
+    )
     keras.utils.set_random_seed(args.seed)
     info = datasets.info(args.dataset)
     data = _data(args, recipe)
@@ -328,7 +329,16 @@ def train(args, quiet_native):
         steps = -(-info["train_examples"] // recipe["batch_size"])
     model = _gated_model(args, recipe, info, steps)
     budget = _budget(args, model)
-    out.mkdir(parents=True, exist_ok=True)  # all checked: now write
+    with _run_folder(final) as out:  # all checked: now write
+        return _train_run(
+            args, recipe, data, steps, model, budget, out, final, quiet_native
+        )
+
+
+def _train_run(args, recipe, data, steps, model, budget, out, final, quiet_native):
+    """The run itself, written into `out` (renamed `final` at the end)."""
+    import keras_vib as kv
+
     start = time.perf_counter()
     _fit_vib(model, budget, data, recipe, args, out)
     _, gated_accuracy = model.evaluate(data[1], verbose=0)
@@ -347,8 +357,32 @@ def train(args, quiet_native):
     if recipe["finetune_epochs"]:
         print(f"test error before fine-tuning: {result['gated_error_pct']:.2f}%")
     print(f"test error (final model): {result['error_pct']:.2f}%")
-    print(f"wrote {out}")
+    print(f"wrote {final}")
     return 0
+
+
+@contextlib.contextmanager
+def _run_folder(final):
+    """A fresh folder beside `final` to write a run into; it becomes
+    `final` (replacing what was there) when the block ends, and is removed
+    if it raises (or is interrupted): `final` is never half-written."""
+    import shutil
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}"
+    work = final.parent / f".{final.name}.partial-{tag}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    old = final.parent / f".{final.name}.old-{tag}"
+    if final.exists():
+        final.rename(old)
+    work.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _note(message):
@@ -531,6 +565,10 @@ def run(args, console=False, quiet_native=contextlib.nullcontext):
     except CLIError as e:
         print(f"keras-vib: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        where = f": {args.out} left as it was" if args.command == "train" else ""
+        print(f"keras-vib: interrupted{where}", file=sys.stderr)
+        return 130
     except ValueError as e:  # bad input found by the library
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"keras-vib: error: {message}", file=sys.stderr)

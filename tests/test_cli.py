@@ -766,3 +766,68 @@ def test_a_budget_s_warning_is_one_line(tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     vib = [line for line in out.splitlines() if line.startswith("VIB:")]
     assert vib[-1].endswith(f"structure {report['structure']} (end of training)")
+
+
+def _short_train(out, *more):
+    return ["train", "--model", "lenet300", "--dataset", "mnist", "--synthetic",
+            "32", "--epochs", "1", "--finetune-epochs", "0", "--out", str(out),
+            "--verbose", "0", *more]  # fmt: skip
+
+
+def test_a_folder_holding_a_run_is_kept_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "finetune_history.csv").write_text("an earlier run\n")
+    code, _, err = run(capsys, *_short_train(out))
+    assert code == 2 and err.count("\n") == 1 and "--overwrite" in err
+    assert (out / "finetune_history.csv").read_text() == "an earlier run\n"
+    code, _, err = run(capsys, *_short_train(out, "--overwrite"))
+    assert code == 0, err
+    # The folder is the new run's, whole: nothing of the earlier one stays.
+    assert not (out / "finetune_history.csv").exists()
+    assert (out / "report.json").exists() and (out / "slim.keras").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_interrupted_run_leaves_its_folder_as_it_was(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_fit_vib", interrupted)
+    code, out_text, err = run(capsys, *_short_train(out, "--overwrite"))
+    assert code == 130
+    assert err == f"keras-vib: interrupted: {out} left as it was\n"
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+    assert (out / "report.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no partial folder
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_run_in_one_line(tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    script = pathlib.Path(sys.executable).parent / "keras-vib"
+    argv = _short_train(out, "--overwrite")
+    argv[argv.index("32")] = "4096"  # long enough to be interrupted
+    argv[argv.index("--epochs") + 1] = "50"
+    process = subprocess.Popen(
+        [str(script), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not any(p.name.startswith(".run.partial") for p in tmp_path.iterdir()):
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.2)
+    time.sleep(2)  # training
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err == f"keras-vib: interrupted: {out} left as it was\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (out / "report.json").read_text() == "{}"
