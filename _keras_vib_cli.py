@@ -200,6 +200,11 @@ def _check_together(args):
                 f"--out {args.out!r} holds an earlier run: pass --overwrite to "
                 "replace it, or name another folder"
             )
+    if args.command == "export" and args.quantization == "int8" and not args.dataset:
+        raise UsageError(
+            "--quantization int8 needs --dataset: the data its activations "
+            "are calibrated on"
+        )
     budget = getattr(args, "target_flops", None), getattr(args, "target_params", None)
     if budget == (None, None):
         return
@@ -432,7 +437,11 @@ def _export_parser(sub):
         default="float32", help="weights' (and, int8, activations') number "
         "format (default float32)",
     )  # fmt: skip
-    export.add_argument("--dataset", choices=DATASETS, help="calibration data for int8")
+    export.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        help="the data int8 calibrates its activations on (needed with int8)",
+    )
     export.add_argument("--data-dir", default=None)
 
 

@@ -466,9 +466,29 @@ def _save_keras(model, path):
         partial.unlink(missing_ok=True)
 
 
+def _fine_tuned_beside(path):
+    """A note when `path` is the gated model of a `train` run whose folder
+    holds the fine-tuned slim model: that one is what to ship."""
+    path = pathlib.Path(path)
+    slim, report = path.with_name("slim.keras"), path.with_name("report.json")
+    if path.name != "gated.keras" or not (slim.exists() and report.exists()):
+        return
+    try:
+        result = json.loads(report.read_text())
+        epochs = int(result["config"]["finetune_epochs"])
+    except (ValueError, KeyError, TypeError):
+        return
+    if epochs:
+        _note(
+            f"{slim} beside it is this run's slim model fine-tuned for {epochs} "
+            f"more epochs: ship that one (keras-vib export {slim} ...)"
+        )
+
+
 def slim_command(args, quiet_native):
     import keras_vib as kv
 
+    _fine_tuned_beside(args.model)
     slim = kv.slim_model(_load(args.model))
     _save_keras(slim, args.out)
     print(f"wrote {args.out} ({slim.count_params():,} parameters)")
@@ -480,12 +500,11 @@ def export_command(args, quiet_native):
 
     import keras_vib as kv
 
+    _fine_tuned_beside(args.model)
     model = _load(args.model)
     quantization = None if args.quantization == "float32" else args.quantization
     data = None
-    if quantization == "int8":
-        if not args.dataset:
-            raise CLIError("--quantization int8 needs --dataset for calibration")
+    if quantization == "int8":  # (--dataset checked on parsing)
         batches = _load_dataset(args.dataset, "train", 100, args.data_dir).take(5)
         data = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)

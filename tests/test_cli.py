@@ -831,3 +831,36 @@ def test_ctrl_c_ends_a_run_in_one_line(tmp_path):
     assert err == f"keras-vib: interrupted: {out} left as it was\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert (out / "report.json").read_text() == "{}"
+
+
+def test_the_gated_model_of_a_run_points_at_its_fine_tuned_slim_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _short_train(out)
+    argv[argv.index("--finetune-epochs") + 1] = "1"
+    assert run(capsys, *argv)[0] == 0
+    slim_path = tmp_path / "s.keras"
+    code, _, err = run(
+        capsys, "slim", str(out / "gated.keras"), "--out", str(slim_path)
+    )
+    assert code == 0
+    assert err == (
+        f"keras-vib: note: {out / 'slim.keras'} beside it is this run's slim model "
+        f"fine-tuned for 1 more epochs: ship that one (keras-vib export "
+        f"{out / 'slim.keras'} ...)\n"
+    )
+    code, _, err = run(capsys, "export", str(out / "slim.keras"), "--out",
+                       str(tmp_path / "m.tflite"))  # fmt: skip
+    assert code == 0 and err == ""  # the slim model itself: nothing to say
+
+
+def test_int8_without_data_is_refused_before_tensorflow():
+    out = _heavy_modules_after(
+        "import os, tempfile, _keras_vib_cli\n"
+        "folder = tempfile.mkdtemp()\n"
+        "model = os.path.join(folder, 'm.keras')\n"
+        "open(model, 'w').close()\n"
+        "print(_keras_vib_cli.main(['export', model, '--out',\n"
+        "    os.path.join(folder, 'm.tflite'), '--quantization', 'int8']))"
+    )
+    assert out.strip().splitlines()[-1] == "[]"
+    assert out.strip().splitlines()[-2] == "2"
