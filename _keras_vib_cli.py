@@ -174,6 +174,55 @@ def _out_file(*suffixes):
 RECIPE = "(default: the recipe's)"
 
 
+def _default(recipe, key):
+    """The help's note on a recipe setting: its value when the recipe is
+    known (`--model` and `--dataset` given before `--help`)."""
+    if recipe is None:
+        return RECIPE
+    value = recipe["values"][key]
+    shown = ("on" if value else "off") if isinstance(value, bool) else value
+    return f"(default: {shown}, the recipe of {recipe['name']})"
+
+
+def _load_recipes():
+    """`keras_vib.recipes` (plain data), read without importing keras_vib
+    (and so Keras)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("keras_vib")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "recipes.py"
+    module_spec = importlib.util.spec_from_file_location("_keras_vib_recipes", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _recipe_for(argv):
+    """The recipe named by `--model M --dataset D` in `argv` (for `train
+    --help`), or None."""
+    found = {}
+    for i, arg in enumerate(argv):
+        for flag in ("--model", "--dataset"):
+            if arg == flag and i + 1 < len(argv):
+                found[flag] = argv[i + 1]
+            elif arg.startswith(flag + "="):
+                found[flag] = arg.split("=", 1)[1]
+    model, dataset = found.get("--model"), found.get("--dataset")
+    if model not in MODELS or dataset not in DATASETS:
+        return None
+    recipes = _load_recipes()
+    if recipes is None:
+        return None
+    values = recipes.RECIPES.get((model, dataset), recipes.GENERIC_RECIPE)
+    tuned = (model, dataset) in recipes.RECIPES
+    name = f"{model} on {dataset}" + (
+        "" if tuned else " (no tuned recipe: the generic one)"
+    )
+    return {"name": name, "values": values}
+
+
 def _version():
     """keras_vib's version, read without importing it (and Keras)."""
     from importlib import metadata, util
@@ -218,7 +267,7 @@ def _check_together(args):
             )
 
 
-def build_parser():
+def build_parser(recipe=None):
     parser = _Parser(
         prog="keras-vib",
         description="Compress Keras models with the Variational Information "
@@ -235,14 +284,14 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    _train_parser(sub)
+    _train_parser(sub, recipe)
     _slim_parser(sub)
     _export_parser(sub)
     _report_parser(sub)
     return parser
 
 
-def _train_parser(sub):
+def _train_parser(sub, recipe=None):
     train = sub.add_parser(
         "train",
         help="train a gated model, slim and export it",
@@ -252,78 +301,99 @@ def _train_parser(sub):
         "the recipe of --model and --dataset (keras_vib.recipes.RECIPES; README, "
         "'Command line, model zoo, datasets').",
     )
-    train.add_argument("--model", choices=MODELS, required=True)
-    train.add_argument("--dataset", choices=DATASETS, required=True)
-    recipe = "the recipe of --model and --dataset (keras_vib.recipes.RECIPES)"
-    _recipe_arguments(train.add_argument_group("recipe", recipe))
+    train.add_argument(
+        "--model",
+        choices=MODELS,
+        required=True,
+        help="the zoo model to train (keras_vib.models)",
+    )
+    train.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        required=True,
+        help="the tensorflow-datasets dataset to train on",
+    )
+    recipe_text = (
+        "the recipe of --model and --dataset (keras_vib.recipes.RECIPES; give "
+        "them before --help to see its values)"
+    )
+    _recipe_arguments(train.add_argument_group("recipe", recipe_text), recipe)
     budget = "a budget instead of --kl-factor and --warmup-epochs"
     _budget_arguments(train.add_argument_group("budget", budget))
     _run_arguments(train.add_argument_group("run"))
     _quick_arguments(train.add_argument_group("quick runs"))
 
 
-def _recipe_arguments(group):
+def _recipe_arguments(group, recipe=None):
     """The recipe's settings: schedule, KL, fine-tuning, augmentation."""
     group.add_argument(
-        "--epochs", type=_positive_int("epochs"), help=f"VIB training epochs {RECIPE}"
+        "--epochs",
+        type=_positive_int("epochs"),
+        help=f"VIB training epochs {_default(recipe, 'epochs')}",
     )
     group.add_argument(
         "--batch-size",
         type=_positive_int("batch-size"),
-        help=f"examples per batch {RECIPE}",
+        help=f"examples per batch {_default(recipe, 'batch_size')}",
     )
     group.add_argument(
         "--learning-rate",
         "--lr",
         type=_positive_float("lr"),
-        help=f"Adam's learning rate {RECIPE}",
+        help=f"Adam's learning rate {_default(recipe, 'learning_rate')}",
     )
     group.add_argument(
-        "--lr-schedule", choices=SCHEDULES, help=f"learning-rate schedule {RECIPE}"
+        "--lr-schedule",
+        choices=SCHEDULES,
+        help=f"learning-rate schedule {_default(recipe, 'lr_schedule')}",
     )
     group.add_argument(
         "--lr-step-epochs",
         type=_positive_int("lr-step-epochs"),
-        help=f"epochs between two steps of the step schedule {RECIPE}",
+        help="epochs between two steps of the step schedule "
+        + _default(recipe, "lr_step_epochs"),
     )
     group.add_argument(
         "--lr-step-factor",
         type=_positive_float("lr-step-factor"),
-        help=f"learning-rate factor per step {RECIPE}",
+        help=f"learning-rate factor per step {_default(recipe, 'lr_step_factor')}",
     )
     group.add_argument(
         "--kl-factor",
         type=_non_negative_float("kl-factor"),
         help="base weight of the KL terms (times per-layer multipliers on "
-        "lenet5 and vgg16) " + RECIPE,
+        "lenet5 and vgg16) " + _default(recipe, "kl_factor"),
     )
     group.add_argument(
         "--pretrain-epochs",
         type=_non_negative_int("pretrain-epochs"),
-        help="epochs of plain training (KL off) before the VIB epochs " + RECIPE,
+        help="epochs of plain training (KL off) before the VIB epochs "
+        + _default(recipe, "pretrain_epochs"),
     )
     group.add_argument(
         "--warmup-epochs",
         type=_non_negative_int("warmup-epochs"),
-        help="epochs over which the KL weight grows from 0 to its value " + RECIPE,
+        help="epochs over which the KL weight grows from 0 to its value "
+        + _default(recipe, "warmup_epochs"),
     )
     group.add_argument(
         "--finetune-epochs",
         type=_non_negative_int("finetune-epochs"),
         help="epochs of plain training of the slim model after the VIB epochs "
-        + RECIPE,
+        + _default(recipe, "finetune_epochs"),
     )
     group.add_argument(
         "--finetune-lr",
         type=_positive_float("finetune-lr"),
-        help="initial learning rate of the fine-tuning (cosine decay to 0) " + RECIPE,
+        help="initial learning rate of the fine-tuning (cosine decay to 0) "
+        + _default(recipe, "finetune_lr"),
     )
     group.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="random shifts of the training images (CIFAR: pad 4, crop, flip; "
-        "MNIST-like: pad 1, crop) " + RECIPE,
+        "MNIST-like: pad 1, crop) " + _default(recipe, "augment"),
     )
 
 
@@ -424,14 +494,30 @@ def _quick_arguments(group):
 
 def _slim_parser(sub):
     slim = sub.add_parser("slim", help="remove the closed units of a saved model")
-    slim.add_argument("model", type=_existing_file)
-    slim.add_argument("--out", type=_out_file(".keras"), required=True)
+    slim.add_argument(
+        "model", type=_existing_file, help="a gated model saved as .keras"
+    )
+    slim.add_argument(
+        "--out",
+        type=_out_file(".keras"),
+        required=True,
+        help="the slim model's .keras file (its folders are made)",
+    )
 
 
 def _export_parser(sub):
     export = sub.add_parser("export", help="write a .tflite file from a saved model")
-    export.add_argument("model", type=_existing_file)
-    export.add_argument("--out", type=_out_file(".tflite"), required=True)
+    export.add_argument(
+        "model",
+        type=_existing_file,
+        help="a .keras model: a run's fine-tuned slim.keras is the one to ship",
+    )
+    export.add_argument(
+        "--out",
+        type=_out_file(".tflite"),
+        required=True,
+        help="the .tflite file to write (its folders are made)",
+    )
     export.add_argument(
         "--quantization", choices=("float32", "float16", "dynamic", "int8"),
         default="float32", help="weights' (and, int8, activations') number "
@@ -442,12 +528,19 @@ def _export_parser(sub):
         choices=DATASETS,
         help="the data int8 calibrates its activations on (needed with int8)",
     )
-    export.add_argument("--data-dir", default=None)
+    export.add_argument(
+        "--data-dir",
+        default=None,
+        help="tensorflow-datasets folder for --dataset (default: "
+        "$TFDS_DATA_DIR, else ~/tensorflow_datasets)",
+    )
 
 
 def _report_parser(sub):
     report = sub.add_parser("report", help="print r_W, r_N, FLOPs and structure")
-    report.add_argument("model", type=_existing_file)
+    report.add_argument(
+        "model", type=_existing_file, help="a .keras model, gated or slim"
+    )
     report.add_argument(
         "--reference",
         type=_existing_file,
@@ -470,8 +563,9 @@ def main(argv=None):
     """Entry point of the `keras-vib` console script (`argv`: the arguments
     without the program name; None: `sys.argv[1:]`). Returns the exit
     status: 0, or 2 after a one-line error on stderr."""
-    parser = build_parser()
-    if not (sys.argv[1:] if argv is None else argv):
+    given = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_recipe_for(given) if "train" in given else None)
+    if not given:
         parser.print_usage(sys.stderr)
         print(
             "keras-vib: error: name a command: train, slim, export or report "

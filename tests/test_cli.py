@@ -498,6 +498,37 @@ def test_a_reader_that_goes_away_gets_no_traceback(trained, capsys, monkeypatch)
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_every_argument_is_described():
+    import argparse
+
+    parser = _keras_vib_cli.build_parser()
+    (commands,) = [
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+
+
+def test_train_help_shows_the_recipe_s_values_without_keras():
+    out = _heavy_modules_after(
+        "import _keras_vib_cli\n"
+        "try:\n"
+        "    _keras_vib_cli.main(['train', '--model', 'lenet300', '--dataset',\n"
+        "                         'mnist', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass"
+    )
+    assert out.strip().splitlines()[-1] == "[]"
+    text = " ".join(out.split())
+    epochs = recipes.RECIPES[("lenet300", "mnist")]["epochs"]
+    assert (
+        f"VIB training epochs (default: {epochs}, the recipe of lenet300 on mnist)"
+        in text
+    )
+    assert "(default: 60, the recipe of lenet300 on mnist)" in text  # fine-tuning
+
+
 def test_help_is_fast_and_the_entry_loads_no_keras():
     """`keras-vib --help` answers in under half a second. Timing a process
     can flake on a busy machine: the best of 3 runs counts, and the real
