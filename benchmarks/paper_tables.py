@@ -97,6 +97,7 @@ def run_one(model, seed, out_dir, extra, reuse=False):
         str(out),
         "--verbose",
         "2",
+        "--overwrite",  # a run kept is reused below; any other is replaced
         *extra,
     ]
     if reuse and (report := reusable(command, out)) is not None:

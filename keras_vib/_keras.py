@@ -236,6 +236,11 @@ def keep_config(layer, config):
     return layer
 
 
+def has_kept_config(layer):
+    """Whether `layer`'s config is one `keep_config` gave it."""
+    return "get_config" in vars(layer)
+
+
 def attribute(layer, name):
     """A layer's attribute `name`, public or underscored (keras-hub's
     attention layers differ), or None."""

@@ -351,16 +351,23 @@ def clone(layer, name=None):
         if name is not None:
             config["name"] = name
         try:
-            return type(layer).from_config(config)
+            new = type(layer).from_config(config)
         except Exception:
             fewer = accepted(type(layer), config)
             if fewer is None:
                 raise
             return _keras.keep_config(type(layer).from_config(fewer), fewer)
+        if _keras.has_kept_config(layer):  # a copy of a copy (the slim's)
+            _keras.keep_config(new, config)
+        return new
     except Exception as error:
         if not layer.weights:
             # Stateless: called again, under its new name where it has one
-            # (sublayers of two opened blocks share names).
+            # (sublayers of two opened blocks share names): rebuilt from its
+            # attributes where it can be (then it saves), else a copy.
+            new = from_attributes(layer, name)
+            if new is not None:
+                return new
             if name is None or name == layer.name:
                 return layer
             return _keras.renamed_copy(layer, name)
