@@ -116,7 +116,17 @@ def _shape(text):
     return shape
 
 
+# The model files `slim`, `export` and `report` read (keras_vib.cli's too).
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
 def _existing_file(text):
+    """An argparse type: a Keras model file that exists."""
+    if pathlib.Path(text).suffix not in MODEL_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"expected a Keras model file ({', '.join(MODEL_SUFFIXES)}), "
+            f"received {text!r}"
+        )
     if not os.path.isfile(text):
         raise argparse.ArgumentTypeError(f"no such model file: {text!r}")
     return text

@@ -343,7 +343,8 @@ def files(tmp_path):
         (["report", "{d}/corrupt.keras"], "a .keras file is a zip archive"),
         (
             ["slim", "{d}/model.tflite", "--out", "{d}/x.keras"],
-            "model='{d}/model.tflite'",
+            "expected a Keras model file (.keras, .h5, .hdf5), received "
+            "'{d}/model.tflite'",
         ),
         (["report", "{d}/history.csv"], "expected a Keras model file"),
     ],
@@ -359,6 +360,16 @@ def test_bad_paths_one_line_nothing_written(files, capsys, argv, message):
     assert len(lines) == 1, err
     assert message.format(d=files) in lines[0]
     assert sorted(p.name for p in files.rglob("*")) == before
+
+
+def test_a_wrong_file_type_is_refused_before_tensorflow():
+    out = _heavy_modules_after(
+        "import os, tempfile, _keras_vib_cli\n"
+        "model = os.path.join(tempfile.mkdtemp(), 'm.tflite')\n"
+        "open(model, 'wb').close()\n"
+        "print(_keras_vib_cli.main(['report', model]))"
+    )
+    assert out.strip().splitlines()[-2:] == ["2", "[]"]
 
 
 def test_slim_and_export_make_missing_folders(trained, tmp_path, capsys):
