@@ -34,9 +34,16 @@ def machine(packages=PACKAGES):
             versions.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
             pass
+    # TensorFlow's oneDNN kernels pick their code by the CPU's instruction
+    # set (README, "Figures on your machine"): say which were in use.
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip()
+    kernels = "oneDNN off" if onednn == "0" else "oneDNN on"
+    if onednn != "0" and isa:
+        kernels += f" (ISA capped at {isa})"
     return (
         f"{os.cpu_count()} CPU cores ({cpu}){memory}, {platform.system()}, "
-        f"no GPU used; {', '.join(versions)}"
+        f"no GPU used, TensorFlow {kernels}; {', '.join(versions)}"
     )
 
 

@@ -490,3 +490,17 @@ def test_vit_mnist_benchmark_runs(tmp_path):
     assert re.search(r"outputs differ from Keras's by at most (\S+)", out)
     again = run_script(*args)
     assert "seed 0 keras_vib" not in again  # every result kept: nothing trained again
+
+
+def test_the_machine_line_names_the_cpu_and_tensorflow_s_kernels(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from _common import machine
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    line = machine()
+    assert "AVX-512" in line and "TensorFlow oneDNN on;" in line
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert "TensorFlow oneDNN on (ISA capped at AVX2);" in machine()
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert "TensorFlow oneDNN off;" in machine()
