@@ -91,6 +91,30 @@ def _refusal(node):
     return None
 
 
+def kept_heads(ctx, node, shape):
+    """`(units, scale, heads)` of a call: its kept key/value units, their
+    gate's `mu`, and the kept query heads (each unit's `repeats`)."""
+    found = ctx.units(node)
+    units, scale = (
+        found if found else (np.ones(shape.units, bool), np.ones(shape.units))
+    )
+    return units, scale, np.repeat(units, shape.repeats)
+
+
+def sliced_projection(ctx, kernel, bias, mask, head_scale, key):
+    """A query, key or value kernel `(inputs, heads, dim)` and its bias
+    `(heads, dim)`: the heads of `mask`, times the gate's `mu` per head
+    (`head_scale`, values only), their input rows folded as the tensor `key`
+    lost or scaled its channels (`ctx.fold_rows`)."""
+    kernel, bias = kernel[:, mask], bias[mask]
+    if head_scale is not None:
+        kernel = kernel * head_scale[mask][None, :, None]
+        bias = bias * head_scale[mask][:, None]
+    kept = kernel.shape[1:]
+    flat, bias = ctx.fold_rows(kernel.reshape(len(kernel), -1), bias.reshape(-1), key)
+    return flat.reshape((-1,) + kept), bias.reshape(kept)
+
+
 class Attention(LayerHandler):
     """`MultiHeadAttention` and `GroupQueryAttention`, gated or not."""
 
@@ -207,11 +231,7 @@ class Attention(LayerHandler):
         shape = _shape(layer)
         q_in, k_in, v_in = (node.inputs[i] for i in _roles(node))
         t_out = node.outputs[0]
-        found = ctx.units(node)
-        units, scale = (
-            found if found else (np.ones(shape.units, bool), np.ones(shape.units))
-        )
-        heads = np.repeat(units, shape.repeats)
+        units, scale, heads = kept_heads(ctx, node, shape)
         n = int(units.sum())
         present = ctx.present(t_out)
         proj = _keras.attention_projections(layer)
@@ -236,15 +256,7 @@ class Attention(LayerHandler):
             (kernels[1], biases[1], units, k_in, None),
             (kernels[2], biases[2], units, v_in, scale),
         ):
-            kernel, bias = kernel[:, mask], bias[mask]
-            if head_scale is not None:  # the gate's mu, per head
-                kernel = kernel * head_scale[mask][None, :, None]
-                bias = bias * head_scale[mask][:, None]
-            kept_shape = kernel.shape[1:]
-            flat, bias = ctx.fold_rows(
-                kernel.reshape(len(kernel), -1), bias.reshape(-1), key
-            )
-            weights += [flat.reshape((-1,) + kept_shape), bias.reshape(kept_shape)]
+            weights += sliced_projection(ctx, kernel, bias, mask, head_scale, key)
         out_kernel = kernels[3][heads][..., present]
         if out_scale is not None:
             out_kernel = out_kernel * out_scale

@@ -30,7 +30,12 @@ import numpy as np
 from keras import ops
 
 from keras_vib import _keras
-from keras_vib.handlers.attention import Attention, _Shape
+from keras_vib.handlers.attention import (
+    Attention,
+    _Shape,
+    kept_heads,
+    sliced_projection,
+)
 from keras_vib.handlers.base import Composite, remade
 from keras_vib.handlers.kernels import FLOAT, numpy
 from keras_vib.layers import VIBAttentionHeads
@@ -272,11 +277,7 @@ class RotaryAttention(Attention):
         layer = _inner(node.layer)
         shape = self.geometry(layer)
         x_in, t_out = node.inputs[self.roles(node)[0]], node.outputs[0]
-        found = ctx.units(node)
-        units, scale = (
-            found if found else (np.ones(shape.units, bool), np.ones(shape.units))
-        )
-        heads = np.repeat(units, shape.repeats)
+        units, scale, heads = kept_heads(ctx, node, shape)
         n = int(units.sum())
         present = ctx.present(t_out)
         width = int(ctx.present(x_in).sum())
@@ -297,27 +298,19 @@ class RotaryAttention(Attention):
             (v, units, scale),
         ):
             kernel = numpy(proj.kernel)
-            if heads_first:
+            if heads_first:  # Gemma's (heads, model, head_dim)
                 kernel = kernel.transpose(1, 0, 2)
-            kernel = kernel[:, mask]
             has_bias = proj.bias is not None
-            bias = numpy(proj.bias)[mask] if has_bias else np.zeros(kernel.shape[1:])
-            if head_scale is not None:  # the gate's mu, per head
-                kernel = kernel * head_scale[mask][None, :, None]
-                bias = bias * head_scale[mask][:, None]
-            kept = kernel.shape[1:]
-            flat, bias = ctx.fold_rows(
-                kernel.reshape(len(kernel), -1), bias.reshape(-1), x_in
-            )
+            bias = numpy(proj.bias) if has_bias else np.zeros(kernel.shape[1:])
+            kernel, bias = sliced_projection(ctx, kernel, bias, mask, head_scale, x_in)
             if not has_bias and np.any(bias):
                 raise ValueError(
                     f"Cannot slim {layer.name!r}: constant input channels "
                     "would need a bias its projections do not have."
                 )
-            kernel = flat.reshape((-1,) + kept)
             new[id(proj.kernel)] = kernel.transpose(1, 0, 2) if heads_first else kernel
             if has_bias:
-                new[id(proj.bias)] = bias.reshape(kept)
+                new[id(proj.bias)] = bias
         out_kernel = numpy(o.kernel)[heads][..., present]
         out_scale = ctx.output_scale(node)
         if out_scale is not None:
