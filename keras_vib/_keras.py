@@ -245,8 +245,9 @@ def attribute(layer, name):
     """A layer's attribute `name`, public or underscored (keras-hub's
     attention layers differ), or None."""
     for attr in (name, f"_{name}"):
-        if attr in vars(layer):
-            return vars(layer)[attr]
+        value = getattr(layer, attr, None)
+        if value is not None:
+            return value
     return None
 
 

@@ -705,3 +705,51 @@ def test_gate_methods_refuse_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call(gate)
     np.testing.assert_array_equal(to_numpy(gate.log_sigma2), before)
+
+
+class _TinyAttention(keras.layers.Layer):
+    """Attention of another library's kind: `_compute_attention(query, key,
+    value, mask)` on values repeated per query head (2 key/value heads, 2
+    query heads each), as keras-hub's Llama attention."""
+
+    num_key_value_heads = 2
+
+    def build(self, shape):
+        self.q = self.add_weight(shape=(shape[-1], 4, 3), name="q")
+        self.k = self.add_weight(shape=(shape[-1], 2, 3), name="k")
+        self.v = self.add_weight(shape=(shape[-1], 2, 3), name="v")
+        self.o = self.add_weight(shape=(4, 3, shape[-1]), name="o")
+
+    def _compute_attention(self, query, key, value, attention_mask=None):
+        scores = keras.ops.softmax(keras.ops.einsum("bquh,bkuh->buqk", query, key))
+        return keras.ops.einsum("buqk,bkuh->bquh", scores, value)
+
+    def call(self, x, attention_mask=None, training=None):
+        query = keras.ops.einsum("bqm,muh->bquh", x, self.q)
+        key = keras.ops.repeat(keras.ops.einsum("bkm,mvh->bkvh", x, self.k), 2, axis=2)
+        value = keras.ops.repeat(
+            keras.ops.einsum("bkm,mvh->bkvh", x, self.v), 2, axis=2
+        )
+        out = self._compute_attention(query, key, value, attention_mask)
+        return keras.ops.einsum("bquh,uhm->bqm", out, self.o)
+
+
+def test_attention_heads_gate_another_library_s_layer():
+    from keras_vib.layers import VIBAttentionHeads
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 6)).astype("float32")
+    inner = _TinyAttention()
+    plain = keras.ops.convert_to_numpy(inner(x))
+    gated = VIBAttentionHeads(inner, mu_initializer="ones")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gated(x)), plain, atol=1e-5)
+    assert gated.gate.units == 2 and gated.num_kept() == 2
+    gated.gate.set_kept(np.array([True, False]))  # the second key/value head
+    closed = keras.ops.convert_to_numpy(gated(x))
+    # The same as the layer with that head's values (both its query heads) at 0.
+    weights = inner.get_weights()
+    inner.v.assign(np.concatenate([weights[2][:, :1], 0 * weights[2][:, 1:]], axis=1))
+    np.testing.assert_allclose(closed, keras.ops.convert_to_numpy(inner(x)), atol=1e-5)
+    assert not np.allclose(closed, plain)
+    with pytest.raises(ValueError, match="_compute_attention"):
+        VIBAttentionHeads(keras.layers.Dense(3))
