@@ -102,6 +102,19 @@ def _budget(name):
     return parse
 
 
+def _guard_margin(text):
+    """An argparse type: points > 0, or 'off' (0: no guard)."""
+    if text.strip().lower() == "off":
+        return 0.0
+    try:
+        return _positive_float("max-error-increase")(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"--max-error-increase must be a positive number of points or 'off', "
+            f"received {text!r}"
+        ) from None
+
+
 def _shape(text):
     """An argparse type: `"128"` or `"32,32,3"`, positive sizes."""
     try:
@@ -190,7 +203,10 @@ def _default(recipe, key):
     if recipe is None:
         return RECIPE
     value = recipe["values"][key]
-    shown = ("on" if value else "off") if isinstance(value, bool) else value
+    if isinstance(value, bool) or (key == "max_error_increase" and not value):
+        shown = "on" if value else "off"
+    else:
+        shown = value
     return f"(default: {shown}, the recipe of {recipe['name']})"
 
 
@@ -268,12 +284,13 @@ def _check_together(args):
     if budget == (None, None):
         return
     flag = "--target-flops" if budget[0] is not None else "--target-params"
-    for name in ("kl_factor", "warmup_epochs"):
+    sets = {"max_error_increase": "the size"}
+    for name in ("kl_factor", "warmup_epochs", "max_error_increase"):
         if getattr(args, name, None) is not None:
             option = "--" + name.replace("_", "-")
             raise UsageError(
-                f"{option} has no effect with {flag}: the budget sets the KL "
-                "scale itself (drop one of the two)"
+                f"{option} has no effect with {flag}: the budget sets "
+                f"{sets.get(name, 'the KL scale')} itself (drop one of the two)"
             )
 
 
@@ -404,6 +421,15 @@ def _recipe_arguments(group, recipe=None):
         default=None,
         help="random shifts of the training images (CIFAR: pad 4, crop, flip; "
         "MNIST-like: pad 1, crop) " + _default(recipe, "augment"),
+    )
+    group.add_argument(
+        "--max-error-increase",
+        type=_guard_margin,
+        metavar="POINTS",
+        help="stop pruning when the error on the last 10%% of the training "
+        "split (held out) rises this many percentage points over its best "
+        "(keras_vib.VIBGuard); 'off': no guard, all the training split trains "
+        + _default(recipe, "max_error_increase"),
     )
 
 

@@ -14,6 +14,7 @@ with _native.quiet_stderr() if _native.quiet_import() else contextlib.nullcontex
     from keras_vib.callbacks import VIBMonitor, VIBProgbarLogger
     from keras_vib.datasets import DatasetNotFoundError
     from keras_vib.gating import add_gates
+    from keras_vib.guard import VIBGuard
     from keras_vib.handlers import register_layer, unregister_layer
     from keras_vib.layers import (
         VIBConv2D,
@@ -41,6 +42,7 @@ __all__ = [
     "VIBProgbarLogger",
     "VIBWarmup",
     "VIBBudget",
+    "VIBGuard",
     "slim_model",
     "add_gates",
     "register_layer",

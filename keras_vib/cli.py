@@ -17,6 +17,7 @@ import os
 import pathlib
 import sys
 import time
+from typing import NamedTuple
 
 from keras_vib.recipes import GENERIC_RECIPE, RECIPES
 
@@ -108,28 +109,60 @@ def _load_dataset(name, split, batch_size, data_dir, **kwargs):
         raise CLIError(message) from None
 
 
+# The training examples a guard (`max_error_increase`) holds out to watch.
+HELD_OUT = "train[90%:]"
+TRAINED_ON = "train[:90%]"
+
+
+class _Data(NamedTuple):
+    """The batches of a run: `train` trains, `validation` is watched during
+    training (the held-out examples when guarded, else the test split),
+    `test` gives the figures."""
+
+    train: object
+    validation: object
+    test: object
+
+
+def guarded(args, recipe):
+    """Whether a `train` run has a guard on its held-out error (the
+    recipe's or the command line's `max_error_increase`, and no budget)."""
+    budget = getattr(args, "target_flops", None), getattr(args, "target_params", None)
+    return recipe["max_error_increase"] > 0 and budget == (None, None)
+
+
 def _data(args, recipe):
     from keras_vib import datasets
 
     batch = recipe["batch_size"]
+    guard = guarded(args, recipe)
     if args.synthetic:
         train = datasets.synthetic(
             args.dataset, "train", args.synthetic, batch, seed=args.seed,
             augment=recipe["augment"],
         )  # fmt: skip
         test = datasets.synthetic(args.dataset, "test", args.synthetic, 1000)
-        return train, test
+        held_out = None
+        if guard:  # other random examples of the training distribution
+            held_out = datasets.synthetic(
+                args.dataset, "train", max(1, args.synthetic // 10), 1000,
+                seed=args.seed + 1, shuffle=False,
+            )  # fmt: skip
+        return _Data(train, held_out or test, test)
     common = dict(data_dir=args.data_dir, download=not args.no_download)
     train = _load_dataset(
         args.dataset,
-        "train",
+        TRAINED_ON if guard else "train",
         batch,
         augment=recipe["augment"],
         seed=args.seed,
         **common,
     )
     test = _load_dataset(args.dataset, "test", 1000, **common)
-    return train, test
+    if not guard:
+        return _Data(train, test, test)
+    held_out = _load_dataset(args.dataset, HELD_OUT, 1000, **common)
+    return _Data(train, held_out, test)
 
 
 def _gated_model(args, recipe, info, steps):
@@ -187,13 +220,12 @@ def _budget(args, model):
     return budget
 
 
-def _fit_vib(model, budget, data, recipe, args, out):
+def _fit_vib(model, budget, guard, data, recipe, args, out):
     """The VIB epochs (after the plain ones the recipe may start with)."""
     import keras
 
     import keras_vib as kv
 
-    train_ds, test_ds = data
     pretrain = min(recipe["pretrain_epochs"], recipe["epochs"])
     vib_epochs = recipe["epochs"] - pretrain
     if budget is None and 0 < vib_epochs < recipe["warmup_epochs"]:
@@ -204,7 +236,7 @@ def _fit_vib(model, budget, data, recipe, args, out):
             "value, so little is pruned (shorten it with --warmup-epochs)"
         )
     if pretrain:
-        _pretrain(model, train_ds, pretrain, args.verbose)
+        _pretrain(model, data.train, pretrain, args.verbose)
     monitor = kv.VIBMonitor(plot_dir=out, verbose=1 if args.verbose else 0)
     callbacks = [
         monitor,
@@ -213,13 +245,16 @@ def _fit_vib(model, budget, data, recipe, args, out):
     ]
     if budget is not None:  # the budget steers the KL scale itself
         callbacks.insert(0, budget)
-    elif recipe["warmup_epochs"]:
-        callbacks.insert(0, kv.VIBWarmup(recipe["warmup_epochs"]))
+    else:
+        if guard is not None:  # after the warm-up: it overrides its KL scale
+            callbacks.insert(0, guard)
+        if recipe["warmup_epochs"]:
+            callbacks.insert(0, kv.VIBWarmup(recipe["warmup_epochs"]))
     if vib_epochs:
         model.fit(
-            train_ds,
+            data.train,
             epochs=vib_epochs,
-            validation_data=test_ds,
+            validation_data=data.validation,
             callbacks=callbacks,
             verbose=args.verbose,
             shuffle=False,  # the dataset shuffles itself
@@ -231,7 +266,6 @@ def _finetune(slim, structure, data, recipe, args, out, steps):
     gone) trains on the cross-entropy alone, without gate noise."""
     import keras
 
-    train_ds, test_ds = data
     if args.verbose:
         print(
             f"Fine-tuning the slim model ({structure}, {slim.count_params():,} "
@@ -248,9 +282,9 @@ def _finetune(slim, structure, data, recipe, args, out, steps):
         steps_per_execution=args.steps_per_execution,
     )
     slim.fit(
-        train_ds,
+        data.train,
         epochs=recipe["finetune_epochs"],
-        validation_data=test_ds,
+        validation_data=data.validation,
         callbacks=[keras.callbacks.CSVLogger(out / "finetune_history.csv")],
         verbose=args.verbose,
         shuffle=False,
@@ -273,7 +307,7 @@ def _save_models(model, slim, out, quiet_native):
         _export_on_tensorflow(out / "slim.keras", out / "slim_float32.tflite")
 
 
-def _result(args, recipe, report, errors, slim, budget, wall):
+def _result(args, recipe, report, errors, slim, controls, wall):
     """What report.json holds. Errors and ratios in %, rounded: 4 decimals
     hold every figure a test set of up to a million examples can tell,
     without float32 noise."""
@@ -294,6 +328,17 @@ def _result(args, recipe, report, errors, slim, budget, wall):
         "backend": keras.backend.backend(),
         "report": report.to_dict(),
     }
+    budget, guard = controls
+    if guard is not None:
+        result["guard"] = {
+            "max_error_increase": guard.max_error_increase,
+            "watched": f"{HELD_OUT} (held out)" if not args.synthetic else "held out",
+            "best_error_pct": round(guard.best_error, 4),
+            "best_epoch": guard.best_epoch,
+            "stopped_epoch": guard.stopped_epoch,
+            "kept_epoch": guard.kept_epoch if guard.stopped else None,
+            "reopened_units": guard.reopened,
+        }
     if budget is not None:
         result["budget"] = {
             "kind": budget.kind,
@@ -323,35 +368,85 @@ def train(args, quiet_native):
     info = datasets.info(args.dataset)
     data = _data(args, recipe)
     if args.steps_per_epoch:
-        data = (data[0].take(args.steps_per_epoch), data[1])
-    steps = int(data[0].cardinality())
+        data = data._replace(train=data.train.take(args.steps_per_epoch))
+    steps = int(data.train.cardinality())
     if steps <= 0:
         steps = -(-info["train_examples"] // recipe["batch_size"])
     model = _gated_model(args, recipe, info, steps)
-    budget = _budget(args, model)
+    controls = (_budget(args, model), _guard(args, recipe))
+    _announce(args, recipe)
     with _run_folder(final) as out:  # all checked: now write
         return _train_run(
-            args, recipe, data, steps, model, budget, out, final, quiet_native
+            args, recipe, data, steps, model, controls, out, final, quiet_native
         )
 
 
-def _train_run(args, recipe, data, steps, model, budget, out, final, quiet_native):
+def _guard(args, recipe):
+    """The run's `VIBGuard`, or None."""
+    import keras_vib as kv
+
+    if not guarded(args, recipe):
+        return None
+    verbose = 1 if args.verbose else 0
+    return kv.VIBGuard(recipe["max_error_increase"], verbose=verbose)
+
+
+def _announce(args, recipe):
+    """One line at the start of a run on how its size is chosen, when no
+    tuned recipe chooses it or the guard is on."""
+    tuned = (args.model, args.dataset) in RECIPES
+    budget = args.target_flops is not None or args.target_params is not None
+    if tuned and not guarded(args, recipe):
+        return
+    start = (
+        f"{args.model} on {args.dataset} has a tuned recipe"
+        if tuned
+        else f"no tuned recipe for {args.model} on {args.dataset}: the generic "
+        f"one ({recipe['epochs']} epochs, KL factor {recipe['kl_factor']:g})"
+    )
+    if budget:
+        how = "pruned to the budget"
+    elif guarded(args, recipe):
+        watched = (
+            "held-out examples"
+            if args.synthetic
+            else ("the last 10% of the training split, held out")
+        )
+        how = (
+            f"pruning stops when the error on {watched} rises "
+            f"{_points(recipe['max_error_increase'])} over its best "
+            "(--max-error-increase; --target-flops or --target-params for a "
+            "budget instead)"
+        )
+    else:
+        how = (
+            "no guard (--max-error-increase off): a KL factor too strong for "
+            "these data can prune the net to collapse"
+        )
+    print(f"keras-vib: {start}, {how}", flush=True)
+
+
+def _points(value):
+    return f"{value:g} point" + ("" if value == 1 else "s")
+
+
+def _train_run(args, recipe, data, steps, model, controls, out, final, quiet_native):
     """The run itself, written into `out` (renamed `final` at the end)."""
     import keras_vib as kv
 
     start = time.perf_counter()
-    _fit_vib(model, budget, data, recipe, args, out)
-    _, gated_accuracy = model.evaluate(data[1], verbose=0)
+    _fit_vib(model, *controls, data, recipe, args, out)
+    _, gated_accuracy = model.evaluate(data.test, verbose=0)
     report = kv.compression_report(model)
     slim = kv.slim_model(model)
     accuracy = gated_accuracy
     if recipe["finetune_epochs"]:
         _finetune(slim, report.structure, data, recipe, args, out, steps)
-        _, accuracy = slim.evaluate(data[1], verbose=0)
+        _, accuracy = slim.evaluate(data.test, verbose=0)
     wall = time.perf_counter() - start
     _save_models(model, slim, out, quiet_native)
     errors = (100.0 * (1.0 - accuracy), 100.0 * (1.0 - gated_accuracy))
-    result = _result(args, recipe, report, errors, slim, budget, wall)
+    result = _result(args, recipe, report, errors, slim, controls, wall)
     (out / "report.json").write_text(json.dumps(result, indent=2))
     print(report)
     if recipe["finetune_epochs"]:

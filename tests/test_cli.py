@@ -906,3 +906,90 @@ def test_int8_without_data_is_refused_before_tensorflow():
     )
     assert out.strip().splitlines()[-1] == "[]"
     assert out.strip().splitlines()[-2] == "2"
+
+
+def _untuned(out, *more):
+    """A short run of a pair without a tuned recipe (lenet5 on Fashion-MNIST),
+    on synthetic data."""
+    return ["train", "--model", "lenet5", "--dataset", "fashion_mnist",
+            "--synthetic", "64", "--epochs", "2", "--out", str(out),
+            "--verbose", "0", *more]  # fmt: skip
+
+
+def test_a_pair_without_a_tuned_recipe_is_guarded_and_says_so(tmp_path, capsys):
+    assert ("lenet5", "fashion_mnist") not in recipes.RECIPES
+    code, out, err = run(capsys, *_untuned(tmp_path / "guarded"))
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith(
+        "keras-vib: no tuned recipe for lenet5 on fashion_mnist: the generic one "
+        "(2 epochs, KL factor 0.0001), pruning stops when the error on held-out "
+        "examples rises 1 point over its best (--max-error-increase;"
+    ), first
+    report = json.loads((tmp_path / "guarded" / "report.json").read_text())
+    guard = report["guard"]
+    assert guard["max_error_increase"] == 1.0
+    assert 0 <= guard["best_error_pct"] <= 100 and guard["best_epoch"] in (0, 1)
+    assert report["config"]["max_error_increase"] == 1.0
+
+    code, out, err = run(
+        capsys, *_untuned(tmp_path / "free", "--max-error-increase", "off")
+    )
+    assert code == 0, err
+    assert "no guard (--max-error-increase off)" in out.splitlines()[0]
+    report = json.loads((tmp_path / "free" / "report.json").read_text())
+    assert "guard" not in report and report["config"]["max_error_increase"] == 0.0
+
+
+def test_a_tuned_recipe_has_no_guard_unless_asked(tmp_path, capsys):
+    code, out, err = run(capsys, *_short_train(tmp_path / "tuned"))
+    assert code == 0, err
+    assert "keras-vib:" not in out
+    assert "guard" not in json.loads((tmp_path / "tuned" / "report.json").read_text())
+    code, out, err = run(
+        capsys, *_short_train(tmp_path / "asked", "--max-error-increase", "0.5")
+    )
+    assert code == 0, err
+    assert out.startswith(
+        "keras-vib: lenet300 on mnist has a tuned recipe, pruning stops when the "
+        "error on held-out examples rises 0.5 points over its best"
+    ), out
+    report = json.loads((tmp_path / "asked" / "report.json").read_text())
+    assert report["guard"]["max_error_increase"] == 0.5
+
+
+def test_the_guard_watches_the_last_tenth_of_the_training_split():
+    """Guarded, the run trains on 90 % of MNIST's training split and watches
+    the other 10 %; the test split gives the figures only."""
+    args = _keras_vib_cli.build_parser().parse_args(
+        ["train", "--model", "lenet300", "--dataset", "mnist"]
+    )
+    args.out = None
+
+    def sizes(margin):
+        recipe = dict(recipes.RECIPES[("lenet300", "mnist")], max_error_increase=margin)
+        data = cli._data(args, recipe)
+        batches = (data.train, data.validation, data.test)
+        return [int(ds.unbatch().reduce(0, lambda n, _: n + 1)) for ds in batches]
+
+    assert sizes(1.0) == [54000, 6000, 10000]
+    assert sizes(0.0) == [60000, 10000, 10000]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max-error-increase", "0"], "a positive number of points or 'off'"),
+        (["--max-error-increase", "-1"], "received '-1'"),
+        (["--max-error-increase", "lots"], "received 'lots'"),
+        (
+            ["--max-error-increase", "1", "--target-flops", "0.1"],
+            "--max-error-increase has no effect with --target-flops: the budget "
+            "sets the size itself",
+        ),
+    ],
+)
+def test_bad_guards_are_refused_in_one_line(capsys, flags, message):
+    argv = ["train", "--model", "lenet5", "--dataset", "fashion_mnist", *flags]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
