@@ -426,10 +426,10 @@ def _recipe_arguments(group, recipe=None):
         "--max-error-increase",
         type=_guard_margin,
         metavar="POINTS",
-        help="stop pruning when the error on the last 10%% of the training "
-        "split (held out) rises this many percentage points over its best "
-        "(keras_vib.VIBGuard); 'off': no guard, all the training split trains "
-        + _default(recipe, "max_error_increase"),
+        help="ease, then stop, pruning when the error on the last 10%% of the "
+        "training split (held out) rises this many percentage points over its "
+        "best (keras_vib.VIBGuard); 'off': no guard, all the training split "
+        "trains " + _default(recipe, "max_error_increase"),
     )
 
 

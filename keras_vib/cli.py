@@ -335,8 +335,9 @@ def _result(args, recipe, report, errors, slim, controls, wall):
             "watched": f"{HELD_OUT} (held out)" if not args.synthetic else "held out",
             "best_error_pct": round(guard.best_error, 4),
             "best_epoch": guard.best_epoch,
+            "rise_epochs": guard.rises,
+            "kl_factor": guard.kl_factor,
             "stopped_epoch": guard.stopped_epoch,
-            "kept_epoch": guard.kept_epoch if guard.stopped else None,
             "reopened_units": guard.reopened,
         }
     if budget is not None:
@@ -407,13 +408,11 @@ def _announce(args, recipe):
     if budget:
         how = "pruned to the budget"
     elif guarded(args, recipe):
-        watched = (
-            "held-out examples"
-            if args.synthetic
-            else ("the last 10% of the training split, held out")
+        watched = "held-out examples" + (
+            "" if args.synthetic else " (the last 10% of the training split)"
         )
         how = (
-            f"pruning stops when the error on {watched} rises "
+            f"pruning eases, then stops, when the error on {watched} rises "
             f"{_points(recipe['max_error_increase'])} over its best "
             "(--max-error-increase; --target-flops or --target-params for a "
             "budget instead)"

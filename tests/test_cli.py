@@ -923,8 +923,8 @@ def test_a_pair_without_a_tuned_recipe_is_guarded_and_says_so(tmp_path, capsys):
     first = out.splitlines()[0]
     assert first.startswith(
         "keras-vib: no tuned recipe for lenet5 on fashion_mnist: the generic one "
-        "(2 epochs, KL factor 0.0001), pruning stops when the error on held-out "
-        "examples rises 1 point over its best (--max-error-increase;"
+        "(2 epochs, KL factor 0.0001), pruning eases, then stops, when the error "
+        "on held-out examples rises 1 point over its best (--max-error-increase;"
     ), first
     report = json.loads((tmp_path / "guarded" / "report.json").read_text())
     guard = report["guard"]
@@ -951,8 +951,8 @@ def test_a_tuned_recipe_has_no_guard_unless_asked(tmp_path, capsys):
     )
     assert code == 0, err
     assert out.startswith(
-        "keras-vib: lenet300 on mnist has a tuned recipe, pruning stops when the "
-        "error on held-out examples rises 0.5 points over its best"
+        "keras-vib: lenet300 on mnist has a tuned recipe, pruning eases, then "
+        "stops, when the error on held-out examples rises 0.5 points over its best"
     ), out
     report = json.loads((tmp_path / "asked" / "report.json").read_text())
     assert report["guard"]["max_error_increase"] == 0.5

@@ -20,9 +20,9 @@ def _started(model, **kwargs):
     return guard
 
 
-def test_stops_at_the_first_epoch_over_the_margin_and_reopens_what_it_closed():
+def test_a_rise_reopens_what_closed_since_and_eases_the_kl_pressure():
     model = make_model()
-    guard = _started(model, max_error_increase=1.0)
+    guard = _started(model, max_error_increase=1.0, backoff=0.5, max_rises=2)
     fc1 = dict(gates(model))["fc1"]
     guard.on_epoch_begin(0)
     guard.on_epoch_end(0, {"val_accuracy": 0.90})  # 10 %: the best
@@ -31,35 +31,50 @@ def test_stops_at_the_first_epoch_over_the_margin_and_reopens_what_it_closed():
     kept = _masks(model)
     assert kept[1].sum() == 28
     fc1.close(range(4, 10))
-    guard.on_epoch_end(2, {"val_accuracy": 0.88})  # 12 %: stops
-    assert guard.stopped and guard.stopped_epoch == 2
+    guard.on_epoch_end(2, {"val_accuracy": 0.88})  # 12 %: a rise
+    assert guard.rises == [2] and not guard.stopped
     assert guard.best_error == pytest.approx(10.0)
     assert guard.best_epoch == 0 and guard.kept_epoch == 1
     assert guard.reopened == 6
     for now, then in zip(_masks(model), kept):
         np.testing.assert_array_equal(now, then)
+    assert not any(gate.frozen for _, gate in gates(model))
+    assert kl_scales(model) == [0.5, 0.5, 0.5] and guard.kl_factor == 0.5
+    guard.on_epoch_begin(3)  # nobody else set the scale: left as it is
+    assert kl_scales(model) == [0.5, 0.5, 0.5]
+    # A warm-up before it sets its own scale each epoch: the factor goes on it.
+    for _, gate in gates(model):
+        gate.set_kl_scale(0.8)
+    guard.on_epoch_begin(3)
+    np.testing.assert_allclose(kl_scales(model), [0.4, 0.4, 0.4])
+    # The second rise stops pruning: units back, gates frozen, KL off.
+    fc1.close(range(10, 12))
+    guard.on_epoch_end(3, {"val_accuracy": 0.85})
+    assert guard.stopped and guard.stopped_epoch == 3 and guard.rises == [2, 3]
+    assert guard.reopened == 8
+    for now, then in zip(_masks(model), kept):
+        np.testing.assert_array_equal(now, then)
     assert all(gate.frozen for _, gate in gates(model))
     assert kl_scales(model) == [0.0, 0.0, 0.0]
-    # A warm-up before it raises the scale each epoch: the guard sets it back.
     for _, gate in gates(model):
         gate.set_kl_scale(1.0)
-    guard.on_epoch_begin(3)
+    guard.on_epoch_begin(4)  # a warm-up's scale is set back to 0
     assert kl_scales(model) == [0.0, 0.0, 0.0]
     # Once stopped, a later error changes nothing.
-    guard.on_epoch_end(3, {"val_accuracy": 0.5})
-    assert guard.stopped_epoch == 2 and guard.reopened == 6
+    guard.on_epoch_end(4, {"val_accuracy": 0.5})
+    assert guard.stopped_epoch == 3 and guard.reopened == 8
 
 
 def test_a_new_best_moves_the_margin():
     model = make_model()
-    guard = _started(model, max_error_increase=2.0, monitor="val_acc")
+    guard = _started(model, max_error_increase=2.0, max_rises=1, monitor="val_acc")
     for epoch, accuracy in enumerate([0.80, 0.95, 0.94, 0.935]):
         guard.on_epoch_end(epoch, {"val_acc": accuracy})
-    assert not guard.stopped
+    assert not guard.rises
     assert guard.best_error == pytest.approx(5.0) and guard.best_epoch == 1
     # 8 %, 3 points over 5 %, but no unit closed: the training's own noise.
     guard.on_epoch_end(4, {"val_acc": 0.92})
-    assert not guard.stopped
+    assert not guard.rises
     dict(gates(model))["fc2"].close([0])
     guard.on_epoch_end(5, {"val_acc": 0.92})
     assert guard.stopped and guard.kept_epoch == 3 and guard.reopened == 1
@@ -91,7 +106,7 @@ def test_fit_with_a_kl_weight_far_too_strong():
         return 100 * (1 - history.history["val_accuracy"][-1]), kept
 
     free_error, free_kept = train([VIBWarmup(2)])
-    guard = VIBGuard(max_error_increase=3.0, verbose=0)
+    guard = VIBGuard(max_error_increase=3.0, max_rises=1, verbose=0)
     guarded_error, guarded_kept = train([VIBWarmup(2), guard])
     assert guard.stopped
     assert guarded_kept > free_kept
@@ -101,7 +116,7 @@ def test_fit_with_a_kl_weight_far_too_strong():
 
 def test_prints_one_line_when_it_stops(capsys):
     model = make_model()
-    guard = VIBGuard(1.0)
+    guard = VIBGuard(1.0, max_rises=2)
     guard.set_model(model)
     guard.on_train_begin()
     guard.on_epoch_end(0, {"val_accuracy": 0.9})
@@ -109,9 +124,11 @@ def test_prints_one_line_when_it_stops(capsys):
     guard.on_epoch_end(1, {"val_accuracy": 0.8})
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("VIBGuard: validation error 20.00% at epoch 2")
-    assert "best (10.00%, epoch 1)" in lines[0]
-    assert lines[0].endswith("with the units of epoch 1 (2 reopened)")
+    assert lines[0] == (
+        "VIBGuard: validation error 20.00% at epoch 2, more than 1 points over its "
+        "best (10.00%, epoch 1): the units of epoch 1 back (2 reopened), KL "
+        "pressure x0.25"
+    )
 
 
 def test_needs_the_validation_accuracy():
@@ -134,6 +151,9 @@ def test_needs_gates():
         ({"max_error_increase": 0}, "max_error_increase=0"),
         ({"max_error_increase": "1"}, "max_error_increase='1'"),
         ({"monitor": ""}, "monitor=''"),
+        ({"backoff": 1}, "backoff=1"),
+        ({"backoff": 0}, "backoff=0"),
+        ({"max_rises": 0}, "max_rises=0"),
         ({"verbose": -1}, "verbose=-1"),
     ],
 )
