@@ -369,7 +369,7 @@ def train(args, quiet_native):
     info = datasets.info(args.dataset)
     data = _data(args, recipe)
     if args.steps_per_epoch:
-        data = data._replace(train=data.train.take(args.steps_per_epoch))
+        data = _Data(data.train.take(args.steps_per_epoch), *data[1:])
     steps = int(data.train.cardinality())
     if steps <= 0:
         steps = -(-info["train_examples"] // recipe["batch_size"])

@@ -504,3 +504,24 @@ def test_the_machine_line_names_the_cpu_and_tensorflow_s_kernels(monkeypatch):
     assert "TensorFlow oneDNN on (ISA capped at AVX2);" in machine()
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert "TensorFlow oneDNN off;" in machine()
+
+
+@pytest.mark.slow
+def test_guard_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    args = ["benchmarks/guard.py", "--models", "lenet300", "--seeds", "0", "1",
+            "--epochs", "1", "--synthetic", "100", "--out", str(tmp_path / "runs"),
+            "--benchmarks", str(md)]  # fmt: skip
+    run_script(*args, "--write")
+    text = md.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| LeNet-300-100")]
+    assert [row.split("|")[2].strip().split(" (generic")[0] for row in rows] == [
+        "guard (default)",
+        "no guard",
+        "plain net",
+    ]
+    for row in rows:  # two seeds: a median and its range
+        assert re.match(r" \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\] ", row.split("|")[3])
+    again = run_script(*args)
+    assert "$ " not in again  # every result was kept: nothing trained again
