@@ -23,6 +23,7 @@ with _native.quiet_stderr() if _native.quiet_import() else contextlib.nullcontex
         VIBGroupQueryAttention,
         VIBMultiHeadAttention,
     )
+    from keras_vib.lm import causal_lm
     from keras_vib.models import get_model, lenet5_caffe, lenet_300_100, vgg16
     from keras_vib.report import CompressionReport, compression_report
     from keras_vib.slim import slim_model
@@ -45,6 +46,7 @@ __all__ = [
     "VIBGuard",
     "slim_model",
     "add_gates",
+    "causal_lm",
     "register_layer",
     "unregister_layer",
     "handlers",

@@ -252,3 +252,67 @@ def test_a_decoder_s_banded_causal_mask_is_kept():
     assert not np.allclose(
         keras.ops.convert_to_numpy(small(x)), keras.ops.convert_to_numpy(model(x))
     )  # the band changes the output: the check above could fail
+
+
+PROMPT = {
+    "token_ids": np.array(
+        [[5, 7, 9, 0, 0, 0, 0, 0], [3, 4, 0, 0, 0, 0, 0, 0]], "int32"
+    ),
+    "padding_mask": np.array(
+        [[1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0]], bool
+    ),
+}
+
+
+def _generate(lm, stop_token_ids=None):
+    out = lm.generate(PROMPT, max_length=8, stop_token_ids=stop_token_ids)
+    return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("name", ["Gemma", "Llama"])
+def test_a_slim_decoder_generates_the_gated_model_s_tokens(name):
+    """`causal_lm`: keras-hub's `generate` on a gated and on a slim decoder
+    (per-layer head counts, no cache): the same greedy tokens; on the
+    original backbone, the tokens of keras-hub's own cached causal LM."""
+    rng = np.random.default_rng(0)
+    model, _ = BACKBONES[name](rng)
+    task = getattr(keras_hub.models, f"{name}CausalLM")(backbone=model)
+    task.compile(sampler="greedy")
+    expected = _generate(task)
+    plain = _generate(kv.causal_lm(model))["token_ids"]
+    np.testing.assert_array_equal(plain, expected["token_ids"])
+    stops = (int(expected["token_ids"][0, 4]),)  # a token it generates
+    with_stops = _generate(kv.causal_lm(model), stops)
+    for key, value in _generate(task, stops).items():
+        np.testing.assert_array_equal(with_stops[key], value)
+    assert not with_stops["padding_mask"].all()
+
+    gated = quietly(kv.add_gates, model)
+    for _, gate in kv.gates.gates(gated):
+        gate.set_kept(rng.permutation(gate.units) < gate.units // 2)
+    slim = kv.slim_model(gated)
+    heads = {
+        kv._keras.attribute(layer, "num_key_value_heads")
+        for layer in slim.layers
+        if kv._keras.has_attention_hook(layer)
+    }
+    assert max(heads) < model.num_key_value_heads
+    lm = kv.causal_lm(slim)
+    assert isinstance(lm, keras_hub.models.CausalLM)
+    tokens = _generate(lm)["token_ids"]
+    np.testing.assert_array_equal(tokens, _generate(kv.causal_lm(gated))["token_ids"])
+    mask = PROMPT["padding_mask"]  # the prompts are kept
+    np.testing.assert_array_equal(tokens[mask], PROMPT["token_ids"][mask])
+
+
+def test_causal_lm_refuses_what_it_cannot_wrap(tmp_path):
+    model, _ = BACKBONES["Gemma"](np.random.default_rng(0))
+    with pytest.raises(ValueError, match="token_embedding='embeddings'"):
+        kv.causal_lm(model, token_embedding="embeddings")
+    encoder = keras.Sequential([keras.Input((4,)), L.Dense(2)])
+    with pytest.raises(ValueError, match="'token_ids' and 'padding_mask'"):
+        kv.causal_lm(encoder)
+    lm = kv.causal_lm(model)
+    with pytest.raises(NotImplementedError, match="save the model it wraps"):
+        lm.save(tmp_path / "lm.keras")
+    assert not (tmp_path / "lm.keras").exists()
