@@ -72,10 +72,6 @@ SECTION = "## Coverage of keras.applications"
 HUB_SECTION = "## Coverage of keras-hub backbones"
 # Why a backbone's blocks are not opened yet (what keras_vib lacks).
 HUB_REASONS = {
-    "Qwen2": "heads whole: its attention layer derives its head size from "
-    "hidden_dim / num_query_heads (no `head_dim` argument), and no keras-hub "
-    "attention with its query/key/value biases takes one (Llama's slim "
-    "heads go to Mistral's attention); its feed-forward units only",
     "DeiT": "DeiTEncoderBlock returns None beside its output (no attention "
     "scores), which a Keras graph cannot hold: its encoder stays whole "
     "(copied from its attributes: its `get_config` reads a missing `key_dim`)",

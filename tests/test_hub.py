@@ -23,7 +23,7 @@ L = keras.layers
 ENCODERS = ["BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "OPT"]
 # The decoders of rotary attention whose key/value heads it cuts (keras-hub's
 # attention layers that take `head_dim`).
-ROTARY = ["Llama", "Mistral", "Qwen3", "Gemma", "Gemma3"]
+ROTARY = ["Llama", "Mistral", "Qwen2", "Qwen3", "Gemma", "Gemma3"]
 
 
 def quietly(fn, *args, **kwargs):
@@ -316,3 +316,25 @@ def test_causal_lm_refuses_what_it_cannot_wrap(tmp_path):
     with pytest.raises(NotImplementedError, match="save the model it wraps"):
         lm.save(tmp_path / "lm.keras")
     assert not (tmp_path / "lm.keras").exists()
+
+
+def test_qwen2_s_slim_heads_are_gpt_oss_attention_and_gate_again(tmp_path):
+    """Qwen2's attention takes no head size: its slim layers are keras-hub's
+    GPT-OSS attention (sinks at -1e30, no window), which is gated in turn
+    (a sink logit per query head, cut with its head)."""
+    rng = np.random.default_rng(3)
+    model, x = BACKBONES["Qwen2"](rng)
+    gated = quietly(kv.add_gates, model)
+    for _, gate in kv.gates.gates(gated):
+        gate.set_kept(rng.permutation(gate.units) < max(1, gate.units // 2))
+    slim = kv.slim_model(gated)
+    attention = [la for la in slim.layers if type(la).__name__ == "GptOssAttention"]
+    assert len(attention) == 2
+    for layer in attention:
+        assert layer.sliding_window is None and layer.num_key_value_heads == 1
+        np.testing.assert_array_equal(layer.sinks.numpy(), np.float32(-1e30))
+    assert_close(slim(x), gated(x, training=False), 1e-4)
+    # The slim model, gated again: its GPT-OSS heads are units too.
+    regated, reslim = quietly(check_contract, slim, x, rng, tmp_path=tmp_path)
+    kinds = {type(la).__name__ for _, la in kv.gates.gated_layers(regated)}
+    assert "VIBAttentionHeads" in kinds

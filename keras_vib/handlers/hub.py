@@ -197,7 +197,17 @@ ROTARY = (
     "src.models.qwen3.qwen3_attention.Qwen3Attention",
     "src.models.gemma.gemma_attention.CachedGemmaAttention",
     "src.models.gemma3.gemma3_attention.CachedGemma3Attention",
+    "src.models.qwen.qwen_attention.QwenAttention",
+    "src.models.gpt_oss.gpt_oss_attention.GptOssAttention",
 )
+# Qwen2's attention derives its head size from hidden_dim / num_query_heads
+# and has query/key/value biases: the one keras-hub class that takes a head
+# size and has those biases is GPT-OSS's, whose slim copy of a Qwen2 layer
+# has its per-head sink logits at -1e30 (no weight in any softmax), its
+# sliding window off, its output bias 0 and its YaRN rotary embedding at
+# factor 1 (plain RoPE, to float rounding).
+GPT_OSS = "src.models.gpt_oss.gpt_oss_attention.GptOssAttention"
+_NO_SINK = -1e30
 
 
 def _inner(layer):
@@ -217,12 +227,41 @@ def _is_llama(layer):
     return type(layer).__name__ == "LlamaAttention"
 
 
+def _is_qwen2(layer):
+    return type(layer).__name__ == "QwenAttention"
+
+
+def _qwen2_slim(layer, name, weights, heads):
+    """A GPT-OSS attention computing what Qwen2's `layer` computes with the
+    kept heads, and its weights (Qwen2's `weights`: the query, key and value
+    kernels and biases, then the output kernel)."""
+    gpt_oss = _classes(GPT_OSS)
+    if not gpt_oss:  # pragma: no cover (another keras-hub version)
+        return None, weights
+    slim = gpt_oss[0](
+        rope_max_wavelength=layer.rope_max_wavelength,
+        rope_scaling_factor=1.0,
+        sliding_window=None,
+        kernel_initializer=layer.kernel_initializer,
+        dropout=layer.dropout,
+        name=name,
+        dtype=layer.dtype_policy,
+        **heads,
+    )
+    out_kernel = weights[6]
+    sinks = np.full(heads["num_query_heads"], _NO_SINK, FLOAT)
+    bias = np.zeros(out_kernel.shape[-1], FLOAT)
+    # GPT-OSS's weights: the sinks, then query, key, value, output.
+    return slim, [sinks, *weights[:6], out_kernel, bias]
+
+
 class RotaryAttention(Attention):
-    """keras-hub's rotary attention (Llama, Mistral, Qwen3, Gemma, Gemma3):
-    the unit is a key/value head with its query heads. `add_gates` wraps it
-    in a `VIBAttentionHeads`; the slim model has the same keras-hub class
-    with fewer heads in that layer (`num_query_heads`, `num_key_value_heads`,
-    `head_dim` of its config), Mistral's for Llama's."""
+    """keras-hub's rotary attention (Llama, Mistral, Qwen2, Qwen3, Gemma,
+    Gemma3): the unit is a key/value head with its query heads. `add_gates`
+    wraps it in a `VIBAttentionHeads`; the slim model has the same keras-hub
+    class with fewer heads in that layer (`num_query_heads`,
+    `num_key_value_heads`, `head_dim` of its config), Mistral's for Llama's,
+    GPT-OSS's for Qwen2's."""
 
     def geometry(self, layer):
         layer = _inner(layer)
@@ -249,6 +288,14 @@ class RotaryAttention(Attention):
                 "its rotary embedding is scaled (Llama 3.1), which the "
                 "attention that takes fewer heads (Mistral's) does not do"
             )
+        if _is_qwen2(layer):
+            if not _classes(GPT_OSS):  # pragma: no cover
+                return "this keras-hub has no attention that takes its heads"
+            if layer.use_sliding_window_attention or layer.rope_scaling_factor != 1:
+                return (
+                    "its sliding window or scaled rotary embedding is not "
+                    "what the attention that takes fewer heads (GPT-OSS's) does"
+                )
         if _keras.attribute(layer, "query_head_dim_normalize") is False:
             return (
                 "its queries are scaled by hidden_dim / num_query_heads, "
@@ -311,6 +358,9 @@ class RotaryAttention(Attention):
             new[id(proj.kernel)] = kernel.transpose(1, 0, 2) if heads_first else kernel
             if has_bias:
                 new[id(proj.bias)] = bias
+        sinks = getattr(layer, "sinks", None)  # GPT-OSS: a logit per query head
+        if sinks is not None:
+            new[id(sinks)] = numpy(sinks)[heads]
         out_kernel = numpy(o.kernel)[heads][..., present]
         out_scale = ctx.output_scale(node)
         if out_scale is not None:
@@ -326,7 +376,9 @@ class RotaryAttention(Attention):
             num_key_value_heads=n,
             head_dim=shape.key_dim,
         )
-        if _is_llama(layer):  # Mistral's attention, which takes `head_dim`
+        if _is_qwen2(layer):  # GPT-OSS's attention, which takes `head_dim`
+            slim, weights = _qwen2_slim(layer, name, weights, heads)
+        elif _is_llama(layer):  # Mistral's attention, which takes `head_dim`
             mistral = _classes(ROTARY[1])[0]
             slim = mistral(
                 rope_max_wavelength=layer.rope_max_wavelength,
