@@ -236,6 +236,21 @@ def keep_config(layer, config):
     return layer
 
 
+def built_by_call(layer):
+    """Saves `layer` without a build config where its class has no `build`
+    but it holds sublayers, which it builds by calling itself (keras-hub's
+    `RelativeEmbedding`): given one, a loaded copy would be marked built
+    without them (Keras's default `build` builds nothing); without one,
+    the loaded model calls it, and that builds them."""
+    if (
+        isinstance(layer, keras.layers.Layer)
+        and getattr(type(layer).build, "_is_default", False)
+        and layer._layers
+    ):
+        object.__setattr__(layer, "get_build_config", lambda: None)
+    return layer
+
+
 def has_kept_config(layer):
     """Whether `layer`'s config is one `keep_config` gave it."""
     return "get_config" in vars(layer)

@@ -332,6 +332,9 @@ def rebuild(graph, inputs, fn):
 def clone(layer, name=None):
     """A new layer with the config (not yet the weights) of `layer`.
 
+    (One that builds its sublayers by calling itself is saved so that it
+    does so again when loaded: `_keras.built_by_call`.)
+
     A stateless layer or operation Keras will not rebuild from its config
     (a `Lambda` in safe mode, a `keras.ops` call) is returned as it is, to
     be called again (a renamed copy of it when `name` differs). A layer
@@ -344,6 +347,11 @@ def clone(layer, name=None):
         ValueError: a layer with weights that cannot be rebuilt from its
             config (its weights must not be shared with the new model).
     """
+    new = _clone(layer, name)
+    return new if new is layer else _keras.built_by_call(new)
+
+
+def _clone(layer, name):
     if not isinstance(layer, keras.layers.Layer):
         return layer
     try:

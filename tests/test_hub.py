@@ -338,3 +338,20 @@ def test_qwen2_s_slim_heads_are_gpt_oss_attention_and_gate_again(tmp_path):
     regated, reslim = quietly(check_contract, slim, x, rng, tmp_path=tmp_path)
     kinds = {type(la).__name__ for _, la in kv.gates.gated_layers(regated)}
     assert "VIBAttentionHeads" in kinds
+
+
+def test_deberta_v3_s_slim_model_saves_and_reloads(tmp_path):
+    """Its `RelativeEmbedding` builds its layer norm by calling itself: the
+    copies are saved so that loading builds it again."""
+    rng = np.random.default_rng(4)
+    model, x = BACKBONES["DeBERTaV3"](rng)
+    gated = quietly(kv.add_gates, model)
+    for _, gate in kv.gates.gates(gated):
+        gate.set_kept(rng.permutation(gate.units) < gate.units // 2)
+    slim = kv.slim_model(gated)
+    assert_close(slim(x), gated(x, training=False), 1e-4)
+    for saved, out in ((slim, slim(x)), (gated, gated(x, training=False))):
+        path = tmp_path / f"{saved.name}.keras"
+        saved.save(path)
+        loaded = keras.models.load_model(path)
+        assert_close(loaded(x, training=False), out, 1e-6)
