@@ -72,9 +72,6 @@ SECTION = "## Coverage of keras.applications"
 HUB_SECTION = "## Coverage of keras-hub backbones"
 # Why a backbone's blocks are not opened yet (what keras_vib lacks).
 HUB_REASONS = {
-    "DeiT": "DeiTEncoderBlock returns None beside its output (no attention "
-    "scores), which a Keras graph cannot hold: its encoder stays whole "
-    "(copied from its attributes: its `get_config` reads a missing `key_dim`)",
     "DeBERTaV3": "its disentangled self-attention (relative positions) has "
     "no handler: its feed-forward units only",
 }

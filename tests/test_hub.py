@@ -355,3 +355,24 @@ def test_deberta_v3_s_slim_model_saves_and_reloads(tmp_path):
         saved.save(path)
         loaded = keras.models.load_model(path)
         assert_close(loaded(x, training=False), out, 1e-6)
+
+
+def test_deit_s_blocks_are_opened(tmp_path):
+    """DeiT's encoder blocks return None beside their output (no graph can
+    hold it): the encoder is opened by its handler, block by block; its
+    heads and feed-forward units are cut, and the slim model saves."""
+    rng = np.random.default_rng(5)
+    model, x = BACKBONES["DeiT"](rng)
+    gated = quietly(kv.add_gates, model)
+    kinds = [type(layer).__name__ for _, layer in kv.gates.gated_layers(gated)]
+    assert kinds == ["VIBMultiHeadAttention", "VIBGate"] * 2
+    assert_close(gated(x, training=False), model(x, training=False))
+    for _, gate in kv.gates.gates(gated):
+        gate.set_kept(rng.permutation(gate.units) < gate.units // 2)
+    slim = kv.slim_model(gated)
+    assert_close(slim(x), gated(x, training=False), 1e-4)
+    assert slim.count_params() == kv.compression_report(gated).kept_params
+    assert slim.count_params() < 0.75 * model.count_params()
+    slim.save(tmp_path / "slim.keras")
+    loaded = keras.models.load_model(tmp_path / "slim.keras")
+    assert_close(loaded(x), slim(x), 1e-6)

@@ -24,6 +24,7 @@ it would not use (`_symbolic_causal_mask`).
 import contextlib
 import importlib
 import inspect
+import weakref
 
 import keras
 import numpy as np
@@ -67,6 +68,8 @@ COMPOSITES = (
     "src.models.dinov2.dinov2_layers.DINOV2Attention",
     "src.models.dinov2.dinov2_layers.DINOV2MLP",
     "src.models.deberta_v3.disentangled_attention_encoder.DisentangledAttentionEncoder",
+    "src.models.deit.deit_layers.DeiTIntermediate",
+    "src.models.deit.deit_layers.DeiTOutput",
 )
 
 
@@ -414,6 +417,58 @@ GEMMA_DECODERS = (
 )
 
 
+class DeiTEncoder(Composite):
+    """keras-hub's DeiT encoder: its blocks return None beside their output
+    (no attention scores), which a Keras graph cannot hold, so its `call`
+    does not trace; opened by calling each block's sublayers as the block's
+    `call` does (no attention mask, no hidden states or scores asked for:
+    its two other outputs are the empty tensors it returns then)."""
+
+    def inside(self, node):
+        layer, call = node.layer, node.call
+        if call.constants() or len(call.input_tensors) != 1:
+            return None  # masks, hidden states or scores asked for: whole
+        cached = _DEIT.setdefault(layer, {})
+        shape = tuple(call.input_tensors[0].shape)
+        if shape not in cached:
+            cached[shape] = self._open(
+                layer, call.input_tensors[0], call.output_tensors
+            )
+        return cached[shape]
+
+    @staticmethod
+    def _open(layer, tensor, outputs):
+        shape = tuple(tensor.shape)
+        x = keras.Input(batch_shape=shape, dtype=tensor.dtype)
+        h = x
+        for block in layer.encoder_layers:  # a nested model each (their
+            # sublayers share names from block to block)
+            b_in = keras.Input(batch_shape=shape, dtype=tensor.dtype)
+            y = block.layer_norm_1(b_in)
+            y = ops.add(block.mha(y, y), b_in)
+            z = block.mlp(block.layer_norm_2(y))
+            h = keras.Model(b_in, block.output_layer(z, y), name=block.name)(h)
+        h = layer.layer_norm(h)
+        # The empty `(0, ...)` tensors of hidden states and scores it was
+        # not asked for, from the output (they are read by nothing).
+        empty = ops.slice(h, (0, 0, 0), (0, 1, 1))
+        extra = [
+            ops.broadcast_to(ops.reshape(empty, (0,) + (1,) * (len(t.shape) - 1)),
+                             tuple(t.shape))
+            for t in outputs[1:]
+        ]  # fmt: skip
+        try:
+            model = keras.Model(x, [h, *extra], name=f"{layer.name}_inside")
+        except Exception:  # pragma: no cover (another keras-hub version)
+            return None
+        if {id(w) for w in model.weights} != {id(w) for w in layer.weights}:
+            return None
+        return model
+
+
+_DEIT = weakref.WeakKeyDictionary()
+
+
 def register_all(register):
     composite = Composite()
     for cls in _classes(*COMPOSITES):
@@ -422,6 +477,8 @@ def register_all(register):
         register(cls, Decoder())
     for cls in _classes(*GEMMA_DECODERS):
         register(cls, GemmaDecoder())
+    for cls in _classes("src.models.deit.deit_layers.DeiTEncoder"):
+        register(cls, DeiTEncoder())
     rotary = RotaryAttention()
     for cls in _classes(*ROTARY):
         register(cls, rotary)
