@@ -71,10 +71,7 @@ LATENCY = ("ResNet50", "MobileNetV2", "DenseNet121")
 SECTION = "## Coverage of keras.applications"
 HUB_SECTION = "## Coverage of keras-hub backbones"
 # Why a backbone's blocks are not opened yet (what keras_vib lacks).
-HUB_REASONS = {
-    "DeBERTaV3": "its disentangled self-attention (relative positions) has "
-    "no handler: its feed-forward units only",
-}
+HUB_REASONS = {}
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -828,7 +828,8 @@ class VIBGroupQueryAttention(_HeadGated, _keras.ValueScaledGroupAttention):
 @_register
 class VIBAttentionHeads(_HeadGated, keras.layers.Layer):
     """Another library's attention layer with a `VIBGate` on its key/value
-    heads (keras-hub's rotary attention of Mistral, Qwen3, Gemma...).
+    heads (keras-hub's rotary attention of Mistral, Qwen3, Gemma..., its
+    DeBERTaV3 attention).
 
     The wrapped `layer` computes as before, its values (each key/value head
     with its query heads) multiplied by the head's factor before they are
@@ -865,7 +866,8 @@ class VIBAttentionHeads(_HeadGated, keras.layers.Layer):
                 f"method. Received: layer={layer!r}"
             )
         self.layer = layer
-        self.heads = int(_keras.attribute(layer, "num_key_value_heads"))
+        heads = _keras.attribute(layer, "num_key_value_heads")
+        self.heads = int(heads or _keras.attribute(layer, "num_heads"))
         self._add_head_gate(
             -3,
             kl_weight,

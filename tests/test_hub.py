@@ -3,6 +3,7 @@ sublayers, its BERT-family backbones gated inside (heads and feed-forward
 units), dict inputs and outputs kept, ALBERT's shared block kept shared."""
 
 import pathlib
+import subprocess
 import sys
 import warnings
 
@@ -340,21 +341,44 @@ def test_qwen2_s_slim_heads_are_gpt_oss_attention_and_gate_again(tmp_path):
     assert "VIBAttentionHeads" in kinds
 
 
-def test_deberta_v3_s_slim_model_saves_and_reloads(tmp_path):
-    """Its `RelativeEmbedding` builds its layer norm by calling itself: the
+def test_deberta_v3_s_heads_are_cut_and_its_slim_model_reloads(tmp_path):
+    """Its disentangled attention derives the head size from hidden_dim /
+    num_heads: the slim layers are keras_vib's subclass that takes one,
+    which a fresh process loads after `import keras_vib`. Its
+    `RelativeEmbedding` builds its layer norm by calling itself: the
     copies are saved so that loading builds it again."""
     rng = np.random.default_rng(4)
     model, x = BACKBONES["DeBERTaV3"](rng)
     gated = quietly(kv.add_gates, model)
+    kinds = [type(layer).__name__ for _, layer in kv.gates.gated_layers(gated)]
+    assert kinds == ["VIBAttentionHeads", "VIBGate"] * 2
+    assert_close(gated(x, training=False), model(x, training=False))
     for _, gate in kv.gates.gates(gated):
         gate.set_kept(rng.permutation(gate.units) < gate.units // 2)
     slim = kv.slim_model(gated)
     assert_close(slim(x), gated(x, training=False), 1e-4)
-    for saved, out in ((slim, slim(x)), (gated, gated(x, training=False))):
-        path = tmp_path / f"{saved.name}.keras"
-        saved.save(path)
-        loaded = keras.models.load_model(path)
-        assert_close(loaded(x, training=False), out, 1e-6)
+    heads = [la.num_heads for la in slim.layers if hasattr(la, "attn_head_size")]
+    assert heads == [2, 2]
+    assert slim.count_params() == kv.compression_report(gated).kept_params
+    for saved in (slim, gated):
+        saved.save(tmp_path / f"{saved.name}.keras")
+    code = (
+        "import sys, numpy as np, keras, keras_vib\n"
+        "x = {k: np.load(sys.argv[1] + '/' + k + '.npy') for k in sys.argv[2:]}\n"
+        f"slim = keras.models.load_model(sys.argv[1] + '/{slim.name}.keras')\n"
+        f"gated = keras.models.load_model(sys.argv[1] + '/{gated.name}.keras')\n"
+        "d = np.abs(np.asarray(slim(x)) - np.asarray(gated(x, training=False)))\n"
+        "assert d.max() < 1e-4, d.max()\n"
+    )
+    for key, value in x.items():
+        np.save(tmp_path / f"{key}.npy", value)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), *x],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_deit_s_blocks_are_opened(tmp_path):

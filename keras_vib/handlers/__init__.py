@@ -13,6 +13,7 @@ from keras_vib.handlers import (
     attention,
     base,
     channelwise,
+    hub,  # (keras-hub itself loads when a model holds one of its layers)
     kernels,
     ops,
     structure,
@@ -76,8 +77,6 @@ for _module in (kernels, channelwise, structure, ops, vib, attention):
 
 
 def _register_hub():
-    from keras_vib.handlers import hub
-
     hub.register_all(register_layer)
 
 

@@ -24,6 +24,7 @@ it would not use (`_symbolic_causal_mask`).
 import contextlib
 import importlib
 import inspect
+import math
 import weakref
 
 import keras
@@ -37,7 +38,7 @@ from keras_vib.handlers.attention import (
     kept_heads,
     sliced_projection,
 )
-from keras_vib.handlers.base import Composite, remade
+from keras_vib.handlers.base import OPAQUE, Composite, positions, register_layer, remade
 from keras_vib.handlers.kernels import FLOAT, numpy
 from keras_vib.layers import VIBAttentionHeads
 
@@ -401,6 +402,216 @@ class RotaryAttention(Attention):
         ctx.sym[t_out] = ctx.call(node, slim, weights)[0]
 
 
+# DeBERTaV3's disentangled self-attention derives its head size from
+# hidden_dim / num_heads (and reshapes its heads to hidden_dim): its slim
+# layers are of a subclass that takes a head size (`sized_disentangled`),
+# saved under the name `_SIZED_NAME` and loaded through `_SizedLoader`,
+# which this module registers (Keras finds it by that name) without
+# importing keras-hub until a model holds one.
+DEBERTA = "src.models.deberta_v3.disentangled_self_attention.DisentangledSelfAttention"
+_SIZED_NAME = "KerasVibDisentangledHeads"
+_SIZED = []
+
+
+def sized_disentangled():
+    """keras-hub's `DisentangledSelfAttention` with `head_size=` of its own
+    (its `hidden_dim` stays the model's width)."""
+    if _SIZED:
+        return _SIZED[0]
+    (base,) = _classes(DEBERTA)
+
+    class Sized(base):
+        def __init__(self, head_size, **kwargs):
+            super().__init__(**kwargs)
+            self.head_size = int(head_size)
+            self.attn_head_size = self.head_size
+            self.scale_factor = 1.0 / math.sqrt(3.0 * self.head_size)
+
+        def build(self, inputs_shape, rel_embeddings_shape=None):
+            # keras-hub's build, its output reading num_heads * head_size.
+            def dense(name, equation, output_shape, bias_axes, built_on):
+                layer = keras.layers.EinsumDense(
+                    equation=equation,
+                    output_shape=output_shape,
+                    bias_axes=bias_axes,
+                    **self._get_common_kwargs_for_sublayer(use_bias=True),
+                    dtype=self.dtype_policy,
+                    name=name,
+                )
+                layer.build(built_on)
+                return layer
+
+            heads = (None, self.num_heads, self.head_size)
+            shape = tuple(inputs_shape)
+            self._query_dense = dense("query", "abc,cde->abde", heads, "de", shape)
+            self._key_dense = dense("key", "abc,cde->abde", heads, "de", shape)
+            self._value_dense = dense("value", "abc,cde->abde", heads, "de", shape)
+            self._position_dropout_layer = keras.layers.Dropout(
+                self.dropout, dtype=self.dtype_policy
+            )
+            self._attn_dropout_layer = keras.layers.Dropout(
+                self.dropout, dtype=self.dtype_policy, name="attention_dropout"
+            )
+            self._softmax = keras.layers.Softmax(
+                axis=-1, dtype="float32", name="attention_softmax"
+            )
+            width = shape[:-1] + (self.num_heads * self.head_size,)
+            self._output_dense = dense(
+                "attention_output", "abc,cd->abd", (None, self.hidden_dim), "d", width
+            )
+            self.built = True
+
+        def call(self, inputs, rel_embeddings, *args, **kwargs):
+            model_width = self.hidden_dim  # the heads' reshape reads it
+            self.hidden_dim = self.num_heads * self.head_size
+            try:
+                return super().call(inputs, rel_embeddings, *args, **kwargs)
+            finally:
+                self.hidden_dim = model_width
+
+        def get_config(self):
+            return {**super().get_config(), "head_size": self.head_size}
+
+    Sized.__name__ = Sized.__qualname__ = _SIZED_NAME
+    _SIZED.append(Sized)
+    register_layer(Sized, DisentangledAttention())
+    return Sized
+
+
+def _is_disentangled(layer):
+    return type(_inner(layer)).__name__ in ("DisentangledSelfAttention", _SIZED_NAME)
+
+
+class _SizedLoader:
+    """What Keras finds under `_SIZED_NAME` when it loads a slim DeBERTaV3:
+    builds the class (keras-hub imported then)."""
+
+    @classmethod
+    def from_config(cls, config):
+        return sized_disentangled().from_config(config)
+
+
+keras.saving.get_custom_objects().setdefault(_SIZED_NAME, _SizedLoader)
+
+
+class DisentangledAttention(RotaryAttention):
+    """DeBERTaV3's disentangled self-attention: the unit is a head (its
+    query, key and value, which also project the relative embeddings).
+    `add_gates` wraps it in a `VIBAttentionHeads`; the slim layer is
+    `sized_disentangled()` with fewer heads."""
+
+    def geometry(self, layer):
+        layer = _inner(layer)
+        size = int(layer.attn_head_size)
+        return _Shape(int(layer.num_heads), 1, size, size)
+
+    def refusal(self, node):
+        if not _inner(node.layer).built:
+            return "it is not built"
+        if self.roles(node) is None or self._relative(node) is None:
+            return "its hidden states are not a tensor of the model"
+        return None
+
+    def projections(self, layer):
+        return _keras.attention_projections(_inner(layer))
+
+    @staticmethod
+    def _relative(node):
+        return node.call.input_index(1, "rel_embeddings")
+
+    def counts(self, node, kept):
+        counted = super().counts(node, kept)
+        kept_entries, total, flops, total_flops = counted
+        at_rel = positions(node.in_shapes[self._relative(node) or 0])
+        if kept.rule.kind == OPAQUE or flops is None or at_rel is None:
+            return counted
+        shape = self.geometry(node.layer)
+        at_q = positions(node.in_shapes[self.roles(node)[0]])
+        width = node.in_shapes[self._relative(node)][-1]
+
+        def relative(heads):
+            # Query and key of the relative embeddings, and the scores
+            # of the contents against the positions both ways.
+            return 2 * heads * shape.key_dim * (at_rel * width + at_q * at_rel)
+
+        units = kept.units if kept.units is not None else np.ones(shape.units, bool)
+        flops += relative(int(units.sum()))
+        return kept_entries, total, flops, total_flops + relative(shape.units)
+
+    def slim(self, node, ctx):
+        layer = _inner(node.layer)
+        shape = self.geometry(layer)
+        x_in, t_out = node.inputs[self.roles(node)[0]], node.outputs[0]
+        rel = node.inputs[self._relative(node)]
+        units, scale, heads = kept_heads(ctx, node, shape)
+        n = int(units.sum())
+        present = ctx.present(t_out)
+        width = int(ctx.present(x_in).sum())
+        if int(present.sum()) != width or not np.array_equal(
+            ctx.present(x_in), ctx.present(rel)
+        ):
+            raise ValueError(
+                f"Cannot slim {layer.name!r}: its hidden states, relative "
+                "embeddings and output must keep the same channels."
+            )
+        q, k, v, o = self.projections(layer)
+        out_scale = ctx.output_scale(node)
+        out_bias = numpy(o.bias)[present]
+        if out_scale is not None:
+            out_bias = out_bias * out_scale
+        if n == 0:  # no head left: its output bias
+            self._constant(node, ctx, out_bias, x_in)
+            return
+        new = {}
+        for proj, head_scale in ((q, None), (k, None), (v, scale)):
+            kernel, bias = sliced_projection(
+                ctx, numpy(proj.kernel), numpy(proj.bias), units, head_scale, x_in
+            )
+            new[id(proj.kernel)], new[id(proj.bias)] = kernel, bias
+        out_kernel = numpy(o.kernel).reshape(shape.units, shape.key_dim, -1)
+        out_kernel = out_kernel[heads].reshape(n * shape.key_dim, -1)[:, present]
+        if out_scale is not None:
+            out_kernel = out_kernel * out_scale
+        new[id(o.kernel)], new[id(o.bias)] = out_kernel, out_bias
+        weights = [new.get(id(w), numpy(w)) for w in layer.weights]
+        slim = sized_disentangled()(
+            head_size=shape.key_dim,
+            num_heads=n,
+            hidden_dim=width,
+            max_position_embeddings=layer.max_position_embeddings,
+            bucket_size=layer.bucket_size,
+            dropout=layer.dropout,
+            name=ctx.name(node.layer.name, original=True),
+            dtype=layer.dtype_policy,
+        )
+        ctx.sym[t_out] = ctx.call(node, slim, weights)[0]
+
+
+class _Wrapped(RotaryAttention):
+    """`VIBAttentionHeads`: the handler of the layer it wraps."""
+
+    def __init__(self, rotary, disentangled):
+        self.rotary, self.disentangled = rotary, disentangled
+
+    def _of(self, layer):
+        return self.disentangled if _is_disentangled(layer) else self.rotary
+
+    def geometry(self, layer):
+        return self._of(layer).geometry(layer)
+
+    def refusal(self, node):
+        return self._of(node.layer).refusal(node)
+
+    def projections(self, layer):
+        return self._of(layer).projections(layer)
+
+    def counts(self, node, kept):
+        return self._of(node.layer).counts(node, kept)
+
+    def slim(self, node, ctx):
+        return self._of(node.layer).slim(node, ctx)
+
+
 # keras-hub's decoder blocks, opened with a causal mask for any length.
 DECODERS = (
     "layers.TransformerDecoder",
@@ -482,7 +693,10 @@ def register_all(register):
     rotary = RotaryAttention()
     for cls in _classes(*ROTARY):
         register(cls, rotary)
-    register(VIBAttentionHeads, rotary)
+    disentangled = DisentangledAttention()
+    for cls in _classes(DEBERTA):
+        register(cls, disentangled)
+    register(VIBAttentionHeads, _Wrapped(rotary, disentangled))
     from keras_hub.src.layers.modeling import cached_multi_head_attention as cached
 
     register(cached.CachedMultiHeadAttention, Attention())
