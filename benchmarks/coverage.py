@@ -151,9 +151,13 @@ def unit_kinds(gated):
     kinds = set()
     for node in g.nodes:
         name = type(node.layer).__name__
-        if name == "VIBMultiHeadAttention":
+        grouped = name == "VIBGroupQueryAttention" or (
+            name == "VIBAttentionHeads"
+            and hasattr(node.layer.layer, "num_key_value_heads")
+        )
+        if name in ("VIBMultiHeadAttention", "VIBAttentionHeads") and not grouped:
             kinds.add("heads")
-        elif name in ("VIBGroupQueryAttention", "VIBAttentionHeads"):
+        elif grouped:
             kinds.add("key/value groups")
         elif name == "VIBGate":
             source = node
