@@ -94,7 +94,7 @@ def test_a_rotary_decoder_trains_and_reloads_gated(name, tmp_path):
     assert report.input_shape == [(8,), (8,)] and report.flops > 0
 
 
-@pytest.mark.parametrize("name", ENCODERS + ROTARY)
+@pytest.mark.parametrize("name", ENCODERS + ROTARY + ["DeBERTaV3", "DeiT"])
 def test_half_of_every_gate_closed_meets_the_issue_targets(name):
     """At most 85 % of the parameters, 60 % of those outside the embeddings."""
     rng = np.random.default_rng(1)
