@@ -921,8 +921,8 @@ def _untuned(out, *more):
     """A short run of a pair without a tuned recipe (lenet5 on Fashion-MNIST),
     on synthetic data."""
     return ["train", "--model", "lenet5", "--dataset", "fashion_mnist",
-            "--synthetic", "64", "--epochs", "2", "--out", str(out),
-            "--verbose", "0", *more]  # fmt: skip
+            "--synthetic", "64", "--epochs", "2", "--finetune-epochs", "1",
+            "--out", str(out), "--verbose", "0", *more]  # fmt: skip
 
 
 def test_a_pair_without_a_tuned_recipe_is_guarded_and_says_so(tmp_path, capsys):
