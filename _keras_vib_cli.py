@@ -194,6 +194,42 @@ def _out_file(*suffixes):
     return parse
 
 
+def _export_out(text):
+    """An argparse type: what `export` writes, a `.tflite` or `.onnx` file
+    or a SavedModel folder that does not exist yet."""
+    path = pathlib.Path(text)
+    if path.suffix in (".tflite", ".onnx"):
+        return _out_file(path.suffix)(text)
+    if path.suffix in (".keras", ".h5", ".hdf5"):
+        raise argparse.ArgumentTypeError(
+            f"--out must be a .tflite or .onnx file, or a SavedModel folder, "
+            f"received {text!r} (a Keras model file: `keras-vib slim` writes one)"
+        )
+    if path.exists():
+        raise argparse.ArgumentTypeError(
+            f"--out must be a .tflite or .onnx file, or a SavedModel folder that "
+            f"does not exist yet, received {text!r} (it exists)"
+        )
+    blocking = _blocking_file(path)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(
+            f"--out {text!r} cannot be made: {str(blocking)!r} is a file"
+        )
+    return text
+
+
+# What `export --out` is for each format, and the format an --out implies.
+FORMATS = {"litert": ".tflite", "onnx": ".onnx", "saved_model": "a folder"}
+
+
+def export_format(args):
+    """The format of `export`: `--format`, else what `--out` implies."""
+    if args.format is not None:
+        return args.format
+    suffix = pathlib.Path(args.out).suffix
+    return {".tflite": "litert", ".onnx": "onnx"}.get(suffix, "saved_model")
+
+
 RECIPE = "(default: the recipe's)"
 
 
@@ -274,6 +310,21 @@ def _check_together(args):
             raise UsageError(
                 f"--out {args.out!r} holds an earlier run: pass --overwrite to "
                 "replace it, or name another folder"
+            )
+    if args.command == "export":
+        fmt = args.format = export_format(args)
+        wanted = FORMATS[fmt]
+        suffix = pathlib.Path(args.out).suffix
+        if (suffix or "a folder") != wanted and not (
+            fmt == "saved_model" and suffix not in (".tflite", ".onnx")
+        ):
+            raise UsageError(
+                f"--format {fmt} writes {wanted}: --out {args.out!r} does not name one"
+            )
+        if fmt != "litert" and args.quantization != "float32":
+            raise UsageError(
+                f"--quantization {args.quantization} is for litert; --format "
+                f"{fmt} exports float32"
             )
     if args.command == "export" and args.quantization == "int8" and not args.dataset:
         raise UsageError(
@@ -542,7 +593,11 @@ def _slim_parser(sub):
 
 
 def _export_parser(sub):
-    export = sub.add_parser("export", help="write a .tflite file from a saved model")
+    export = sub.add_parser(
+        "export",
+        help="write a .tflite, .onnx or SavedModel of a saved model (slimmed "
+        "first if gated)",
+    )
     export.add_argument(
         "model",
         type=_existing_file,
@@ -550,14 +605,22 @@ def _export_parser(sub):
     )
     export.add_argument(
         "--out",
-        type=_out_file(".tflite"),
+        type=_export_out,
         required=True,
-        help="the .tflite file to write (its folders are made)",
+        help="the .tflite or .onnx file, or the SavedModel folder, to write "
+        "(its folders are made)",
+    )
+    export.add_argument(
+        "--format",
+        choices=tuple(FORMATS),
+        help="litert (a .tflite), onnx (for ONNX Runtime; pip install "
+        "keras_vib[onnx]) or saved_model (a folder, for TF Serving) (default: "
+        "what --out names)",
     )
     export.add_argument(
         "--quantization", choices=("float32", "float16", "dynamic", "int8"),
         default="float32", help="weights' (and, int8, activations') number "
-        "format (default float32)",
+        "format, litert only (default float32)",
     )  # fmt: skip
     export.add_argument(
         "--dataset",

@@ -10,6 +10,7 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (HERE / "keras_vib" / "__init__.py").read_text()
 ).group(1)
 
+ONNX = ["onnx", "onnxruntime", "tf2onnx"]
 HUB = ["keras-hub>=0.32", "tensorflow-text>=2.21,<2.22"]
 
 setup(
@@ -44,7 +45,9 @@ setup(
         # keras-hub's models (BERT, ViT, Gemma...): its layers' handlers load
         # when a model holds one. tensorflow-text in step with TensorFlow.
         "hub": HUB,
-        "test": ["pytest", "ruff", "tensorboard", "jax"] + HUB,
+        # `keras-vib export --format onnx` / keras_vib.export.to_onnx.
+        "onnx": ONNX,
+        "test": ["pytest", "ruff", "tensorboard", "jax"] + HUB + ONNX,
     },
     entry_points={"console_scripts": ["keras-vib=_keras_vib_cli:main"]},
     classifiers=[

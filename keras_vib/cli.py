@@ -484,7 +484,7 @@ def _note(message):
     print(f"keras-vib: note: {message}", file=sys.stderr, flush=True)
 
 
-def _export_on_tensorflow(model_path, tflite_path):
+def _export_on_tensorflow(model_path, tflite_path, args=None):
     """`keras-vib export` in a subprocess on the TensorFlow backend (a slim
     model is stock Keras: it loads on any backend)."""
     import subprocess
@@ -492,6 +492,11 @@ def _export_on_tensorflow(model_path, tflite_path):
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     command = [sys.executable, "-m", "_keras_vib_cli", "export", str(model_path),
                "--out", str(tflite_path)]  # fmt: skip
+    if args is not None:
+        command += ["--quantization", args.quantization]
+        for flag in ("dataset", "data_dir"):
+            if getattr(args, flag, None):
+                command += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["no message"]
@@ -590,18 +595,37 @@ def slim_command(args, quiet_native):
 
 
 def export_command(args, quiet_native):
+    import keras
     import numpy as np
 
     import keras_vib as kv
 
     _fine_tuned_beside(args.model)
+    fmt = getattr(args, "format", None) or "litert"  # (resolved on parsing)
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "litert" and keras.backend.backend() != "tensorflow":
+        # Keras's LiteRT export needs TensorFlow: this command, there.
+        _export_on_tensorflow(args.model, args.out, args)
+        print(f"wrote {args.out}")
+        return 0
     model = _load(args.model)
+    if fmt != "litert":
+        export = kv.export.to_onnx if fmt == "onnx" else kv.export.to_saved_model
+        with quiet_native():
+            try:
+                export(model, args.out)
+            except ImportError as error:  # onnx, onnxruntime or tf2onnx
+                raise CLIError(
+                    f"--format onnx needs the ONNX packages ({error}): pip "
+                    "install keras_vib[onnx]"
+                ) from None
+        print(f"wrote {args.out}")
+        return 0
     quantization = None if args.quantization == "float32" else args.quantization
     data = None
     if quantization == "int8":  # (--dataset checked on parsing)
         batches = _load_dataset(args.dataset, "train", 100, args.data_dir).take(5)
         data = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with quiet_native():
         kv.export.to_tflite(
             model, quantization, representative_data=data, path=args.out

@@ -1,9 +1,12 @@
-"""Edge deployment: conversion to TFLite (LiteRT), running the result, QAT.
+"""Deployment: conversion to TFLite (LiteRT), ONNX and SavedModel, running
+the LiteRT result, QAT.
 
 The users' module: every name is that of `keras_vib.deploy`, where the work
 is done in three modules. `to_tflite` slims a gated model and converts it
 with Keras' own LiteRT exporter (`model.export(..., format="litert")`);
-`run_tflite`, `evaluate_tflite`, `benchmark_tflite` and `tflite_ops` run
+`to_onnx` and `to_saved_model` write the slim model for ONNX Runtime
+and TF Serving; `run_tflite`, `evaluate_tflite`, `benchmark_tflite` and
+`tflite_ops` run
 and inspect the result in LiteRT; `to_tf_keras` and `quantization_aware`
 build the tf_keras (Keras 2) twin of a slim model for quantization-aware
 training with tensorflow-model-optimization.
@@ -15,6 +18,7 @@ Example:
 """
 
 from keras_vib.deploy import (
+    FORMATS,
     KERNELS,
     QUANTIZATIONS,
     benchmark_tflite,
@@ -23,13 +27,18 @@ from keras_vib.deploy import (
     run_tflite,
     select_features_twin,
     tflite_ops,
+    to_onnx,
+    to_saved_model,
     to_tf_keras,
     to_tflite,
 )
 
 __all__ = [
     "QUANTIZATIONS",
+    "FORMATS",
     "to_tflite",
+    "to_onnx",
+    "to_saved_model",
     "run_tflite",
     "evaluate_tflite",
     "benchmark_tflite",

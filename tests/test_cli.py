@@ -338,7 +338,7 @@ def files(tmp_path):
         (["slim", "{d}/corrupt.keras", "--out", "{d}/x.h5"], "must end in .keras"),
         (
             ["export", "{d}/corrupt.keras", "--out", "{d}/x.keras"],
-            "must end in .tflite",
+            "must be a .tflite or .onnx file, or a SavedModel folder",
         ),
         (["report", "{d}/corrupt.keras"], "a .keras file is a zip archive"),
         (

@@ -5,6 +5,7 @@ only downward (and none of them `keras_vib.export`, the users' module that
 gathers their names):
 
 - `convert`: `to_tflite`, `QUANTIZATIONS`;
+- `formats`: `to_onnx`, `to_saved_model`, `FORMATS`;
 - `litert`: `run_tflite`, `evaluate_tflite`, `benchmark_tflite`,
   `tflite_ops`, `KERNELS`;
 - `twin`: `to_tf_keras`, `quantization_aware` (and `select_features_twin`,
@@ -12,6 +13,7 @@ gathers their names):
 """
 
 from keras_vib.deploy.convert import QUANTIZATIONS, to_tflite
+from keras_vib.deploy.formats import FORMATS, to_onnx, to_saved_model
 from keras_vib.deploy.litert import (
     KERNELS,
     benchmark_tflite,
@@ -23,7 +25,10 @@ from keras_vib.deploy.twin import quantization_aware, select_features_twin, to_t
 
 __all__ = [
     "QUANTIZATIONS",
+    "FORMATS",
     "to_tflite",
+    "to_onnx",
+    "to_saved_model",
     "run_tflite",
     "evaluate_tflite",
     "benchmark_tflite",
