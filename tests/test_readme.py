@@ -60,6 +60,7 @@ def test_the_readme_s_python_runs_as_written(tmp_path, monkeypatch):
     assert len(ran) >= 8
     # What the text around them says they do.
     assert (tmp_path / "slim.keras").exists()
+    assert (tmp_path / "slim.onnx").exists() and (tmp_path / "served").is_dir()
     assert (tmp_path / "plots" / "kept_neurons.png").exists()
     assert (
         0.0
