@@ -590,6 +590,14 @@ def _slim_parser(sub):
         required=True,
         help="the slim model's .keras file (its folders are made)",
     )
+    slim.add_argument(
+        "--round-to",
+        type=_positive_int("round-to"),
+        metavar="K",
+        help="keep a multiple of K units in every gated layer (4, 8 or 16: "
+        "channel counts a runtime's kernels run whole), reopening or closing "
+        "the units nearest to the threshold (default: as trained)",
+    )
 
 
 def _export_parser(sub):

@@ -588,7 +588,7 @@ def slim_command(args, quiet_native):
     import keras_vib as kv
 
     _fine_tuned_beside(args.model)
-    slim = kv.slim_model(_load(args.model))
+    slim = kv.slim_model(_load(args.model), round_to=getattr(args, "round_to", None))
     _save_keras(slim, args.out)
     print(f"wrote {args.out} ({slim.count_params():,} parameters)")
     return 0

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from keras_vib import _validate, graph
+from keras_vib.gates import gates as _gates_of
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE, scale_layer
 from keras_vib.handlers.base import combine_scales
 from keras_vib.handlers.kernels import FLOAT
@@ -503,7 +504,52 @@ def _numpy_initializers(layer):
             setattr(layer, name, value)
 
 
-def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
+def rounded_masks(model, round_to: int) -> dict:
+    """Each gate's kept units, their count made a multiple of `round_to`.
+
+    The count goes to the nearest multiple (half-way: up), at least
+    `round_to` where any unit is kept and at most the gate's units: the
+    closed units of lowest `log_alpha` reopen, or the open units of highest
+    close, as few as it takes. A gate that keeps nothing keeps nothing; one
+    with fewer units than `round_to` keeps them all. The gates are not
+    changed.
+
+    Args:
+        model: a model with keras_vib gates.
+        round_to: positive int, the multiple (4, 8 or 16: what a runtime's
+            kernels take in one vector).
+
+    Returns:
+        A dict `id(gate) -> kept mask`, as `graph.analyze` takes it.
+    """
+    round_to = _validate.integer("round_to", round_to, minimum=1)
+    masks = {}
+    for _, gate in _gates_of(model):
+        mask = gate.kept_mask()
+        kept, units = int(mask.sum()), len(mask)
+        if kept == 0 or round_to == 1:
+            masks[id(gate)] = mask
+            continue
+        target = max(round_to, int(np.floor(kept / round_to + 0.5)) * round_to)
+        if target > units:
+            target = units - units % round_to or units
+        log_alpha = np.asarray(keras.ops.convert_to_numpy(gate.log_alpha()))
+        mask = mask.copy()
+        if target > kept:  # reopen the closed units nearest to the threshold
+            closed = np.flatnonzero(~mask)
+            order = np.argsort(log_alpha[closed], kind="stable")
+            mask[closed[order][: target - kept]] = True
+        elif target < kept:  # close the open units farthest from it
+            kept_units = np.flatnonzero(mask)
+            order = np.argsort(-log_alpha[kept_units], kind="stable")
+            mask[kept_units[order][: kept - target]] = False
+        masks[id(gate)] = mask
+    return masks
+
+
+def slim_model(
+    model, keep_input_shape: bool = True, round_to: int | None = None
+) -> keras.Model:
     """Rebuilds `model` with every closed neuron and channel removed.
 
     The result is a new functional `keras.Model` of stock Keras layers
@@ -526,9 +572,17 @@ def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
     `import keras_vib`). With `keep_input_shape=False` it takes only the
     kept features: feed it `x[..., kept_input_indices(model)[0]]`.
 
+    With `round_to=k`, each gate keeps a multiple of `k` units (the
+    runtime's kernels run whole vectors of 4, 8 or 16 channels): the closed
+    units of lowest `log_alpha` reopen, or the open units of highest close,
+    as few as it takes (`rounded_masks`); the slim model then computes what
+    the gated model computes with those units open or closed.
+
     Args:
         model: a built Sequential or functional model with keras_vib gates.
         keep_input_shape: whether the slim model takes the original inputs.
+        round_to: optional positive int, the multiple each gate's kept count
+            is rounded to (None: as the gates have it).
 
     Returns:
         The slim `keras.Model`. `keras_vib.compression_report(slim,
@@ -546,7 +600,8 @@ def slim_model(model, keep_input_shape: bool = True) -> keras.Model:
     True
     """
     keep_input_shape = _validate.boolean("keep_input_shape", keep_input_shape)
-    analysis = graph.analyze(model)
+    masks = None if round_to is None else rounded_masks(model, round_to)
+    analysis = graph.analyze(model, masks)
     _check_supported(analysis)
     builder = SlimContext(analysis, keep_input_shape)
     inputs, outputs = builder.run()

@@ -1001,3 +1001,23 @@ def test_bad_guards_are_refused_in_one_line(capsys, flags, message):
     argv = ["train", "--model", "lenet5", "--dataset", "fashion_mnist", *flags]
     code, _, err = run(capsys, *argv)
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_slim_rounds_the_kept_counts_on_request(trained, tmp_path, capsys):
+    import keras
+
+    out = tmp_path / "rounded.keras"
+    code, printed, err = run(
+        capsys, "slim", str(trained / "gated.keras"), "--out", str(out),
+        "--round-to", "8",
+    )  # fmt: skip
+    assert code == 0, err
+    assert printed.startswith(f"wrote {out}")
+    slim = keras.models.load_model(out)
+    widths = [la.units for la in slim.layers if isinstance(la, keras.layers.Dense)]
+    assert all(w % 8 == 0 for w in widths[:-1]) and widths[-1] == 10, widths
+    code, _, err = run(
+        capsys, "slim", str(trained / "gated.keras"), "--out", str(out),
+        "--round-to", "0",
+    )  # fmt: skip
+    assert code == 2 and "--round-to must be a positive integer" in err

@@ -683,3 +683,73 @@ def test_input_gate_after_flatten_selects_pixels():
     (select,) = select_features_layers(slim)
     assert select.input.shape[-1] == 784 and select.output.shape[-1] == k0
     assert isinstance(slim.layers[1], L.Flatten)
+
+
+def _log_sigma2_for(mu, log_alpha):
+    return np.asarray(log_alpha) + np.log(np.square(mu) + 1e-8)
+
+
+def test_rounded_masks_reopen_nearest_and_close_farthest():
+    """Kept counts to the nearest multiple: reopening the closed units of
+    lowest log alpha, closing the open units of highest; the gates stay."""
+    from helpers import lenet5
+
+    model = lenet5()
+    gates = dict(kv.gates.gates(model))
+    rng = np.random.default_rng(0)
+    states = {
+        "conv1": rng.permutation(20) < 0,  # none kept: stays empty
+        "conv2": rng.permutation(50) < 13,  # 13 -> 16: three reopen
+        "fc1": rng.permutation(500) < 11,  # 11 -> 8: three close
+    }
+    for name, kept in states.items():
+        gate = gates[name]
+        mu = np.ones(gate.units)
+        log_alpha = np.where(
+            kept, -rng.uniform(1, 5, gate.units), rng.uniform(1, 5, gate.units)
+        )
+        set_gates(gate, mu, _log_sigma2_for(mu, log_alpha))
+    before = {n: g.kept_mask() for n, g in gates.items()}
+    masks = kv.slim.rounded_masks(model, 8)
+    for name, gate in gates.items():
+        np.testing.assert_array_equal(gate.kept_mask(), before[name])  # unchanged
+    log_alpha = {n: keras.ops.convert_to_numpy(g.log_alpha()) for n, g in gates.items()}
+    assert masks[id(gates["conv1"])].sum() == 0
+    conv2 = masks[id(gates["conv2"])]
+    assert conv2.sum() == 16 and (conv2 >= before["conv2"]).all()
+    reopened = conv2 & ~before["conv2"]
+    still_closed = ~conv2
+    assert log_alpha["conv2"][reopened].max() <= log_alpha["conv2"][still_closed].min()
+    fc1 = masks[id(gates["fc1"])]
+    assert fc1.sum() == 8 and (fc1 <= before["fc1"]).all()
+    closed = before["fc1"] & ~fc1
+    assert log_alpha["fc1"][closed].min() >= log_alpha["fc1"][fc1].max()
+    # A count under the multiple goes up to it; a gate smaller than it
+    # keeps everything.
+    assert kv.slim.rounded_masks(model, 32)[id(gates["conv2"])].sum() == 32
+    assert kv.slim.rounded_masks(model, 64)[id(gates["conv2"])].sum() == 50
+    with pytest.raises(ValueError, match="round_to=0"):
+        kv.slim.rounded_masks(model, 0)
+
+
+def test_a_slim_model_rounded_to_8_computes_the_gated_model_with_those_units():
+    from helpers import lenet5
+
+    rng = np.random.default_rng(1)
+    model = lenet5()
+    random_gates(model, rng)
+    x = rng.random((4, 28, 28, 1)).astype("float32")
+    before = [g.kept_mask() for _, g in kv.gates.gates(model)]
+    slim = kv.slim_model(model, round_to=8)
+    for mask, (_, gate) in zip(before, kv.gates.gates(model)):  # unchanged
+        np.testing.assert_array_equal(gate.kept_mask(), mask)
+    widths = [la.filters for la in slim.layers if isinstance(la, keras.layers.Conv2D)]
+    widths += [la.units for la in slim.layers if isinstance(la, keras.layers.Dense)]
+    assert all(w % 8 == 0 for w in widths[:-1]), widths  # (the classifier: 10)
+    # The same as the gated model with its gates set to those masks.
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    masks = kv.slim.rounded_masks(model, 8)
+    for (_, gate), (_, original) in zip(kv.gates.gates(twin), kv.gates.gates(model)):
+        gate.set_kept(masks[id(original)])
+    np.testing.assert_allclose(slim(x), twin(x, training=False), rtol=1e-4, atol=1e-5)
