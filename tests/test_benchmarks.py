@@ -525,3 +525,18 @@ def test_guard_benchmark_runs(tmp_path):
         assert re.match(r" \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\] ", row.split("|")[3])
     again = run_script(*args)
     assert "$ " not in again  # every result was kept: nothing trained again
+
+
+@pytest.mark.slow
+def test_round_to_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    run_script(
+        "benchmarks/round_to.py", "--families", "MobileNetV2", "--size", "32",
+        "--round-to", "8", "--runs", "2", "--rounds", "1",
+        "--benchmarks-md", str(md), "--write",
+    )  # fmt: skip
+    rows = [line for line in md.read_text().splitlines() if "| MobileNetV2" in line]
+    assert [row.split("|")[2].strip() for row in rows] == ["slim", "slim, round_to=8"]
+    flops = [int(row.split("|")[3].replace(",", "")) for row in rows]
+    assert flops[1] != flops[0]  # the rounding changed the kept counts
