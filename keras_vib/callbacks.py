@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_vib import _validate
 from keras_vib import report as _report
-from keras_vib.gates import gates as _gates_of
+from keras_vib.gates import gates_of_callback
 
 __all__ = ["VIBMonitor", "VIBProgbarLogger"]
 
@@ -115,13 +115,7 @@ class VIBMonitor(keras.callbacks.Callback):
                     "VIBMonitor has no model: use it as a callback of "
                     "`model.fit`, or call `set_model(model)` first."
                 )
-            gates = _gates_of(self.model)
-            if not gates:
-                raise ValueError(
-                    "VIBMonitor found no VIB gate in the model "
-                    f"{self.model.name!r}: add `VIBGate`, `VIBDense` or "
-                    "`VIBConv2D` layers, or remove the monitor."
-                )
+            gates = gates_of_callback(self.model, "VIBMonitor", "remove the monitor")
             names = [name for name, _ in gates]
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:

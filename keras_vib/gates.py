@@ -11,6 +11,7 @@ from keras_vib.layers import InputSize
 __all__ = [
     "gated_layers",
     "gates",
+    "gates_of_callback",
     "has_gates",
     "recorded_input_shape",
     "records_input_size",
@@ -55,6 +56,18 @@ def gates(model):
         `VIBConv2D` holds its gate in `.gate`, a bare `VIBGate` is its own.
     """
     return [(name, gate) for name, _, gate in _gated(model)]
+
+
+def gates_of_callback(model, callback, remedy="remove it"):
+    """`gates(model)` for a callback's `on_train_begin`; a `ValueError` that
+    names the callback (and what to do) when the model has none."""
+    found = gates(model)
+    if not found:
+        raise ValueError(
+            f"{callback} found no VIB gate in the model {model.name!r}: add "
+            f"`VIBGate`, `VIBDense` or `VIBConv2D` layers, or {remedy}."
+        )
+    return found
 
 
 def has_gates(model):

@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_vib import _validate
-from keras_vib.gates import gates as _gates_of
+from keras_vib.gates import gates_of_callback
 
 __all__ = ["VIBGuard"]
 
@@ -113,12 +113,7 @@ class VIBGuard(keras.callbacks.Callback):
         self._scale = self._get_scale()  # as the variable holds it
 
     def on_train_begin(self, logs=None):
-        self._gates = _gates_of(self.model)
-        if not self._gates:
-            raise ValueError(
-                f"VIBGuard found no VIB gate in the model {self.model.name!r}: "
-                "add `VIBGate`, `VIBDense` or `VIBConv2D` layers, or remove it."
-            )
+        self._gates = gates_of_callback(self.model, "VIBGuard")
         self._reset()
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_vib import _validate
-from keras_vib.gates import gates as _gates_of
+from keras_vib.gates import gates_of_callback
 
 __all__ = ["VIBWarmup"]
 
@@ -46,12 +46,7 @@ class VIBWarmup(keras.callbacks.Callback):
             gate.set_kl_scale(value)
 
     def on_train_begin(self, logs=None):
-        self._gates = _gates_of(self.model)
-        if not self._gates:
-            raise ValueError(
-                f"VIBWarmup found no VIB gate in the model {self.model.name!r}: "
-                "add `VIBGate`, `VIBDense` or `VIBConv2D` layers, or remove it."
-            )
+        self._gates = gates_of_callback(self.model, "VIBWarmup")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._set_scale(min(1.0, float(epoch) / self.epochs))

@@ -43,7 +43,7 @@ def _prepared(model, slim, what):
     return model
 
 
-def _check_path(path, what):
+def _check_path(path):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -51,6 +51,19 @@ def _check_path(path, what):
             f"Expected `path` in an existing directory. Received: path={path!r}"
         )
     return path, directory
+
+
+def _export_beside(model, path, directory, keras_format):
+    """Keras's export (`keras_format`) into a temporary folder beside
+    `path`, moved to `path` once whole: a failed export writes nothing."""
+    tmp = tempfile.mkdtemp(dir=directory, suffix=".export.tmp")
+    try:
+        written = os.path.join(tmp, os.path.basename(path))
+        model.export(written, format=keras_format, verbose=False)
+        os.replace(written, path)
+    finally:
+        shutil.rmtree(tmp)
+    return path
 
 
 def _on_tensorflow(model, path, function):
@@ -103,21 +116,13 @@ def to_onnx(model: keras.Model, path, slim: bool = True) -> str:
     >>> keras_vib.export.to_onnx(gated, "model.onnx")
     >>> onnxruntime.InferenceSession("model.onnx").run(None, {"x": x})
     """
-    path, directory = _check_path(path, "to_onnx")
+    path, directory = _check_path(path)
     if not path.endswith(".onnx"):
         raise ValueError(f"Expected `path` to end in .onnx. Received: path={path!r}")
     model = _prepared(model, slim, "to_onnx")
     if keras.backend.backend() != "tensorflow":
         return _on_tensorflow(model, path, "to_onnx")
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        model.export(tmp, format="onnx", verbose=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return _export_beside(model, path, directory, "onnx")
 
 
 def to_saved_model(model: keras.Model, path, slim: bool = True) -> str:
@@ -143,7 +148,7 @@ def to_saved_model(model: keras.Model, path, slim: bool = True) -> str:
     >>> keras_vib.export.to_saved_model(gated, "served/1")
     >>> tf.saved_model.load("served/1").serve(x)
     """
-    path, directory = _check_path(path, "to_saved_model")
+    path, directory = _check_path(path)
     if os.path.exists(path):
         raise ValueError(
             f"Expected `path` to be a folder that does not exist yet. Received: "
@@ -152,11 +157,4 @@ def to_saved_model(model: keras.Model, path, slim: bool = True) -> str:
     model = _prepared(model, slim, "to_saved_model")
     if keras.backend.backend() != "tensorflow":
         return _on_tensorflow(model, path, "to_saved_model")
-    tmp = tempfile.mkdtemp(dir=directory, suffix=".saved_model.tmp")
-    try:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-    return path
+    return _export_beside(model, path, directory, "tf_saved_model")
