@@ -314,25 +314,36 @@ class Composite(LayerHandler):
         signature += (repr(call.constants()),)
         cached = _OPENED.setdefault(layer, {})
         if signature not in cached:
-            cached[signature] = _trace(layer, call)
+            cached[signature] = self.trace(layer, call)
         return cached[signature]
+
+    def trace(self, layer, call):
+        """The functional model of this call, or None (the layer stays
+        whole): by default its `call` on symbolic copies of the call's
+        tensors. A layer whose `call` cannot run symbolically overrides it,
+        rebuilding the computation from its sublayers (`opened`)."""
+
+        def run(inputs):
+            args, kwargs = call.arguments_for(inputs)
+            return layer.call(*args, **kwargs)
+
+        return opened(layer, call, run)
 
 
 _OPENED = weakref.WeakKeyDictionary()  # layer -> {signature: model or None}
 
 
-def _trace(layer, call):
-    """The functional model of `layer.call` on symbolic copies of the
-    call's tensors, or None where it does not trace."""
+def opened(layer, call, build):
+    """The functional model of `build(inputs)`, `inputs` symbolic copies of
+    the call's tensors, or None where it does not build (not traceable: the
+    layer stays one opaque call)."""
     inputs = [
         keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype)
         for t in call.input_tensors
     ]
-    args, kwargs = call.arguments_for(inputs)
     try:
-        outputs = layer.call(*args, **kwargs)
-        model = keras.Model(inputs, outputs, name=f"{layer.name}_inside")
-    except Exception:  # not traceable: the layer stays one opaque call
+        model = keras.Model(inputs, build(inputs), name=f"{layer.name}_inside")
+    except Exception:
         return None
     # Every weight must be a sublayer's, called in the graph (a weight the
     # layer reads itself would be shared with the gated copy).

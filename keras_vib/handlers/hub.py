@@ -25,7 +25,6 @@ import contextlib
 import importlib
 import inspect
 import math
-import weakref
 
 import keras
 import numpy as np
@@ -38,7 +37,14 @@ from keras_vib.handlers.attention import (
     kept_heads,
     sliced_projection,
 )
-from keras_vib.handlers.base import OPAQUE, Composite, positions, register_layer, remade
+from keras_vib.handlers.base import (
+    OPAQUE,
+    Composite,
+    opened,
+    positions,
+    register_layer,
+    remade,
+)
 from keras_vib.handlers.kernels import FLOAT, numpy
 from keras_vib.layers import VIBAttentionHeads
 
@@ -635,26 +641,18 @@ class DeiTEncoder(Composite):
     `call` does (no attention mask, no hidden states or scores asked for:
     its two other outputs are the empty tensors it returns then)."""
 
-    def inside(self, node):
-        layer, call = node.layer, node.call
+    def trace(self, layer, call):
         if call.constants() or len(call.input_tensors) != 1:
             return None  # masks, hidden states or scores asked for: whole
-        cached = _DEIT.setdefault(layer, {})
-        shape = tuple(call.input_tensors[0].shape)
-        if shape not in cached:
-            cached[shape] = self._open(
-                layer, call.input_tensors[0], call.output_tensors
-            )
-        return cached[shape]
+        return opened(layer, call, lambda x: self._blocks(layer, x[0], call))
 
     @staticmethod
-    def _open(layer, tensor, outputs):
-        shape = tuple(tensor.shape)
-        x = keras.Input(batch_shape=shape, dtype=tensor.dtype)
+    def _blocks(layer, x, call):
+        shape, dtype = tuple(x.shape), x.dtype
         h = x
         for block in layer.encoder_layers:  # a nested model each (their
             # sublayers share names from block to block)
-            b_in = keras.Input(batch_shape=shape, dtype=tensor.dtype)
+            b_in = keras.Input(batch_shape=shape, dtype=dtype)
             y = block.layer_norm_1(b_in)
             y = ops.add(block.mha(y, y), b_in)
             z = block.mlp(block.layer_norm_2(y))
@@ -666,18 +664,9 @@ class DeiTEncoder(Composite):
         extra = [
             ops.broadcast_to(ops.reshape(empty, (0,) + (1,) * (len(t.shape) - 1)),
                              tuple(t.shape))
-            for t in outputs[1:]
+            for t in call.output_tensors[1:]
         ]  # fmt: skip
-        try:
-            model = keras.Model(x, [h, *extra], name=f"{layer.name}_inside")
-        except Exception:  # pragma: no cover (another keras-hub version)
-            return None
-        if {id(w) for w in model.weights} != {id(w) for w in layer.weights}:
-            return None
-        return model
-
-
-_DEIT = weakref.WeakKeyDictionary()
+        return [h, *extra]
 
 
 def register_all(register):
