@@ -565,10 +565,11 @@ def test_help_is_fast_and_the_entry_loads_no_keras():
 def test_the_command_modules_agree_with_the_library():
     """The entry module's choices, kept there so that parsing needs no
     Keras, name the library's models, datasets and recipe settings."""
-    from keras_vib import datasets, models
+    from keras_vib import datasets, export, models
 
     assert set(_keras_vib_cli.MODELS) == set(models.MODELS)
     assert set(_keras_vib_cli.DATASETS) == set(datasets.DATASETS)
+    assert tuple(_keras_vib_cli.FORMATS) == export.FORMATS
     train = _keras_vib_cli.build_parser().parse_args(
         ["train", "--model", "lenet5", "--dataset", "mnist"]
     )

@@ -42,6 +42,22 @@ def embedding_params(model):
     )
 
 
+def half_closed(model, x, rng=None):
+    """`add_gates(model)` (computing what `model` does), half of every
+    gate's units closed (the first half, or a random one from `rng`), and
+    `slim_model` of it (computing what the gated model does, with the
+    parameters the report counts): `(gated, slim)`."""
+    gated = quietly(kv.add_gates, model)
+    assert_close(gated(x, training=False), model(x, training=False))
+    for _, gate in kv.gates.gates(gated):
+        n = gate.units
+        gate.set_kept((np.arange(n) if rng is None else rng.permutation(n)) < n // 2)
+    slim = kv.slim_model(gated)
+    assert_close(slim(x), gated(x, training=False), 1e-4)
+    assert slim.count_params() == kv.compression_report(gated).kept_params
+    return gated, slim
+
+
 @pytest.mark.parametrize("name", ENCODERS)
 def test_an_encoder_backbone_is_gated_inside_and_slims(name, tmp_path):
     rng = np.random.default_rng(0)
@@ -166,15 +182,8 @@ def test_every_backbone_of_the_table_gates_and_slims(name):
     """No crash on any backbone of the coverage table: the gated model
     computes the original's function, the slim one the gated one's (those
     whose blocks are not opened yet have no gate: BENCHMARKS.md says why)."""
-    rng = np.random.default_rng(6)
-    model, x = BACKBONES[name](rng)
-    gated = quietly(kv.add_gates, model)
-    assert_close(gated(x, training=False), model(x, training=False))
-    for _, gate in kv.gates.gates(gated):
-        gate.set_kept(np.arange(gate.units) < gate.units // 2)
-    slim = kv.slim_model(gated)
-    assert_close(slim(x), gated(x, training=False), 1e-4)
-    assert slim.count_params() == kv.compression_report(gated).kept_params
+    model, x = BACKBONES[name](np.random.default_rng(6))
+    half_closed(model, x)
 
 
 @pytest.mark.parametrize(
@@ -349,17 +358,11 @@ def test_deberta_v3_s_heads_are_cut_and_its_slim_model_reloads(tmp_path):
     copies are saved so that loading builds it again."""
     rng = np.random.default_rng(4)
     model, x = BACKBONES["DeBERTaV3"](rng)
-    gated = quietly(kv.add_gates, model)
+    gated, slim = half_closed(model, x, rng)
     kinds = [type(layer).__name__ for _, layer in kv.gates.gated_layers(gated)]
     assert kinds == ["VIBAttentionHeads", "VIBGate"] * 2
-    assert_close(gated(x, training=False), model(x, training=False))
-    for _, gate in kv.gates.gates(gated):
-        gate.set_kept(rng.permutation(gate.units) < gate.units // 2)
-    slim = kv.slim_model(gated)
-    assert_close(slim(x), gated(x, training=False), 1e-4)
     heads = [la.num_heads for la in slim.layers if hasattr(la, "attn_head_size")]
     assert heads == [2, 2]
-    assert slim.count_params() == kv.compression_report(gated).kept_params
     for saved in (slim, gated):
         saved.save(tmp_path / f"{saved.name}.keras")
     code = (
@@ -387,15 +390,9 @@ def test_deit_s_blocks_are_opened(tmp_path):
     heads and feed-forward units are cut, and the slim model saves."""
     rng = np.random.default_rng(5)
     model, x = BACKBONES["DeiT"](rng)
-    gated = quietly(kv.add_gates, model)
+    gated, slim = half_closed(model, x, rng)
     kinds = [type(layer).__name__ for _, layer in kv.gates.gated_layers(gated)]
     assert kinds == ["VIBMultiHeadAttention", "VIBGate"] * 2
-    assert_close(gated(x, training=False), model(x, training=False))
-    for _, gate in kv.gates.gates(gated):
-        gate.set_kept(rng.permutation(gate.units) < gate.units // 2)
-    slim = kv.slim_model(gated)
-    assert_close(slim(x), gated(x, training=False), 1e-4)
-    assert slim.count_params() == kv.compression_report(gated).kept_params
     assert slim.count_params() < 0.75 * model.count_params()
     slim.save(tmp_path / "slim.keras")
     loaded = keras.models.load_model(tmp_path / "slim.keras")
