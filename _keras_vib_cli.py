@@ -501,6 +501,15 @@ def _budget_arguments(group):
         metavar="F",
         help="the same budget in parameters of the slim model",
     )
+    group.add_argument(
+        "--round-to",
+        type=_positive_int("round-to"),
+        metavar="K",
+        help="keep a multiple of K units in every gated layer (4, 8 or 16: "
+        "channel counts a runtime's kernels run whole): within the budget "
+        "when there is one, else rounded to the nearest multiple after the "
+        "VIB epochs (default: as trained)",
+    )
 
 
 def _run_arguments(group):
@@ -617,6 +626,14 @@ def _export_parser(sub):
         required=True,
         help="the .tflite or .onnx file, or the SavedModel folder, to write "
         "(its folders are made)",
+    )
+    export.add_argument(
+        "--round-to",
+        type=_positive_int("round-to"),
+        metavar="K",
+        help="a gated model only: slim it keeping a multiple of K units in "
+        "every gated layer, as `keras-vib slim --round-to` (default: as "
+        "trained)",
     )
     export.add_argument(
         "--format",

@@ -11,7 +11,7 @@ from keras import ops
 from keras_vib import _validate, graph
 from keras_vib import report as _report
 from keras_vib.gates import gates as _gates_of
-from keras_vib.gates import recorded_input_shape, records_input_size
+from keras_vib.gates import recorded_input_shape, records_input_size, rounded_mask
 from keras_vib.handlers.base import positions
 
 __all__ = ["VIBBudget"]
@@ -125,6 +125,11 @@ class VIBBudget(keras.callbacks.Callback):
             `(128,)`. Without it, a model from `add_gates` is measured at
             the size of its training data (recorded by its `InputSize`
             layers: the budget starts after the first step).
+        round_to: optional positive int: once the budget is reached, and
+            when training ends, every gate keeps a multiple of `round_to`
+            units (4, 8 or 16: channel counts a runtime's kernels run
+            whole; as `slim_model(round_to=)`), within the budget, closing
+            and reopening `round_to` units at a time.
 
     Attributes:
         target: the budget as a count (set when training starts).
@@ -158,6 +163,7 @@ class VIBBudget(keras.callbacks.Callback):
         min_fraction: float = 0.85,
         verbose: int = 1,
         input_shape=None,
+        round_to: int | None = None,
     ):
         super().__init__()
         if (target_flops is None) == (target_params is None):
@@ -196,6 +202,9 @@ class VIBBudget(keras.callbacks.Callback):
         )
         self.verbose = int(verbose)
         self.input_shape = input_shape
+        self.round_to = _validate.integer(
+            "round_to", round_to, minimum=1, optional=True
+        )
         self.target = self.reference = self.value = None
         self.reached_epoch = None
         self.adjusted = 0
@@ -318,6 +327,8 @@ class VIBBudget(keras.callbacks.Callback):
         return lo, _changed(masks, candidates[:lo], close)
 
     def _close_to_budget(self):
+        if self.round_to:
+            return self._fit_in_groups(fill=False)
         masks = self._masks()
         units = [u for u in self._units(masks) if u[3]]
         units.sort(key=lambda u: -u[2])  # most prunable first
@@ -326,6 +337,8 @@ class VIBBudget(keras.callbacks.Callback):
         return count
 
     def _reopen_to_budget(self):
+        if self.round_to:
+            return -self._fit_in_groups(fill=True)
         masks = self._masks()
         units = [u for u in self._units(masks) if not u[3]]
         units.sort(key=lambda u: u[2])  # least prunable first
@@ -340,6 +353,47 @@ class VIBBudget(keras.callbacks.Callback):
                 masks, count = trial, count + 1
         self._commit(masks)
         return count
+
+    def _fit_in_groups(self, fill):
+        """With `round_to`: every gate's kept count rounded to a multiple of
+        it, then groups of `round_to` units closed (the gate whose next
+        group has the highest mean log alpha) while over the budget, and
+        with `fill` reopened (lowest first; past a group that does not fit,
+        the next that does) while they fit. Returns the units closed, net
+        (< 0: reopened)."""
+        k = self.round_to
+        alphas = {id(g): ops.convert_to_numpy(g.log_alpha()) for _, g in self._gates}
+        before = self._masks()
+        masks = {key: rounded_mask(m, alphas[key], k) for key, m in before.items()}
+
+        def groups(close):
+            """`(mean log alpha, units)` of each gate's next group."""
+            found = []
+            for _, gate in self._gates:
+                la, mask = alphas[id(gate)], masks[id(gate)]
+                units = np.flatnonzero(mask if close else ~mask)
+                if len(units) < (2 * k if close else k):  # a gate keeps >= k
+                    continue
+                order = np.argsort(-la[units] if close else la[units], kind="stable")
+                group = units[order][:k]
+                found.append((float(la[group].mean()), [(gate, j) for j in group]))
+            return sorted(found, key=lambda item: -item[0] if close else item[0])
+
+        while self._measure(masks) > self.target:
+            options = groups(close=True)
+            if not options:
+                break
+            masks = _changed(masks, options[0][1], close=True)
+        while fill:
+            for _, group in groups(close=False):
+                trial = _changed(masks, group, close=False)
+                if self._measure(trial) <= self.target:
+                    masks = trial
+                    break
+            else:
+                break
+        self._commit(masks)
+        return int(sum(before[key].sum() - masks[key].sum() for key in masks))
 
     def resolve(self, model) -> int:
         """The budget as a count for `model` (as it is now); checks it.
@@ -507,6 +561,10 @@ class VIBBudget(keras.callbacks.Callback):
             )
         elif kl_reached < self.min_fraction * self.target:
             self.adjusted = -self._reopen_to_budget()
+        elif self.round_to:
+            self.adjusted = self._fit_in_groups(fill=False)
+            if self._measure() < self.min_fraction * self.target:
+                self.adjusted += self._fit_in_groups(fill=True)
         self.value = self._measure()
         if self.value > self.target:
             _validate.warn(

@@ -55,7 +55,7 @@ def run_config(args):
         **_recipe(args),
         **{
             key: getattr(args, key)
-            for key in ("target_flops", "target_params")
+            for key in ("target_flops", "target_params", "round_to")
             if getattr(args, key, None) is not None
         },
     }
@@ -212,6 +212,7 @@ def _budget(args, model):
         target_flops=args.target_flops,
         target_params=args.target_params,
         verbose=1 if args.verbose else 0,
+        round_to=getattr(args, "round_to", None),
     )
     try:
         budget.resolve(model)
@@ -435,6 +436,11 @@ def _train_run(args, recipe, data, steps, model, controls, out, final, quiet_nat
 
     start = time.perf_counter()
     _fit_vib(model, *controls, data, recipe, args, out)
+    round_to = getattr(args, "round_to", None)
+    if round_to and controls[0] is None:  # (a budget has rounded within itself)
+        masks = kv.slim.rounded_masks(model, round_to)
+        for _, gate in kv.gates.gates(model):
+            gate.set_kept(masks[id(gate)])
     _, gated_accuracy = model.evaluate(data.test, verbose=0)
     report = kv.compression_report(model)
     slim = kv.slim_model(model)
@@ -494,7 +500,7 @@ def _export_on_tensorflow(model_path, tflite_path, args=None):
                "--out", str(tflite_path)]  # fmt: skip
     if args is not None:
         command += ["--quantization", args.quantization]
-        for flag in ("dataset", "data_dir"):
+        for flag in ("dataset", "data_dir", "round_to"):
             if getattr(args, flag, None):
                 command += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -609,6 +615,14 @@ def export_command(args, quiet_native):
         print(f"wrote {args.out}")
         return 0
     model = _load(args.model)
+    round_to = getattr(args, "round_to", None)
+    if round_to is not None:
+        if not kv.gates.has_gates(model):
+            raise CLIError(
+                f"--round-to {round_to}: {args.model} has no gates (a slim "
+                "model's counts are fixed: export the gated model)"
+            )
+        model = kv.slim_model(model, round_to=round_to)
     if fmt != "litert":
         export = kv.export.to_onnx if fmt == "onnx" else kv.export.to_saved_model
         with quiet_native():

@@ -5,6 +5,8 @@ handler for its gate), below everyone who asks: the report, the budget,
 the warm-up, the callbacks and the deployment.
 """
 
+import numpy as np
+
 from keras_vib import graph
 from keras_vib.layers import InputSize
 
@@ -15,6 +17,7 @@ __all__ = [
     "has_gates",
     "recorded_input_shape",
     "records_input_size",
+    "rounded_mask",
 ]
 
 
@@ -56,6 +59,41 @@ def gates(model):
         `VIBConv2D` holds its gate in `.gate`, a bare `VIBGate` is its own.
     """
     return [(name, gate) for name, _, gate in _gated(model)]
+
+
+def rounded_mask(mask, log_alpha, round_to):
+    """A kept mask whose count is the nearest multiple of `round_to`.
+
+    Half-way goes up; at least `round_to` where any unit is kept, at most
+    the gate's units (all of them where it has fewer than `round_to`). The
+    closed units of lowest `log_alpha` reopen, or the open units of highest
+    close, as few as it takes. A mask that keeps nothing stays so.
+
+    Args:
+        mask: bool array, the units kept.
+        log_alpha: float array of the same length, the gate's `log_alpha`.
+        round_to: positive int.
+
+    Returns:
+        A new bool array.
+    """
+    mask = np.array(mask, dtype=bool)
+    log_alpha = np.asarray(log_alpha)
+    kept, units = int(mask.sum()), len(mask)
+    if kept == 0 or round_to == 1:
+        return mask
+    target = max(round_to, int(np.floor(kept / round_to + 0.5)) * round_to)
+    if target > units:
+        target = units - units % round_to or units
+    if target > kept:  # reopen the closed units nearest to the threshold
+        closed = np.flatnonzero(~mask)
+        order = np.argsort(log_alpha[closed], kind="stable")
+        mask[closed[order][: target - kept]] = True
+    elif target < kept:  # close the open units farthest from it
+        kept_units = np.flatnonzero(mask)
+        order = np.argsort(-log_alpha[kept_units], kind="stable")
+        mask[kept_units[order][: kept - target]] = False
+    return mask
 
 
 def gates_of_callback(model, callback, remedy="remove it"):

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_vib import _validate, graph
 from keras_vib.gates import gates as _gates_of
+from keras_vib.gates import rounded_mask
 from keras_vib.handlers import COUPLED, MIXING, OPAQUE, scale_layer
 from keras_vib.handlers.base import combine_scales
 from keras_vib.handlers.kernels import FLOAT
@@ -523,28 +524,12 @@ def rounded_masks(model, round_to: int) -> dict:
         A dict `id(gate) -> kept mask`, as `graph.analyze` takes it.
     """
     round_to = _validate.integer("round_to", round_to, minimum=1)
-    masks = {}
-    for _, gate in _gates_of(model):
-        mask = gate.kept_mask()
-        kept, units = int(mask.sum()), len(mask)
-        if kept == 0 or round_to == 1:
-            masks[id(gate)] = mask
-            continue
-        target = max(round_to, int(np.floor(kept / round_to + 0.5)) * round_to)
-        if target > units:
-            target = units - units % round_to or units
-        log_alpha = np.asarray(keras.ops.convert_to_numpy(gate.log_alpha()))
-        mask = mask.copy()
-        if target > kept:  # reopen the closed units nearest to the threshold
-            closed = np.flatnonzero(~mask)
-            order = np.argsort(log_alpha[closed], kind="stable")
-            mask[closed[order][: target - kept]] = True
-        elif target < kept:  # close the open units farthest from it
-            kept_units = np.flatnonzero(mask)
-            order = np.argsort(-log_alpha[kept_units], kind="stable")
-            mask[kept_units[order][: kept - target]] = False
-        masks[id(gate)] = mask
-    return masks
+    return {
+        id(gate): rounded_mask(
+            gate.kept_mask(), keras.ops.convert_to_numpy(gate.log_alpha()), round_to
+        )
+        for _, gate in _gates_of(model)
+    }
 
 
 def slim_model(

@@ -224,6 +224,48 @@ def test_an_unreached_budget_is_met_at_the_end_with_a_warning():
     assert budget.adjusted > 0 and budget.reached_epoch is None
 
 
+def test_round_to_keeps_multiples_within_the_budget():
+    """Trained to a budget with `round_to=4`: every gate keeps a multiple of
+    4, the model is within the band, and `slim_model` needs no rounding."""
+    model = mlp()
+    budget = kv.VIBBudget(
+        target_flops=0.3, check_every=4, growth=1.5, round_to=4, verbose=0
+    )
+    fit(model, budget, epochs=8)
+    kept = [gate.num_kept() for _, gate in kv.report.gates(model)]
+    assert all(k % 4 == 0 and k > 0 for k in kept), kept
+    flops = kv.compression_report(model).flops
+    assert 0.85 * budget.target <= flops <= budget.target
+    assert budget.value == flops
+    slim = kv.slim_model(model)
+    assert kv.compression_report(slim).flops == flops
+    assert [slim.get_layer(n).units for n in ("fc1", "fc2")] == kept
+
+
+def test_round_to_at_the_end_closes_and_fills_in_groups():
+    """The end rounds each count, then closes groups of the highest mean
+    log alpha while over the budget and reopens the lowest while they fit."""
+    model = mlp()
+    model(data(n=2)[0])
+    fc1, fc2 = model.get_layer("fc1").gate, model.get_layer("fc2").gate
+    log_alpha = np.concatenate([np.linspace(-9, -1, 18), np.linspace(4, 8, 14)])
+    set_gates(fc1, np.ones(32), log_alpha.astype("float32"))  # 18 kept
+    set_gates(fc2, np.ones(16), np.full(16, -9.0, "float32"))  # all 16 kept
+    budget = kv.VIBBudget(target_flops=0.5, round_to=4, verbose=0)
+    budget.set_model(model)
+    budget.on_train_begin()
+    # 20 x fc1 + fc1 x fc2 + fc2 x 3 MACs; 18 fc1 units round to 20 (over:
+    # 20 x 20 + 20 x 16 + 48 = 768), groups close down to the budget.
+    budget.target = 20 * 12 + 12 * 16 + 48 + 10  # 12 fc1 units fit, not 16
+    with pytest.warns(UserWarning, match="closed the 6 open units"):
+        budget.on_train_end()
+    assert (fc1.num_kept(), fc2.num_kept()) == (12, 16)
+    kept = fc1.kept_mask()
+    assert kept[:12].all() and not kept[12:].any()  # lowest log alpha kept
+    assert budget.adjusted == 18 - 12
+    assert budget.value == kv.compression_report(model).flops <= budget.target
+
+
 @pytest.mark.slow
 def test_params_budget_on_an_add_gates_resnet():
     inputs = keras.Input((8, 8, 3))
@@ -277,6 +319,8 @@ def test_params_budget_on_an_add_gates_resnet():
         ({"target_flops": 0.1, "cost_power": True}, "cost_power=True"),
         ({"target_flops": 0.1, "cost_power": "Auto"}, "cost_power='Auto'"),
         ({"target_flops": 0.1, "max_pressure_ratio": 1}, "max_pressure_ratio=1"),
+        ({"target_flops": 0.1, "round_to": 0}, "round_to=0"),
+        ({"target_flops": 0.1, "round_to": 2.5}, "round_to=2.5"),
     ],
 )
 def test_bad_arguments(kwargs, match):

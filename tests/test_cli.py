@@ -1022,3 +1022,47 @@ def test_slim_rounds_the_kept_counts_on_request(trained, tmp_path, capsys):
         "--round-to", "0",
     )  # fmt: skip
     assert code == 2 and "--round-to must be a positive integer" in err
+
+
+@pytest.mark.parametrize("budget", [[], ["--target-flops", "0.5"]])
+def test_train_rounds_the_kept_counts_on_request(tmp_path, capsys, budget):
+    """--round-to: within the budget where there is one (VIBBudget), else
+    rounded after the VIB epochs; the gated model, its report and the slim
+    model agree."""
+    pressure = budget or ["--kl-factor", "1e-2", "--warmup-epochs", "0"]
+    code, _, err = run(
+        capsys, "train", "--model", "lenet300", "--dataset", "mnist",
+        "--synthetic", "256", "--epochs", "2", "--finetune-epochs", "0",
+        *pressure, "--round-to", "4", "--out", str(tmp_path), "--verbose", "0",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["round_to"] == 4
+    kept = [int(n) for n in report["structure"].split("-")]
+    assert all(n % 4 == 0 for n in kept), kept
+    assert report["slim_params"] == report["report"]["kept_params"]
+    if budget:
+        assert report["flops"] <= 0.5 * report["report"]["total_flops"]
+
+
+def test_export_rounds_a_gated_model_on_request(trained, tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    import keras_vib as kv
+    from keras_vib.deploy.litert import run_tflite
+
+    out = tmp_path / "rounded.tflite"
+    gated = str(trained / "gated.keras")
+    code, _, err = run(capsys, "export", gated, "--out", str(out), "--round-to", "8")
+    assert code == 0, err
+    slim = kv.slim_model(keras.models.load_model(gated), round_to=8)
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    expected = keras.ops.convert_to_numpy(slim(x))
+    np.testing.assert_allclose(run_tflite(out.read_bytes(), x), expected, atol=1e-5)
+    code, _, err = run(
+        capsys, "export", str(trained / "slim.keras"), "--out",
+        str(tmp_path / "again.tflite"), "--round-to", "8",
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "has no gates" in err, err
+    assert not (tmp_path / "again.tflite").exists()
