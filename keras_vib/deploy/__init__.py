@@ -8,6 +8,7 @@ gathers their names):
 - `formats`: `to_onnx`, `to_saved_model`, `FORMATS`;
 - `litert`: `run_tflite`, `evaluate_tflite`, `benchmark_tflite`,
   `tflite_ops`, `KERNELS`;
+- `profile`: `profile_tflite`, `op_models`, `padded_op` (over `litert`);
 - `twin`: `to_tf_keras`, `quantization_aware` (and `select_features_twin`,
   the twin of `SelectFeatures`).
 """
@@ -21,6 +22,7 @@ from keras_vib.deploy.litert import (
     run_tflite,
     tflite_ops,
 )
+from keras_vib.deploy.profile import op_models, padded_op, profile_tflite
 from keras_vib.deploy.twin import quantization_aware, select_features_twin, to_tf_keras
 
 __all__ = [
@@ -33,6 +35,9 @@ __all__ = [
     "evaluate_tflite",
     "benchmark_tflite",
     "tflite_ops",
+    "profile_tflite",
+    "op_models",
+    "padded_op",
     "to_tf_keras",
     "quantization_aware",
     "select_features_twin",
