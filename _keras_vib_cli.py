@@ -333,6 +333,10 @@ def _check_together(args):
         )
     budget = getattr(args, "target_flops", None), getattr(args, "target_params", None)
     if budget == (None, None):
+        if getattr(args, "unit_cost", None) is not None:
+            raise UsageError(
+                "--unit-cost needs a budget (--target-flops or --target-params)"
+            )
         return
     flag = "--target-flops" if budget[0] is not None else "--target-params"
     sets = {"max_error_increase": "the size"}
@@ -500,6 +504,14 @@ def _budget_arguments(group):
         type=_budget("target-params"),
         metavar="F",
         help="the same budget in parameters of the slim model",
+    )
+    group.add_argument(
+        "--unit-cost",
+        choices=("shared", "marginal"),
+        help="with a budget, what a unit costs (keras_vib.VIBBudget's "
+        "unit_cost): shared (each layer's cost split among the units of the "
+        "gates that size it) or marginal (what closing one more unit saves) "
+        "(default shared)",
     )
     group.add_argument(
         "--round-to",

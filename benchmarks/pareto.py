@@ -277,7 +277,9 @@ def run_vib(model, budget, seed, args):
         keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"], steps_per_execution=20
     )
     power = args.cost_power if args.cost_power == "auto" else float(args.cost_power)
-    callback = kv.VIBBudget(target_flops=budget, cost_power=power, verbose=0)
+    callback = kv.VIBBudget(
+        target_flops=budget, cost_power=power, unit_cost=args.unit_cost, verbose=0
+    )
     gated.fit(train, epochs=args.epochs, callbacks=[callback], verbose=0, shuffle=False)
     structure = kv.compression_report(gated).structure
     result = finetune(kv.slim_model(gated), structure, train, test, args, model)
@@ -311,8 +313,10 @@ def key(model, method, budget, seed, args):
     steps = f"x{args.steps_per_epoch}" if args.steps_per_epoch else ""
     epochs = f"{args.epochs}+{args.finetune_epochs}{steps}"
     power = ""
-    if method == "keras_vib":
+    if method == "keras_vib":  # (rows without a unit cost: "marginal")
         power = f"|power{args.cost_power}"
+        if args.unit_cost != "marginal":
+            power += f"|{args.unit_cost}"
     return f"{model}|{method}|{budget:g}|{seed}|{epochs}{power}"
 
 
@@ -463,6 +467,12 @@ def main(argv=None):
         default="auto",
         help="keras_vib's VIBBudget(cost_power=...): auto (VIBBudget's default) "
         "or a number in [0, 1]",
+    )
+    parser.add_argument(
+        "--unit-cost",
+        choices=("shared", "marginal"),
+        default="shared",
+        help="keras_vib's VIBBudget(unit_cost=...) (default shared, VIBBudget's)",
     )
     parser.add_argument(
         "--steps-per-epoch",

@@ -17,6 +17,7 @@ from keras_vib.handlers.base import positions
 __all__ = ["VIBBudget"]
 
 _KINDS = ("flops", "params")
+_UNIT_COSTS = ("shared", "marginal")
 _MORE_TRIALS = 128  # units tried one by one past the reopened prefix
 _MARGIN = 5.0  # nats of log alpha `_freeze` puts between a unit and the threshold
 
@@ -45,9 +46,18 @@ class _Cost:
         self.params = kind == "params"
 
     def __call__(self, masks=None):
+        return self.parts(masks)[0]
+
+    def parts(self, masks=None):
+        """The total, and each kernel layer's share of it (its kept kernel
+        weights, or its FLOPs), in graph order."""
         analysis = graph.analyze(self.structure, masks, folds=self.params)
         report = _report.measure(analysis, params=self.params)
-        return report.kept_params if self.params else report.flops
+        layers = [
+            (w.kept_weights if self.params else w.flops) or 0
+            for w in report.weight_layers
+        ]
+        return (report.kept_params if self.params else report.flops), layers
 
     def total_flops(self):
         """The FLOPs of the model with every unit kept (None: unknown)."""
@@ -107,6 +117,10 @@ class VIBBudget(keras.callbacks.Callback):
             training starts; None keeps the gates' `kl_scale`.
         cost_aware: bool, weight each gate's KL term by what one of its
             units costs in the budget (True) or by its `kl_weight` (False).
+        unit_cost: with `cost_aware`, what a unit costs: `"shared"` (each
+            layer's cost split evenly among the kept units of the gates
+            that size it: a weight between two gated layers is paid for by
+            both sides) or `"marginal"` (what closing one more unit saves).
         cost_power: `"auto"` or a float in [0, 1], with `cost_aware`: a
             unit's pressure goes as its cost to this power; `"auto"`: 1
             unless the units' costs spread over more than
@@ -156,6 +170,7 @@ class VIBBudget(keras.callbacks.Callback):
         pruning_end: float = 0.5,
         initial_kl: float | None = 1e-2,
         cost_aware: bool = True,
+        unit_cost: str = "shared",
         cost_power: float | str = "auto",
         max_pressure_ratio: float = 32.0,
         check_every: int = 50,
@@ -183,6 +198,9 @@ class VIBBudget(keras.callbacks.Callback):
             "initial_kl", initial_kl, low=0, low_open=True, optional=True
         )
         self.cost_aware = _validate.boolean("cost_aware", cost_aware)
+        if unit_cost not in _UNIT_COSTS:
+            raise _validate.fail("unit_cost", f"one of {_UNIT_COSTS}", unit_cost)
+        self.unit_cost = unit_cost
         if cost_power != "auto":
             if not _validate.is_real(cost_power) or not 0 <= cost_power <= 1:
                 raise _validate.fail(
@@ -247,17 +265,7 @@ class VIBBudget(keras.callbacks.Callback):
         if not self.cost_aware:
             return
         masks = self._masks()
-        now = self._measure(masks)
-        costs = {}
-        for _, gate in self._gates:
-            kept = masks[id(gate)]
-            if gate.kl_weight == 0 or kept.sum() < 2:
-                costs[id(gate)] = 0.0  # never close a gate's last unit
-                continue
-            log_alpha = ops.convert_to_numpy(gate.log_alpha())
-            weakest = int(np.argmax(np.where(kept, log_alpha, -np.inf)))
-            probe = _changed(masks, [(gate, weakest)], close=True)
-            costs[id(gate)] = max(now - self._measure(probe), 0)
+        costs = self._unit_costs(masks)
         weights = {id(g): g.kl_weight * self._cost.positions(g) for _, g in self._gates}
         if self.power is None:
             self.power = self._auto_power(costs.values())
@@ -269,6 +277,45 @@ class VIBBudget(keras.callbacks.Callback):
             key: costs[key] / scale / weights[key] if weights[key] else 0.0
             for key in costs
         }
+
+    def _unit_costs(self, masks):
+        """What a unit of each gate costs (`id(gate)` -> cost; 0 for a gate
+        left alone). Each gate is probed once: one unit closed (its weakest
+        kept), the model measured, layer by layer. `"marginal"`: the total
+        the probe saves. `"shared"`: every layer whose cost the probe
+        lowers is sized by that gate, and each layer's cost is split evenly
+        among the kept units of the gates that size it (a Dense layer
+        between two gated layers of a and b units: cost / (a + b) to each);
+        what the probe saves outside the layers' kernels (biases, batch
+        norms) goes to the gate alone."""
+        now, layers = self._cost.parts(masks)
+        saved, lowered = {}, {}
+        for _, gate in self._gates:
+            kept = masks[id(gate)]
+            if gate.kl_weight == 0 or kept.sum() < 2:
+                continue  # never close a gate's last unit
+            log_alpha = ops.convert_to_numpy(gate.log_alpha())
+            weakest = int(np.argmax(np.where(kept, log_alpha, -np.inf)))
+            total, probed = self._cost.parts(
+                _changed(masks, [(gate, weakest)], close=True)
+            )
+            saved[id(gate)] = max(now - total, 0)
+            lowered[id(gate)] = {
+                i: layers[i] - probed[i] for i in range(len(layers))
+                if layers[i] > probed[i]
+            }  # fmt: skip
+        costs = {id(g): 0.0 for _, g in self._gates}
+        if self.unit_cost == "marginal":
+            costs.update(saved)
+            return costs
+        payers = {}  # layer -> the units that size it
+        for key, lowers in lowered.items():
+            for i in lowers:
+                payers[i] = payers.get(i, 0) + int(masks[key].sum())
+        for key, lowers in lowered.items():
+            own = max(saved[key] - sum(lowers.values()), 0)
+            costs[key] = own + sum(layers[i] / payers[i] for i in lowers)
+        return costs
 
     def _auto_power(self, costs):
         """`cost_power`, or with `"auto"` the largest power <= 1 at which

@@ -55,7 +55,7 @@ def run_config(args):
         **_recipe(args),
         **{
             key: getattr(args, key)
-            for key in ("target_flops", "target_params", "round_to")
+            for key in ("target_flops", "target_params", "round_to", "unit_cost")
             if getattr(args, key, None) is not None
         },
     }
@@ -213,6 +213,7 @@ def _budget(args, model):
         target_params=args.target_params,
         verbose=1 if args.verbose else 0,
         round_to=getattr(args, "round_to", None),
+        unit_cost=getattr(args, "unit_cost", None) or "shared",
     )
     try:
         budget.resolve(model)

@@ -114,7 +114,9 @@ def test_cost_aware_pressure_follows_what_a_unit_costs(kind, power):
     parameters) one of its units costs, to `cost_power`, whatever its own
     `kl_weight`."""
     model = three_gates()
-    budget = kv.VIBBudget(**{f"target_{kind}": 0.5}, cost_power=power, verbose=0)
+    budget = kv.VIBBudget(
+        **{f"target_{kind}": 0.5}, unit_cost="marginal", cost_power=power, verbose=0
+    )
     budget.set_model(model)
     budget.on_train_begin()
     # Closing one unit saves: conv: its 16 positions x 18 weights, its
@@ -133,13 +135,35 @@ def test_cost_aware_pressure_follows_what_a_unit_costs(kind, power):
     assert len(scales) == 1  # the gates' own weights share the pressure
 
 
+@pytest.mark.parametrize("kind", ["flops", "params"])
+def test_shared_unit_costs_split_each_layer_among_its_gates(kind):
+    """`unit_cost="shared"` (the default): a layer sized by two gates is
+    paid for evenly by their kept units, so neither side pays for the
+    other's width: fc1's 128 x 32 kernel costs the 8 conv channels and the
+    32 fc1 units 4096 / 40 each."""
+    model = three_gates()
+    budget = kv.VIBBudget(**{f"target_{kind}": 0.5}, cost_power=1.0, verbose=0)
+    budget.set_model(model)
+    budget.on_train_begin()
+    fc1, fc2, out = 128 * 32 / (8 + 32), 32 * 4 / (32 + 4), 4 * 3 / 4
+    # conv: its own 16 positions x 18 weights (params: 18 weights, 1 bias).
+    cost = {"conv": 16 * 18 + fc1, "fc1": fc1 + fc2, "fc2": fc2 + out}
+    if kind == "params":
+        cost = {"conv": 18 + 1 + fc1, "fc1": fc1 + fc2 + 1, "fc2": fc2 + out + 1}
+    per_unit = pressure_per_unit(model)
+    ratios = [per_unit[name] / cost[name] for name in cost]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-5), per_unit
+
+
 @pytest.mark.parametrize("ratio", [32.0, 4.0, 1.5])
 def test_auto_cost_power_caps_the_pressure_ratio(ratio):
     """`cost_power="auto"`: in proportion to the cost (power 1) while the
     costliest unit costs at most `max_pressure_ratio` times the cheapest
     (800 / 35 here), else the power at which the ratio is exactly that."""
     model = three_gates()
-    budget = kv.VIBBudget(target_flops=0.5, max_pressure_ratio=ratio, verbose=0)
+    budget = kv.VIBBudget(
+        target_flops=0.5, unit_cost="marginal", max_pressure_ratio=ratio, verbose=0
+    )
     assert budget.cost_power == "auto" and budget.power is None
     budget.set_model(model)
     budget.on_train_begin()
@@ -320,6 +344,7 @@ def test_params_budget_on_an_add_gates_resnet():
         ({"target_flops": 0.1, "cost_power": "Auto"}, "cost_power='Auto'"),
         ({"target_flops": 0.1, "max_pressure_ratio": 1}, "max_pressure_ratio=1"),
         ({"target_flops": 0.1, "round_to": 0}, "round_to=0"),
+        ({"target_flops": 0.1, "unit_cost": "average"}, "unit_cost='average'"),
         ({"target_flops": 0.1, "round_to": 2.5}, "round_to=2.5"),
     ],
 )

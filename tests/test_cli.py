@@ -596,6 +596,11 @@ def test_the_command_modules_agree_with_the_library():
             ["--target-params", "0.1", "--warmup-epochs", "3"],
             "--warmup-epochs has no effect with --target-params",
         ),
+        (["--unit-cost", "marginal"], "--unit-cost needs a budget"),
+        (
+            ["--target-params", "0.1", "--unit-cost", "mean"],
+            "argument --unit-cost: invalid choice: 'mean'",
+        ),
         (
             ["--target-flops", "2"],
             "--target-flops 2 would be 2 multiply-accumulates; for 2 % of the "
