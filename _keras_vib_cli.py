@@ -511,7 +511,7 @@ def _budget_arguments(group):
         help="with a budget, what a unit costs (keras_vib.VIBBudget's "
         "unit_cost): shared (each layer's cost split among the units of the "
         "gates that size it) or marginal (what closing one more unit saves) "
-        "(default shared)",
+        "(default: shared for --target-params, marginal for --target-flops)",
     )
     group.add_argument(
         "--round-to",

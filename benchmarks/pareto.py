@@ -315,7 +315,7 @@ def key(model, method, budget, seed, args):
     power = ""
     if method == "keras_vib":  # (rows without a unit cost: "marginal")
         power = f"|power{args.cost_power}"
-        if args.unit_cost != "marginal":
+        if args.unit_cost == "shared":  # (auto: marginal for FLOPs)
             power += f"|{args.unit_cost}"
     return f"{model}|{method}|{budget:g}|{seed}|{epochs}{power}"
 
@@ -470,9 +470,10 @@ def main(argv=None):
     )
     parser.add_argument(
         "--unit-cost",
-        choices=("shared", "marginal"),
-        default="shared",
-        help="keras_vib's VIBBudget(unit_cost=...) (default shared, VIBBudget's)",
+        choices=("auto", "shared", "marginal"),
+        default="auto",
+        help="keras_vib's VIBBudget(unit_cost=...): auto (VIBBudget's default: "
+        "marginal for FLOPs), shared or marginal",
     )
     parser.add_argument(
         "--steps-per-epoch",

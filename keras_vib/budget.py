@@ -17,7 +17,7 @@ from keras_vib.handlers.base import positions
 __all__ = ["VIBBudget"]
 
 _KINDS = ("flops", "params")
-_UNIT_COSTS = ("shared", "marginal")
+_UNIT_COSTS = ("auto", "shared", "marginal")
 _MORE_TRIALS = 128  # units tried one by one past the reopened prefix
 _MARGIN = 5.0  # nats of log alpha `_freeze` puts between a unit and the threshold
 
@@ -117,10 +117,12 @@ class VIBBudget(keras.callbacks.Callback):
             training starts; None keeps the gates' `kl_scale`.
         cost_aware: bool, weight each gate's KL term by what one of its
             units costs in the budget (True) or by its `kl_weight` (False).
-        unit_cost: with `cost_aware`, what a unit costs: `"shared"` (each
-            layer's cost split evenly among the kept units of the gates
-            that size it: a weight between two gated layers is paid for by
-            both sides) or `"marginal"` (what closing one more unit saves).
+        unit_cost: with `cost_aware`, what a unit costs: `"marginal"`
+            (what closing one more unit saves), `"shared"` (each layer's
+            cost split evenly among the kept units of the gates that size
+            it: a weight between two gated layers is paid for by both
+            sides), or `"auto"`: shared for a parameter budget, marginal
+            for a FLOPs budget (README, "Compress to a budget", says why).
         cost_power: `"auto"` or a float in [0, 1], with `cost_aware`: a
             unit's pressure goes as its cost to this power; `"auto"`: 1
             unless the units' costs spread over more than
@@ -170,7 +172,7 @@ class VIBBudget(keras.callbacks.Callback):
         pruning_end: float = 0.5,
         initial_kl: float | None = 1e-2,
         cost_aware: bool = True,
-        unit_cost: str = "shared",
+        unit_cost: str = "auto",
         cost_power: float | str = "auto",
         max_pressure_ratio: float = 32.0,
         check_every: int = 50,
@@ -201,6 +203,8 @@ class VIBBudget(keras.callbacks.Callback):
         if unit_cost not in _UNIT_COSTS:
             raise _validate.fail("unit_cost", f"one of {_UNIT_COSTS}", unit_cost)
         self.unit_cost = unit_cost
+        if unit_cost == "auto":
+            self.unit_cost = "shared" if self.kind == "params" else "marginal"
         if cost_power != "auto":
             if not _validate.is_real(cost_power) or not 0 <= cost_power <= 1:
                 raise _validate.fail(

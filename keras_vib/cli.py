@@ -213,7 +213,7 @@ def _budget(args, model):
         target_params=args.target_params,
         verbose=1 if args.verbose else 0,
         round_to=getattr(args, "round_to", None),
-        unit_cost=getattr(args, "unit_cost", None) or "shared",
+        unit_cost=getattr(args, "unit_cost", None) or "auto",
     )
     try:
         budget.resolve(model)

@@ -137,12 +137,14 @@ def test_cost_aware_pressure_follows_what_a_unit_costs(kind, power):
 
 @pytest.mark.parametrize("kind", ["flops", "params"])
 def test_shared_unit_costs_split_each_layer_among_its_gates(kind):
-    """`unit_cost="shared"` (the default): a layer sized by two gates is
-    paid for evenly by their kept units, so neither side pays for the
-    other's width: fc1's 128 x 32 kernel costs the 8 conv channels and the
-    32 fc1 units 4096 / 40 each."""
+    """`unit_cost="shared"` (a parameter budget's default): a layer sized by
+    two gates is paid for evenly by their kept units, so neither side pays
+    for the other's width: fc1's 128 x 32 kernel costs the 8 conv channels
+    and the 32 fc1 units 4096 / 40 each."""
     model = three_gates()
-    budget = kv.VIBBudget(**{f"target_{kind}": 0.5}, cost_power=1.0, verbose=0)
+    budget = kv.VIBBudget(
+        **{f"target_{kind}": 0.5}, unit_cost="shared", cost_power=1.0, verbose=0
+    )
     budget.set_model(model)
     budget.on_train_begin()
     fc1, fc2, out = 128 * 32 / (8 + 32), 32 * 4 / (32 + 4), 4 * 3 / 4
@@ -153,6 +155,12 @@ def test_shared_unit_costs_split_each_layer_among_its_gates(kind):
     per_unit = pressure_per_unit(model)
     ratios = [per_unit[name] / cost[name] for name in cost]
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-5), per_unit
+
+
+def test_auto_unit_cost_is_shared_for_params_and_marginal_for_flops():
+    assert kv.VIBBudget(target_params=0.5).unit_cost == "shared"
+    assert kv.VIBBudget(target_flops=0.5).unit_cost == "marginal"
+    assert kv.VIBBudget(target_flops=0.5, unit_cost="shared").unit_cost == "shared"
 
 
 @pytest.mark.parametrize("ratio", [32.0, 4.0, 1.5])

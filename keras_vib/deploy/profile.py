@@ -16,7 +16,7 @@ import numpy as np
 from keras_vib import _validate
 from keras_vib.deploy.litert import benchmark_tflite, flatbuffer
 
-__all__ = ["profile_tflite", "op_models", "padded_op"]
+__all__ = ["profile_tflite", "op_models", "op_channels", "padded_op", "resized_op"]
 
 # Operators whose multiply-accumulates `_macs` counts, by their weights.
 _CONV = "CONV_2D"
@@ -134,23 +134,23 @@ def op_models(tflite_model) -> list:
     return found
 
 
-def _pad_tensor(model, tensor, axis_sizes):
-    """Pads a tensor's shape (and its data, with zeros) to `axis_sizes`
-    (axis -> new size)."""
+def _resize_tensor(model, tensor, axis_sizes):
+    """Gives a tensor the sizes `axis_sizes` (axis -> new size) on those
+    axes: its data sliced, or padded with zeros."""
     shape = [int(d) for d in tensor.shape]
     new_shape = list(shape)
     for axis, size in axis_sizes.items():
-        new_shape[axis] = max(size, shape[axis])
+        new_shape[axis] = size
     if new_shape == shape:
         return
     if _has_data(model, tensor):
         buffer = model.buffers[tensor.buffer]
         values = np.frombuffer(bytes(bytearray(buffer.data)), "float32")
-        values = values.reshape(shape)
-        widths = [(0, n - s) for s, n in zip(shape, new_shape)]
-        padded = np.pad(values, widths).astype("float32")
+        values = values.reshape(shape)[tuple(slice(0, n) for n in new_shape)]
+        widths = [(0, max(n - s, 0)) for s, n in zip(shape, new_shape)]
+        values = np.pad(values, widths).astype("float32")
         new_buffer = copy.copy(buffer)
-        new_buffer.data = np.frombuffer(padded.tobytes(), np.uint8)
+        new_buffer.data = np.frombuffer(values.tobytes(), np.uint8)
         model.buffers[tensor.buffer] = new_buffer
     tensor.shape = np.array(new_shape, np.int32)
     tensor.shapeSignature = None
@@ -160,12 +160,82 @@ def _next_multiple(n, k):
     return -(-n // k) * k
 
 
+def _channels(op_tflite):
+    """`(model, op name, (x, w, b, y) tensors)` of a one-operator model."""
+    _, utils = _schema()
+    model = _read(op_tflite, "op_tflite")
+    graph = model.subgraphs[0]
+    op = graph.operators[0]
+    name = utils.opcode_to_name(model, op.opcodeIndex)
+    tensors = graph.tensors
+    if name not in (_CONV, _DEPTHWISE, _DENSE):
+        return model, name, None
+    x, w = tensors[op.inputs[0]], tensors[op.inputs[1]]
+    b = tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+    return model, name, (x, w, b, tensors[op.outputs[0]])
+
+
+def op_channels(op_tflite):
+    """`(input channels, output channels)` of a one-operator conv or dense
+    model (a depthwise conv's are equal), or None for another operator."""
+    _, _, found = _channels(op_tflite)
+    if found is None:
+        return None
+    x, _, _, y = found
+    return int(x.shape[-1]), int(y.shape[-1])
+
+
+def resized_op(op_tflite, inputs: int | None = None, outputs: int | None = None):
+    """A one-operator float32 conv or dense model (from `op_models`) with
+    other channel counts: weights sliced, or padded with zeros.
+
+    Args:
+        op_tflite: one operator's model (the `tflite` of an `op_models`
+            entry): a `CONV_2D` (not grouped), `DEPTHWISE_CONV_2D` (its
+            channels are `inputs` and `outputs` alike: give one) or
+            `FULLY_CONNECTED`.
+        inputs: the new input channel count (None: as it is).
+        outputs: the new output channel count (None: as it is).
+
+    Returns:
+        The resized model's bytes.
+
+    Raises:
+        ValueError: another operator, or a count below 1.
+    """
+    for name, value in (("inputs", inputs), ("outputs", outputs)):
+        _validate.integer(name, value, minimum=1, optional=True)
+    model, name, found = _channels(op_tflite)
+    if found is None or (
+        name == _CONV and int(found[0].shape[-1]) != int(found[1].shape[-1])
+    ):
+        raise ValueError(
+            "Expected a one-operator CONV_2D (not grouped), DEPTHWISE_CONV_2D or "
+            f"FULLY_CONNECTED model. Received: op_tflite with a {name}"
+        )
+    x, w, b, y = found
+    if name == _DEPTHWISE:
+        channels = inputs or outputs or int(w.shape[3])
+        _resize_tensor(model, x, {len(x.shape) - 1: channels})
+        _resize_tensor(model, w, {3: channels})
+        out = channels
+    else:
+        out = outputs or int(w.shape[0])
+        cin = inputs or int(w.shape[-1])
+        _resize_tensor(model, x, {len(x.shape) - 1: cin})
+        _resize_tensor(model, w, {0: out, len(w.shape) - 1: cin})
+    if b is not None:
+        _resize_tensor(model, b, {0: out})
+    _resize_tensor(model, y, {len(y.shape) - 1: out})
+    return bytes(_schema()[1].convert_object_to_bytearray(model))
+
+
 def padded_op(op_tflite, multiple: int, inputs: bool = True, outputs: bool = True):
     """A one-operator float32 model (from `op_models`) with its channel
     counts padded up to a multiple: a `CONV_2D`'s input and output
     channels, a `DEPTHWISE_CONV_2D`'s channels, a `FULLY_CONNECTED`'s
-    inputs and outputs (zeros in the new weights). Other operators, and
-    counts already multiples, come back unchanged.
+    inputs and outputs (zeros in the new weights). Other operators, a
+    grouped convolution, and counts already multiples, stay.
 
     Args:
         op_tflite: one operator's model (the `tflite` of an `op_models`
@@ -180,39 +250,22 @@ def padded_op(op_tflite, multiple: int, inputs: bool = True, outputs: bool = Tru
         The padded model's bytes.
     """
     multiple = _validate.integer("multiple", multiple, minimum=1)
-    _, utils = _schema()
-    model = _read(op_tflite, "op_tflite")
-    graph = model.subgraphs[0]
-    op = graph.operators[0]
-    name = utils.opcode_to_name(model, op.opcodeIndex)
-    if name not in (_CONV, _DEPTHWISE, _DENSE):
+    _, name, found = _channels(op_tflite)
+    if found is None:
         return bytes(flatbuffer(op_tflite))
-    tensors = graph.tensors
-    x, w = tensors[op.inputs[0]], tensors[op.inputs[1]]
-    b = tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-    y = tensors[op.outputs[0]]
-    rank_x, rank_y = len(x.shape), len(y.shape)
-
-    def up(n, pad):
-        return _next_multiple(n, multiple) if pad else n
-
+    x, w, _, y = found
+    cin, out = int(x.shape[-1]), int(y.shape[-1])
     if name == _DEPTHWISE:  # (channels in = out: padded when both may be)
-        channels = up(int(w.shape[3]), inputs and outputs)
-        cin = channels if int(x.shape[-1]) == int(w.shape[3]) else int(x.shape[-1])
-        _pad_tensor(model, x, {rank_x - 1: cin})
-        _pad_tensor(model, w, {3: channels})
-        out = channels
-    else:
-        out = up(int(w.shape[0]), outputs)
-        cin = up(int(w.shape[-1]), inputs)
-        if name == _CONV and int(x.shape[-1]) != int(w.shape[-1]):
-            cin = int(w.shape[-1])  # a grouped convolution: inputs as they are
-        _pad_tensor(model, x, {rank_x - 1: cin})
-        _pad_tensor(model, w, {0: out, len(w.shape) - 1: cin})
-    if b is not None:
-        _pad_tensor(model, b, {0: out})
-    _pad_tensor(model, y, {rank_y - 1: out})
-    return bytes(utils.convert_object_to_bytearray(model))
+        if inputs and outputs:
+            return resized_op(op_tflite, outputs=_next_multiple(out, multiple))
+        return bytes(flatbuffer(op_tflite))
+    if name == _CONV and cin != int(w.shape[-1]):  # grouped: left as it is
+        return bytes(flatbuffer(op_tflite))
+    return resized_op(
+        op_tflite,
+        inputs=_next_multiple(cin, multiple) if inputs else None,
+        outputs=_next_multiple(out, multiple) if outputs else None,
+    )
 
 
 def profile_tflite(
