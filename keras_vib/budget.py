@@ -13,10 +13,11 @@ from keras_vib import report as _report
 from keras_vib.gates import gates as _gates_of
 from keras_vib.gates import recorded_input_shape, records_input_size, rounded_mask
 from keras_vib.handlers.base import positions
+from keras_vib.latency import LatencyModel
 
 __all__ = ["VIBBudget"]
 
-_KINDS = ("flops", "params")
+_KINDS = ("flops", "params", "latency")
 _UNIT_COSTS = ("auto", "shared", "marginal")
 _MORE_TRIALS = 128  # units tried one by one past the reopened prefix
 _MARGIN = 5.0  # nats of log alpha `_freeze` puts between a unit and the threshold
@@ -77,6 +78,21 @@ class _Cost:
         return 1
 
 
+class _LatencyCost(_Cost):
+    """A model's predicted LiteRT latency (ms) for any kept masks
+    (`keras_vib.latency.LatencyModel`), with `_Cost`'s questions."""
+
+    def __init__(self, model, input_shape, num_threads, verbose):
+        self.model = LatencyModel(
+            model, input_shape, num_threads=num_threads, verbose=verbose
+        )
+        self.structure = self.model.structure
+        self.params = False
+
+    def parts(self, masks=None):
+        return self.model.parts(masks)
+
+
 def _check_budget(name, value):
     """A fraction in (0, 1), or a whole count >= 1."""
     ok = _validate.is_real(value) and (
@@ -95,8 +111,9 @@ class VIBBudget(keras.callbacks.Callback):
 
     Name the budget in multiply-accumulates (`target_flops`) or in
     parameters of the slim model (`target_params`), as a fraction of the
-    model when training starts (`0.05`) or as a count (`90000`), instead of
-    a KL weight. The callback sets the gates' `kl_scale` itself: it follows
+    model when training starts (`0.05`) or as a count (`90000`), or in
+    milliseconds of LiteRT time (`target_latency`), instead of a KL weight.
+    The callback sets the gates' `kl_scale` itself: it follows
     a plan that shrinks the model geometrically to the budget over the first
     `pruning_end` of the training steps, with each gate's share of the
     pressure set by what its units cost. Once the budget is reached it fills
@@ -141,6 +158,15 @@ class VIBBudget(keras.callbacks.Callback):
             `(128,)`. Without it, a model from `add_gates` is measured at
             the size of its training data (recorded by its `InputSize`
             layers: the budget starts after the first step).
+        target_latency: the budget in milliseconds of the slim model in
+            LiteRT (float32, XNNPACK, `latency_threads` threads) on this
+            machine, TensorFlow backend: units are priced by the time they
+            save, from a latency model of the model's layers
+            (`keras_vib.latency.LatencyModel`, timed once and cached), and
+            when training ends the slim model is converted and timed (the
+            model refitted to that measurement where it is 5 % off):
+            `measured` holds the time. Give one of the three budgets.
+        latency_threads: positive int, LiteRT threads of `target_latency`.
         round_to: optional positive int: once the budget is reached, and
             when training ends, every gate keeps a multiple of `round_to`
             units (4, 8 or 16: channel counts a runtime's kernels run
@@ -156,6 +182,8 @@ class VIBBudget(keras.callbacks.Callback):
         value: the model's size when training ended.
         adjusted: how many units the end of training closed (> 0) or
             reopened (< 0).
+        measured: with `target_latency`, the slim model's time measured
+            when training ended (ms).
 
     Example:
 
@@ -181,18 +209,33 @@ class VIBBudget(keras.callbacks.Callback):
         verbose: int = 1,
         input_shape=None,
         round_to: int | None = None,
+        target_latency: float | None = None,
+        latency_threads: int = 1,
     ):
         super().__init__()
-        if (target_flops is None) == (target_params is None):
+        given = {
+            "flops": target_flops,
+            "params": target_params,
+            "latency": target_latency,
+        }
+        if sum(v is not None for v in given.values()) != 1:
             raise ValueError(
-                "Expected exactly one of `target_flops` and `target_params`. "
-                f"Received: target_flops={target_flops!r}, "
-                f"target_params={target_params!r}"
+                "Expected exactly one of `target_flops`, `target_params` and "
+                f"`target_latency`. Received: target_flops={target_flops!r}, "
+                f"target_params={target_params!r}, "
+                f"target_latency={target_latency!r}"
             )
-        self.kind = "flops" if target_params is None else "params"
-        name = f"target_{self.kind}"
-        value = target_params if target_flops is None else target_flops
-        self.budget = _check_budget(name, value)
+        self.kind = next(k for k, v in given.items() if v is not None)
+        if self.kind == "latency":
+            self.budget = _validate.number(
+                "target_latency", target_latency, low=0, low_open=True
+            )
+        else:
+            self.budget = _check_budget(f"target_{self.kind}", given[self.kind])
+        self.latency_threads = _validate.integer(
+            "latency_threads", latency_threads, minimum=1
+        )
+        self.measured = None
         self.pruning_end = _validate.number(
             "pruning_end", pruning_end, low=0, high=1, low_open=True
         )
@@ -240,7 +283,15 @@ class VIBBudget(keras.callbacks.Callback):
             masks = self._masks()
         return self._cost(masks)
 
+    def _show(self, value):
+        """A size in the budget's unit, for messages."""
+        if self.kind == "latency":
+            return f"{value:.3f} ms"
+        return f"{value:,} {self.kind}"
+
     def _reference(self):
+        if self.kind == "latency":
+            return self._cost()
         if self.kind == "flops":
             total = self._cost.total_flops()
             if total is None:
@@ -462,7 +513,10 @@ class VIBBudget(keras.callbacks.Callback):
         shape = self.input_shape
         if shape is None:  # the size it trained on, recorded by add_gates
             shape = recorded_input_shape(model)
-        self._cost = _Cost(model, self.kind, shape)
+        if self.kind == "latency":
+            self._cost = _LatencyCost(model, shape, self.latency_threads, self.verbose)
+        else:
+            self._cost = _Cost(model, self.kind, shape)
         self._gates = _gates_of(self._cost.structure.graph)
         if not self._gates:
             raise ValueError(
@@ -473,21 +527,21 @@ class VIBBudget(keras.callbacks.Callback):
         self.reference = self._reference()
         name = f"target_{self.kind}"
         target = self.budget
-        if isinstance(target, float):
+        if isinstance(target, float) and self.kind != "latency":
             target = int(math.floor(target * self.reference))
         if not 0 < target < self.reference:
             raise ValueError(
-                f"Expected `{name}` below the model's {self.reference:,} "
-                f"{self.kind} when training starts. Received: "
-                f"{name}={self.budget!r} ({target:,} {self.kind})"
+                f"Expected `{name}` below the model's {self._show(self.reference)} "
+                f"when training starts. Received: "
+                f"{name}={self.budget!r} ({self._show(target)})"
             )
         floor = self._measure({id(g): np.zeros(g.units, bool) for _, g in self._gates})
         if target < floor:
             raise ValueError(
-                f"Expected `{name}` of at least {floor:,} {self.kind}: the "
+                f"Expected `{name}` of at least {self._show(floor)}: the "
                 "model keeps that many with every gated unit closed (the "
                 f"layers no gate reaches). Received: {name}={self.budget!r} "
-                f"({target:,} {self.kind})"
+                f"({self._show(target)})"
             )
         return target
 
@@ -530,6 +584,7 @@ class VIBBudget(keras.callbacks.Callback):
         return self.reference * (self.target / self.reference) ** share
 
     def on_train_begin(self, logs=None):
+        self.measured = None
         self.reached_epoch = None
         self.adjusted = 0
         self._epoch = 0
@@ -585,12 +640,29 @@ class VIBBudget(keras.callbacks.Callback):
             self._freeze()
             if self.verbose:
                 print(
-                    f"VIBBudget: {value:,} {self.kind} <= {self.target:,} at "
+                    f"VIBBudget: {self._show(value)} <= {self._show(self.target)} at "
                     f"epoch {self._epoch + 1}: pruning stops",
                     flush=True,
                 )
         elif value > self.target:
             self._close_to_budget()
+
+    def _check_latency(self):
+        """The slim model converted and timed; where it is over the target
+        or more than 10 % under it, the latency model is scaled to that
+        measurement and the units closed or reopened to the budget again
+        (twice at most). `measured` holds the last measurement (ms)."""
+        latency = self._cost.model
+        for _ in range(3):
+            self.measured = latency.measure()
+            if 0.9 * self.target <= self.measured <= self.target:
+                break
+            latency.calibrate(self.measured)
+            if self._measure() > self.target:
+                self.adjusted += self._close_to_budget()
+            else:
+                self.adjusted -= self._reopen_to_budget()
+        latency.flush()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._started:
@@ -604,9 +676,9 @@ class VIBBudget(keras.callbacks.Callback):
         if kl_reached > self.target:
             self.adjusted = self._close_to_budget()
             _validate.warn(
-                f"VIBBudget: the KL pressure reached {kl_reached:,} {self.kind} "
-                f"in these epochs, over the budget of {self.target:,}; closed "
-                f"the {self.adjusted} open units of highest log alpha to meet "
+                f"VIBBudget: the KL pressure reached {self._show(kl_reached)} "
+                f"in these epochs, over the budget of {self._show(self.target)}; "
+                f"closed the {self.adjusted} open units of highest log alpha to meet "
                 "it. Train longer, or raise the KL weight, to let the KL term "
                 "choose."
             )
@@ -616,17 +688,25 @@ class VIBBudget(keras.callbacks.Callback):
             self.adjusted = self._fit_in_groups(fill=False)
             if self._measure() < self.min_fraction * self.target:
                 self.adjusted += self._fit_in_groups(fill=True)
-        self.value = self._measure()
-        if self.value > self.target:
+        if self.kind == "latency":
+            self._check_latency()
+        self.value = self._measure() if self.measured is None else self.measured
+        if self.value > self.target and self.kind == "latency":
             _validate.warn(
-                f"VIBBudget: {self.value:,} {self.kind} with every unit closed "
-                f"that can be: the budget of {self.target:,} cannot be met."
+                f"VIBBudget: the slim model measured {self._show(self.value)} in "
+                f"LiteRT, over the budget of {self._show(self.target)}, after "
+                "refitting to its measurements (timings vary by a few %)."
+            )
+        elif self.value > self.target:
+            _validate.warn(
+                f"VIBBudget: {self._show(self.value)} with every unit closed "
+                f"that can be: the budget of {self._show(self.target)} cannot be met."
             )
         if self.verbose and self.adjusted:
             what = "closed" if self.adjusted > 0 else "reopened"
             print(
                 f"VIBBudget: {what} {abs(self.adjusted)} units at the end: "
-                f"{self.value:,} {self.kind} for a budget of {self.target:,}",
+                f"{self._show(self.value)} for a budget of {self._show(self.target)}",
                 flush=True,
             )
         self._shares = {}  # back to the gates' own weights

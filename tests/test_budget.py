@@ -332,7 +332,7 @@ def test_params_budget_on_an_add_gates_resnet():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({}, "exactly one of `target_flops` and `target_params`"),
+        ({}, "exactly one of `target_flops`, `target_params` and `target_latency`"),
         ({"target_flops": 0.1, "target_params": 0.1}, "exactly one"),
         ({"target_flops": 0}, "target_flops=0"),
         ({"target_flops": -0.5}, "target_flops=-0.5"),

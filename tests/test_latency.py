@@ -1,0 +1,127 @@
+"""Tests of `keras_vib.latency.LatencyModel` and `VIBBudget(target_latency=)`."""
+
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from helpers import random_gates
+
+import keras_vib as kv
+from keras_vib import latency as latency_module
+
+L = keras.layers
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="LiteRT conversion needs TF"
+)
+
+
+def conv_net():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Conv2D(64, 3, padding="same", activation="relu", name="a")(inputs)
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = L.Conv2D(96, 1, activation="relu", name="b")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return kv.add_gates(keras.Model(inputs, L.Dense(10, name="out")(x)), kl_weight=1e-3)
+
+
+@pytest.fixture()
+def counted(monkeypatch):
+    """Counts the LiteRT timings the latency model makes."""
+    calls = []
+    original = latency_module.benchmark_tflite
+
+    def benchmark(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(latency_module, "benchmark_tflite", benchmark)
+    return calls
+
+
+def test_layers_are_timed_at_the_kept_counts_and_cached(tmp_path, counted):
+    gated = conv_net()
+    model = latency_module.LatencyModel(gated, runs=3, cache_dir=tmp_path, verbose=0)
+    # Built: every unit kept, scaled to the whole model's measured time.
+    assert model() == pytest.approx(model.measured_ms)
+    first = len(counted)
+    random_gates(gated, np.random.default_rng(0), closed_fraction=0.5)
+    total, layers = model.parts()
+    assert len(layers) == 4 and total == pytest.approx(sum(layers))
+    assert len(counted) > first  # the new counts were timed...
+    keys = set()
+    model.flush()
+    for path in tmp_path.glob("*.json"):
+        keys |= set(json.loads(path.read_text())["times"])
+    kept = [gate.num_kept() for _, gate in kv.gates.gates(gated)]
+    assert f"3,{kept[0]}" in keys, (kept, keys)  # conv a: 3 inputs, kept outputs
+    before = len(counted)
+    assert model.parts()[0] == total  # ...once
+    assert len(counted) == before
+    # A new model on the same cache times only the whole model.
+    again = latency_module.LatencyModel(gated, runs=3, cache_dir=tmp_path, verbose=0)
+    assert len(counted) == before + 1
+    assert again.parts()[1] == pytest.approx(
+        [t * again.scale / model.scale for t in layers]
+    )
+
+
+def test_closing_units_lowers_the_prediction(tmp_path):
+    gated = conv_net()
+    model = latency_module.LatencyModel(gated, runs=3, cache_dir=tmp_path, verbose=0)
+    full = model()
+    gate = dict(kv.gates.gates(gated))["b_gate"]
+    mask = np.zeros(gate.units, bool)
+    mask[:32] = True
+    fewer = model({id(g): (mask if g is gate else g.kept_mask())
+                   for _, g in kv.gates.gates(gated)})  # fmt: skip
+    assert 0 < fewer < full
+    model.calibrate(2 * fewer, {id(gate): mask})
+    assert model({id(gate): mask}) == pytest.approx(2 * fewer)
+
+
+def test_a_latency_budget_is_met_in_a_real_measurement(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_VIB_CACHE", str(tmp_path))
+    gated = conv_net()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, 128)
+    gated.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    plain = latency_module.LatencyModel(gated, verbose=0).measured_ms
+    budget = kv.VIBBudget(
+        target_latency=0.5 * plain, check_every=2, growth=1.5, verbose=0
+    )
+    with warnings.catch_warnings():  # (two epochs: the end may close more)
+        warnings.simplefilter("ignore", UserWarning)
+        gated.fit(x, y, batch_size=16, epochs=2, callbacks=[budget], verbose=0)
+    assert budget.kind == "latency" and budget.unit_cost == "marginal"
+    # Timed in LiteRT when training ended (the band itself is a benchmark's).
+    assert budget.measured is not None and budget.value == budget.measured
+    assert budget.measured < plain
+    assert kv.compression_report(gated).flops < kv.compression_report(gated).total_flops
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"target_latency": 0}, "target_latency=0"),
+        ({"target_latency": -1.0}, "target_latency=-1.0"),
+        ({"target_latency": "1"}, "target_latency='1'"),
+        ({"target_latency": 1.0, "target_flops": 0.5}, "exactly one"),
+        ({"target_latency": 1.0, "latency_threads": 0}, "latency_threads=0"),
+    ],
+)
+def test_bad_latency_budgets(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kv.VIBBudget(**kwargs)
+
+
+def test_bad_latency_model_arguments(tmp_path):
+    with pytest.raises(ValueError, match="num_threads=0"):
+        latency_module.LatencyModel(conv_net(), num_threads=0, cache_dir=tmp_path)
