@@ -32,6 +32,7 @@ from coverage import FAMILIES, build, set_gates  # noqa: E402
 
 import keras_vib as kv  # noqa: E402
 from keras_vib import export  # noqa: E402
+from keras_vib.deploy.profile import resized_op  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Where the time goes in LiteRT (`benchmarks/litert_profile.py`)"
@@ -102,8 +103,31 @@ def profile(name, args):
             f"whole, {sum(op['ms'] for op in ops):.2f} ms summed",
             flush=True,
         )
-    result["padded"] = padded_times(export.op_models(tflites["slim"]), args)
+    slim_ops = export.op_models(tflites["slim"])
+    result["padded"] = padded_times(slim_ops, args)
+    result["staircase"] = staircase(export.op_models(tflites["original"]), args)
     return result
+
+
+STAIRS = (8, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 56, 63, 64)
+
+
+def staircase(op_entries, args):
+    """The original's first 3x3 convolution timed at output channel counts
+    `STAIRS` (its input channels as they are): `(label, {count: ms})`."""
+    for entry in op_entries:
+        shapes = entry["inputs"]
+        if entry["op"] == "CONV_2D" and shapes[1][1:3] == [3, 3] and shapes[0][-1] > 3:
+            counts = {}
+            for c in STAIRS:
+                one = resized_op(entry["tflite"], outputs=c)
+                counts[c] = export.benchmark_tflite(one, runs=args.runs, warmup=3)[
+                    "median_ms"
+                ]
+            x = shapes[0]
+            label = f"3x3 conv on {x[1]}x{x[2]}x{x[3]}"
+            return label, counts
+    return None
 
 
 def kinds_table(result, rounded):
@@ -192,6 +216,21 @@ def table(results, args, wall, load_before):
         "",
     ]
     lines += padded_table(results, args)
+    lines += [
+        "",
+        "Output channel counts (each family's first 3x3 convolution with "
+        "more than 3 inputs, resized: `keras_vib.deploy.profile.resized_op`; "
+        "microseconds, the median of the runs):",
+        "",
+        "| layer | " + " | ".join(str(c) for c in STAIRS) + " |",
+        "|---|" + "---|" * len(STAIRS),
+    ]
+    for result in results:
+        if result["staircase"] is None:
+            continue
+        label, counts = result["staircase"]
+        cells = " | ".join(f"{1000 * counts[c]:.1f}" for c in STAIRS)
+        lines.append(f"| {result['family']}: {label} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

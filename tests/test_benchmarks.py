@@ -540,3 +540,17 @@ def test_round_to_benchmark_runs(tmp_path):
     assert [row.split("|")[2].strip() for row in rows] == ["slim", "slim, round_to=8"]
     flops = [int(row.split("|")[3].replace(",", "")) for row in rows]
     assert flops[1] != flops[0]  # the rounding changed the kept counts
+
+
+@pytest.mark.slow
+def test_litert_profile_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    run_script(
+        "benchmarks/litert_profile.py", "--families", "ResNet50", "--size", "32",
+        "--runs", "2", "--multiples", "8", "--benchmarks-md", str(md), "--write",
+    )  # fmt: skip
+    text = md.read_text()
+    assert "| CONV_2D |" in text and "| ADD |" in text  # kinds, original vs slim
+    assert "counts padded to x8" in text
+    assert "| ResNet50 32x32: 3x3 conv on" in text  # the output-count staircase
