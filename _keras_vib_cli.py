@@ -331,14 +331,20 @@ def _check_together(args):
             "--quantization int8 needs --dataset: the data its activations "
             "are calibrated on"
         )
-    budget = getattr(args, "target_flops", None), getattr(args, "target_params", None)
-    if budget == (None, None):
+    budget = tuple(
+        getattr(args, name, None)
+        for name in ("target_flops", "target_params", "target_latency")
+    )
+    if budget == (None, None, None):
         if getattr(args, "unit_cost", None) is not None:
             raise UsageError(
-                "--unit-cost needs a budget (--target-flops or --target-params)"
+                "--unit-cost needs a budget (--target-flops, --target-params or "
+                "--target-latency)"
             )
         return
-    flag = "--target-flops" if budget[0] is not None else "--target-params"
+    flag = ("--target-flops", "--target-params", "--target-latency")[
+        [b is not None for b in budget].index(True)
+    ]
     sets = {"max_error_increase": "the size"}
     for name in ("kl_factor", "warmup_epochs", "max_error_increase"):
         if getattr(args, name, None) is not None:
@@ -489,7 +495,7 @@ def _recipe_arguments(group, recipe=None):
 
 
 def _budget_arguments(group):
-    """--target-flops or --target-params (VIBBudget)."""
+    """--target-flops, --target-params or --target-latency (VIBBudget)."""
     budget = group.add_mutually_exclusive_group()
     budget.add_argument(
         "--target-flops",
@@ -504,6 +510,14 @@ def _budget_arguments(group):
         type=_budget("target-params"),
         metavar="F",
         help="the same budget in parameters of the slim model",
+    )
+    budget.add_argument(
+        "--target-latency",
+        type=_positive_float("target-latency"),
+        metavar="MS",
+        help="a budget in milliseconds of the slim model in LiteRT on this "
+        "machine (float32, one thread; tensorflow backend): each layer is "
+        "timed once (cached), the slim model timed at the end",
     )
     group.add_argument(
         "--unit-cost",

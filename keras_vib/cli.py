@@ -55,7 +55,13 @@ def run_config(args):
         **_recipe(args),
         **{
             key: getattr(args, key)
-            for key in ("target_flops", "target_params", "round_to", "unit_cost")
+            for key in (
+                "target_flops",
+                "target_params",
+                "target_latency",
+                "round_to",
+                "unit_cost",
+            )
             if getattr(args, key, None) is not None
         },
     }
@@ -124,11 +130,16 @@ class _Data(NamedTuple):
     test: object
 
 
+def _has_budget(args):
+    """Whether the run has a budget (--target-flops, -params or -latency)."""
+    names = ("target_flops", "target_params", "target_latency")
+    return any(getattr(args, name, None) is not None for name in names)
+
+
 def guarded(args, recipe):
     """Whether a `train` run has a guard on its held-out error (the
     recipe's or the command line's `max_error_increase`, and no budget)."""
-    budget = getattr(args, "target_flops", None), getattr(args, "target_params", None)
-    return recipe["max_error_increase"] > 0 and budget == (None, None)
+    return recipe["max_error_increase"] > 0 and not _has_budget(args)
 
 
 def _data(args, recipe):
@@ -200,17 +211,22 @@ def _loss():
 
 
 def _budget(args, model):
-    """The `VIBBudget` of `--target-flops` / `--target-params`, checked
+    """The `VIBBudget` of `--target-flops`, `--target-params` or
+    `--target-latency`, checked
     against `model`, or None."""
     import keras_vib as kv
 
-    if args.target_flops is None and args.target_params is None:
+    latency = getattr(args, "target_latency", None)
+    if args.target_flops is None and args.target_params is None and latency is None:
         return None
     # (--kl-factor or --warmup-epochs beside a budget: refused on parsing.)
     flag = "--target-flops" if args.target_flops is not None else "--target-params"
+    if latency is not None:
+        flag = "--target-latency"
     budget = kv.VIBBudget(
         target_flops=args.target_flops,
         target_params=args.target_params,
+        target_latency=latency,
         verbose=1 if args.verbose else 0,
         round_to=getattr(args, "round_to", None),
         unit_cost=getattr(args, "unit_cost", None) or "auto",
@@ -352,6 +368,8 @@ def _result(args, recipe, report, errors, slim, controls, wall):
             "reached_epoch": budget.reached_epoch,
             "adjusted_units": budget.adjusted,
             "cost_power": budget.power,
+            "unit_cost": budget.unit_cost,
+            "measured_ms": budget.measured,
         }
     return result
 
@@ -398,7 +416,7 @@ def _announce(args, recipe):
     """One line at the start of a run on how its size is chosen, when no
     tuned recipe chooses it or the guard is on."""
     tuned = (args.model, args.dataset) in RECIPES
-    budget = args.target_flops is not None or args.target_params is not None
+    budget = _has_budget(args)
     if tuned and not guarded(args, recipe):
         return
     start = (
@@ -416,7 +434,8 @@ def _announce(args, recipe):
         how = (
             f"pruning eases, then stops, when the error on {watched} rises "
             f"{_points(recipe['max_error_increase'])} over its best "
-            "(--max-error-increase; --target-flops or --target-params for a "
+            "(--max-error-increase; --target-flops, --target-params or "
+            "--target-latency for a "
             "budget instead)"
         )
     else:

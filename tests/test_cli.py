@@ -597,6 +597,15 @@ def test_the_command_modules_agree_with_the_library():
             "--warmup-epochs has no effect with --target-params",
         ),
         (["--unit-cost", "marginal"], "--unit-cost needs a budget"),
+        (["--target-latency", "0"], "--target-latency must be"),
+        (
+            ["--target-latency", "1.5", "--target-flops", "0.1"],
+            "argument --target-flops: not allowed with argument --target-latency",
+        ),
+        (
+            ["--target-latency", "1.5", "--kl-factor", "1e-3"],
+            "--kl-factor has no effect with --target-latency",
+        ),
         (
             ["--target-params", "0.1", "--unit-cost", "mean"],
             "argument --unit-cost: invalid choice: 'mean'",
@@ -1071,3 +1080,20 @@ def test_export_rounds_a_gated_model_on_request(trained, tmp_path, capsys):
     )  # fmt: skip
     assert code == 2 and err.count("\n") == 1 and "has no gates" in err, err
     assert not (tmp_path / "again.tflite").exists()
+
+
+def test_train_to_a_latency_budget(tmp_path, capsys):
+    """--target-latency: the slim model is timed in LiteRT when training
+    ends, and report.json says so."""
+    code, _, err = run(
+        capsys, "train", "--model", "lenet5", "--dataset", "mnist",
+        "--synthetic", "64", "--epochs", "1", "--finetune-epochs", "0",
+        "--target-latency", "0.02", "--out", str(tmp_path), "--verbose", "0",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["target_latency"] == 0.02
+    budget = report["budget"]
+    assert budget["kind"] == "latency" and budget["unit_cost"] == "marginal"
+    assert budget["measured_ms"] > 0 and budget["reached"] == budget["measured_ms"]
+    assert budget["original"] > 0.02
