@@ -54,8 +54,9 @@ def _cpu():
 
 
 def _stock_layer(node):
-    """`(kind, stock layer config, input shape, channels in, out)` of a
-    convolution or dense node this model can time, or None."""
+    """`(layer class name, stock layer config, input shape)` of a
+    convolution or dense node this model can time (at its full channel
+    counts), or None."""
     handler, layer = node.handler, node.layer
     inner = handler.inner(layer) if hasattr(handler, "inner") else layer
     shape = node.in_shapes[0]
