@@ -28,9 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402
-from coverage import FAMILIES, build, set_gates  # noqa: E402
+from round_to import draw_arguments, variants  # noqa: E402
 
-import keras_vib as kv  # noqa: E402
 from keras_vib import export  # noqa: E402
 from keras_vib.deploy.profile import resized_op  # noqa: E402
 
@@ -40,16 +39,13 @@ WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 def models(name, args, rng):
-    """`{label: tflite bytes}`: the original, slim and slim rounded."""
-    model, size = build(name, args.size, rng)
-    gated = kv.add_gates(model, kl_weight=1e-5)
-    set_gates(gated, rng, closed=args.closed, negative=False)
-    out = {"original": export.to_tflite(model)}
-    out["slim"] = export.to_tflite(kv.slim_model(gated))
-    out[f"slim, round_to={args.round_to}"] = export.to_tflite(
-        kv.slim_model(gated, round_to=args.round_to)
+    """`{label: tflite bytes}`: the original, slim and slim rounded (the
+    models and draw of `round_to.variants`)."""
+    draw = argparse.Namespace(
+        size=args.size, closed=args.closed, round_to=[args.round_to]
     )
-    return size, out
+    size, found = variants(name, draw, rng)
+    return size, {label: tflite for label, tflite, _ in found}
 
 
 def by_kind(ops):
@@ -236,18 +232,10 @@ def table(results, args, wall, load_before):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--families",
-        nargs="+",
-        choices=sorted(FAMILIES),
-        default=["ResNet50", "MobileNetV2", "DenseNet121"],
-    )
-    parser.add_argument("--size", type=positive_int, default=224)
-    parser.add_argument("--closed", type=float, default=0.75)
+    draw_arguments(parser)
     parser.add_argument("--round-to", type=positive_int, default=8)
     parser.add_argument("--multiples", type=positive_int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--runs", type=positive_int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", action="store_true", help="into BENCHMARKS.md")
     parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args(argv)

@@ -35,6 +35,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Channel counts rounded for LiteRT (`benchmarks/round_to.py`)"
 
 
+def draw_arguments(parser):
+    """`--families`, `--size`, `--closed`, `--seed`: the models and the
+    random draw of closed units (`variants`)."""
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        choices=sorted(FAMILIES),
+        default=["ResNet50", "MobileNetV2", "DenseNet121"],
+    )
+    parser.add_argument("--size", type=positive_int, default=224)
+    parser.add_argument("--closed", type=float, default=0.75)
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def variants(name, args, rng):
     """`(label, tflite bytes, flops)` of the original and each slim model."""
     model, size = build(name, args.size, rng)
@@ -93,18 +107,10 @@ def table(rows, args, wall, load_before):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--families",
-        nargs="+",
-        choices=sorted(FAMILIES),
-        default=["ResNet50", "MobileNetV2", "DenseNet121"],
-    )
-    parser.add_argument("--size", type=positive_int, default=224)
-    parser.add_argument("--closed", type=float, default=0.75)
+    draw_arguments(parser)
     parser.add_argument("--round-to", type=positive_int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--runs", type=positive_int, default=30)
     parser.add_argument("--rounds", type=positive_int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", action="store_true", help="into BENCHMARKS.md")
     parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args(argv)

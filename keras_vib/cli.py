@@ -40,6 +40,10 @@ def _recipe(args):
     return recipe
 
 
+# The budget arguments of `train` (one at most: VIBBudget's targets).
+_BUDGETS = ("target_flops", "target_params", "target_latency")
+
+
 def run_config(args):
     """Every setting of a `train` run (parsed `args`), as saved in report.json."""
     return {
@@ -55,13 +59,7 @@ def run_config(args):
         **_recipe(args),
         **{
             key: getattr(args, key)
-            for key in (
-                "target_flops",
-                "target_params",
-                "target_latency",
-                "round_to",
-                "unit_cost",
-            )
+            for key in (*_BUDGETS, "round_to", "unit_cost")
             if getattr(args, key, None) is not None
         },
     }
@@ -132,8 +130,7 @@ class _Data(NamedTuple):
 
 def _has_budget(args):
     """Whether the run has a budget (--target-flops, -params or -latency)."""
-    names = ("target_flops", "target_params", "target_latency")
-    return any(getattr(args, name, None) is not None for name in names)
+    return any(getattr(args, name, None) is not None for name in _BUDGETS)
 
 
 def guarded(args, recipe):
@@ -216,17 +213,13 @@ def _budget(args, model):
     against `model`, or None."""
     import keras_vib as kv
 
-    latency = getattr(args, "target_latency", None)
-    if args.target_flops is None and args.target_params is None and latency is None:
+    if not _has_budget(args):
         return None
     # (--kl-factor or --warmup-epochs beside a budget: refused on parsing.)
-    flag = "--target-flops" if args.target_flops is not None else "--target-params"
-    if latency is not None:
-        flag = "--target-latency"
+    given = {name: getattr(args, name, None) for name in _BUDGETS}
+    flag = "--" + next(n for n, v in given.items() if v is not None).replace("_", "-")
     budget = kv.VIBBudget(
-        target_flops=args.target_flops,
-        target_params=args.target_params,
-        target_latency=latency,
+        **given,
         verbose=1 if args.verbose else 0,
         round_to=getattr(args, "round_to", None),
         unit_cost=getattr(args, "unit_cost", None) or "auto",

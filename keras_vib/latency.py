@@ -15,6 +15,7 @@ model against a real measurement at the end.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ def _cache_dir(path):
     return pathlib.Path(root) / "keras_vib" / "latency"
 
 
+@functools.cache
 def _cpu():
     try:
         with open("/proc/cpuinfo") as f:

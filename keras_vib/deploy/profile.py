@@ -16,7 +16,7 @@ import numpy as np
 from keras_vib import _validate
 from keras_vib.deploy.litert import benchmark_tflite, flatbuffer
 
-__all__ = ["profile_tflite", "op_models", "op_channels", "padded_op", "resized_op"]
+__all__ = ["profile_tflite", "op_models", "padded_op", "resized_op"]
 
 # Operators whose multiply-accumulates `_macs` counts, by their weights.
 _CONV = "CONV_2D"
@@ -56,9 +56,7 @@ def _macs(name, shapes, output):
         return 0
     positions = int(np.prod(output[1:-1])) if len(output) > 2 else 1
     weights = shapes[1]
-    if name == _CONV:  # filter [out, kh, kw, in / groups]
-        return positions * int(np.prod(weights))
-    if name == _DEPTHWISE:  # filter [1, kh, kw, channels]
+    if name in (_CONV, _DEPTHWISE):  # [out, kh, kw, in / groups], [1, kh, kw, c]
         return positions * int(np.prod(weights))
     if name == _DENSE:  # weights [out, in]
         rows = int(np.prod(output[:-1])) // max(output[0], 1)
@@ -173,16 +171,6 @@ def _channels(op_tflite):
     x, w = tensors[op.inputs[0]], tensors[op.inputs[1]]
     b = tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
     return model, name, (x, w, b, tensors[op.outputs[0]])
-
-
-def op_channels(op_tflite):
-    """`(input channels, output channels)` of a one-operator conv or dense
-    model (a depthwise conv's are equal), or None for another operator."""
-    _, _, found = _channels(op_tflite)
-    if found is None:
-        return None
-    x, _, _, y = found
-    return int(x.shape[-1]), int(y.shape[-1])
 
 
 def resized_op(op_tflite, inputs: int | None = None, outputs: int | None = None):
