@@ -7,10 +7,14 @@ and for the channel counts asked about the converted operator is resized
 cached on disk by layer and machine. Counts are timed exactly, not
 interpolated: the runtime's kernels work in tiles of channels, and a conv
 with 17 to 31 output channels can take longer than one with 32. The layers'
-sum is scaled to the measured time of the whole model (what the layers do
-not explain, pooling, additions, the invoke itself, taken as shrinking with
-them). `VIBBudget(target_latency=)` prices units with it and checks the slim
-model against a real measurement at the end.
+sum is mapped to the whole model's time through three measurements of it
+(every gated unit closed, a quarter of each gate's kept, half, all),
+piecewise linearly:
+what does not shrink with the gated units (the invoke, the layers no gate
+reaches, norms on a transformer's residual stream) and what shrinks faster
+or slower than the timed layers (pooling, additions, attention's softmax)
+are measured, not assumed. `VIBBudget(target_latency=)` prices units with
+it and checks the slim model against a real measurement at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from keras_vib import _validate, graph
 from keras_vib.deploy.convert import to_tflite
 from keras_vib.deploy.litert import benchmark_tflite
 from keras_vib.deploy.profile import op_models, resized_op
+from keras_vib.slim import slim_masked
 
 __all__ = ["LatencyModel"]
 
@@ -55,6 +60,24 @@ def _cpu():
     return platform.processor() or platform.machine()
 
 
+_ATTENTION_KEYS = ("num_heads", "key_dim", "value_dim", "use_bias")
+
+
+def _self_attention(node, layer):
+    """Whether the node is a `MultiHeadAttention` (gated or not) over one
+    sequence (query, key and value one tensor), of a stock output width."""
+    if not isinstance(layer, keras.layers.MultiHeadAttention):
+        return False
+    roles = node.handler.roles(node) if hasattr(node.handler, "roles") else None
+    config = layer.get_config()
+    return (
+        roles is not None
+        and len({node.inputs[i] for i in roles}) == 1
+        and config.get("output_shape") is None
+        and len(node.in_shapes[0]) == 3
+    )
+
+
 def _stock_layer(node):
     """`(layer class name, stock layer config, input shape)` of a
     convolution or dense node this model can time (at its full channel
@@ -71,6 +94,10 @@ def _stock_layer(node):
         config = inner.get_config()
     elif kind is keras.layers.Dense:
         config = dict(inner.get_config(), units=int(node.out_shape[-1]))
+    elif _self_attention(node, inner):
+        full = inner.get_config()
+        config = {k: full[k] for k in _ATTENTION_KEYS}
+        return "MultiHeadAttention", config, tuple(int(d) for d in shape[1:])
     else:
         return None
     for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"):
@@ -96,9 +123,11 @@ class LatencyModel:
 
     Attributes:
         structure: the analysed graph (`graph.Structure`).
-        measured_ms: the whole model's time when this was built.
-        scale: measured time over the layers' summed time (set when built,
-            and by `calibrate`).
+        measured_ms: the whole model's time with every unit kept, measured
+            when this was built.
+        anchors: `(layers' summed time, measured time)` pairs (ms) of the
+            four measured slim models, fewest units first; predictions
+            interpolate between them (`calibrate` scales the times).
 
     Example:
 
@@ -130,10 +159,9 @@ class LatencyModel:
         self._layers = {}  # node index -> its signature's entry
         self._entries = {}  # signature key -> {"op", "times", "path", "new"}
         self._per_mac = 0.0
-        self.scale = 1.0
+        self.anchors = []
         self._build()
-        self.measured_ms = self.measure()
-        self.scale = self.measured_ms / max(self._predict(None)[0], 1e-9)
+        self._fit()
         self.flush()
 
     # -- building ---------------------------------------------------------
@@ -167,10 +195,13 @@ class LatencyModel:
         if key in self._entries:
             return self._entries[key]
         kind, config, shape = signature
-        layer = getattr(keras.layers, kind).from_config(config)
-        inputs = keras.Input(shape)
-        single = keras.Model(inputs, layer(inputs))
-        ops = [op for op in op_models(to_tflite(single)) if op["op"] in _OPS]
+        op = None
+        if kind != "MultiHeadAttention":  # (converted at each head count)
+            layer = getattr(keras.layers, kind).from_config(config)
+            inputs = keras.Input(shape)
+            single = keras.Model(inputs, layer(inputs))
+            ops = [op for op in op_models(to_tflite(single)) if op["op"] in _OPS]
+            op = ops[0]["tflite"]
         path = self.cache_dir / f"{key}.json"
         times = {}
         if path.is_file():
@@ -179,8 +210,8 @@ class LatencyModel:
             except (ValueError, KeyError):
                 times = {}  # a damaged entry: timed again
         entry = {
-            "op": ops[0]["tflite"],
-            "depthwise": kind == "DepthwiseConv2D",
+            "op": op,
+            "kind": kind,
             "times": times,
             "path": path,
             "signature": signature,
@@ -189,20 +220,23 @@ class LatencyModel:
         self._entries[key] = entry
         return entry
 
-    def _time(self, entry, cin, cout):
-        """The operator's time (ms) at these channel counts, timed once."""
-        if cin <= 0 or cout <= 0:
+    def _time(self, entry, counts):
+        """The layer's time (ms) at these counts (`_counts`), timed once:
+        its operator resized, or for attention the layer converted with
+        that many heads."""
+        if min(counts) <= 0:
             return 0.0
-        if entry["depthwise"]:
-            cin = cout
-        name = f"{cin},{cout}"
+        name = ",".join(map(str, counts))
         if name not in entry["times"]:
-            op = entry["op"]
-            resized = resized_op(op, outputs=cout) if entry["depthwise"] else (
-                resized_op(op, inputs=cin, outputs=cout)
-            )  # fmt: skip
+            kind, op = entry["kind"], entry["op"]
+            if kind == "MultiHeadAttention":
+                model = _attention(entry["signature"], *counts)
+            elif kind == "DepthwiseConv2D":
+                model = resized_op(op, outputs=counts[1])
+            else:
+                model = resized_op(op, inputs=counts[0], outputs=counts[1])
             timing = benchmark_tflite(
-                resized, runs=self.runs, warmup=3, num_threads=self.num_threads
+                model, runs=self.runs, warmup=3, num_threads=self.num_threads
             )
             entry["times"][name] = timing["median_ms"]
             entry["new"] = True
@@ -237,9 +271,54 @@ class LatencyModel:
         per_mac = []
         for node, kept, counts in self._nodes():
             if node.index in self._layers and counts[2]:
-                full = self._time(self._layers[node.index], *_channels(kept))
+                entry = self._layers[node.index]
+                full = self._time(entry, _counts(entry, kept))
                 per_mac.append(full / counts[2])
         self._per_mac = float(np.median(per_mac)) if per_mac else 0.0
+
+    def _kept(self, share):
+        """Each gate keeping `share` of its units (those of lowest
+        `log_alpha`; one at least unless `share` is 0; None: every unit)."""
+        masks = {}
+        for gate in self.structure.gates.values():
+            order = np.argsort(keras.ops.convert_to_numpy(gate.log_alpha()))
+            count = gate.units if share is None else int(share * gate.units)
+            count = max(count, 1) if share != 0 else 0
+            mask = np.zeros(gate.units, bool)
+            mask[order[:count]] = True
+            masks[id(gate)] = mask
+        return masks
+
+    def _fit(self):
+        """The anchors: the slim model measured with every gated unit
+        closed, a quarter of each gate's units kept, half, and every unit
+        (an anchor not faster than the next one is dropped: timing noise
+        on a tiny model)."""
+        anchors = {}
+        for share in (0.0, 0.25, 0.5, None):
+            masks = self._kept(share)
+            layers = self._predict(masks)[0]
+            if layers not in anchors:
+                anchors[layers] = self.measure(masks)
+        kept = []
+        for layers in sorted(anchors):
+            while kept and kept[-1][1] >= anchors[layers]:
+                kept.pop()
+            kept.append((float(layers), float(anchors[layers])))
+        self.anchors = kept
+        self.measured_ms = kept[-1][1]
+
+    def _map(self, layers):
+        """The measured time (ms) and its slope for a layers' sum: between
+        the anchors, or on past the first one (no lower than 0)."""
+        sums = [a for a, _ in self.anchors]
+        times = [b for _, b in self.anchors]
+        if len(sums) == 1:
+            slope = times[0] / max(sums[0], 1e-9)
+            return slope * layers, slope
+        i = int(np.clip(np.searchsorted(sums, layers) - 1, 0, len(sums) - 2))
+        slope = (times[i + 1] - times[i]) / max(sums[i + 1] - sums[i], 1e-9)
+        return max(times[i] + slope * (layers - sums[i]), 0.0), slope
 
     # -- predicting -------------------------------------------------------
 
@@ -249,7 +328,7 @@ class LatencyModel:
         for node, kept, counts in self._nodes(masks):
             entry = self._layers.get(node.index)
             if entry is not None:
-                layers.append(self._time(entry, *_channels(kept)))
+                layers.append(self._time(entry, _counts(entry, kept)))
             else:  # a layer without an operator: its MACs at the others' rate
                 layers.append((counts[2] or 0) * self._per_mac)
         return sum(layers), layers
@@ -257,28 +336,52 @@ class LatencyModel:
     def parts(self, masks=None):
         """The predicted time (ms) with the gates' kept masks as they are
         or as `masks` (`id(gate)` -> mask) says, and each kernel layer's
-        share, in graph order."""
+        share (its time at the anchors' slope there), in graph order."""
         total, layers = self._predict(masks)
-        return self.scale * total, [self.scale * t for t in layers]
+        time, slope = self._map(total)
+        return time, [slope * t for t in layers]
 
     def __call__(self, masks=None) -> float:
         return self.parts(masks)[0]
 
-    def measure(self) -> float:
-        """The model's slim model converted and timed in LiteRT now (ms)."""
-        tflite = to_tflite(self.model)
+    def measure(self, masks=None) -> float:
+        """The model's slim model (with the gates' kept units, or those of
+        `masks`) converted and timed in LiteRT now (ms)."""
+        tflite = to_tflite(slim_masked(self.model, masks))
         timing = benchmark_tflite(
             tflite, runs=max(self.runs, 30), warmup=5, num_threads=self.num_threads
         )
         return timing["median_ms"]
 
     def calibrate(self, measured_ms, masks=None):
-        """Scales the predictions so that those of `masks` give
-        `measured_ms`."""
+        """Scales the anchors' times (the machine's speed moves them all)
+        so that the prediction for `masks` is `measured_ms`."""
         predicted = self(masks)
         if predicted > 0 and measured_ms > 0:
-            self.scale *= measured_ms / predicted
+            ratio = measured_ms / predicted
+            self.anchors = [(a, b * ratio) for a, b in self.anchors]
 
 
-def _channels(kept):
-    return int(np.sum(kept.inputs[0])), int(np.sum(kept.output))
+def _counts(entry, kept):
+    """What a layer's time depends on: its kept input and output channels
+    (a depthwise conv: its channels twice), or an attention layer's kept
+    heads, then its input and output widths."""
+    cin, cout = int(np.sum(kept.inputs[0])), int(np.sum(kept.output))
+    if entry["kind"] == "DepthwiseConv2D":
+        return cout, cout
+    if entry["kind"] == "MultiHeadAttention":
+        heads = entry["signature"][1]["num_heads"]
+        heads = heads if kept.units is None else int(np.sum(kept.units))
+        return heads, cin, cout
+    return cin, cout
+
+
+def _attention(signature, heads, width, out):
+    """A LiteRT model of one self-attention layer with `heads` heads on
+    `width` channels, `out` wide."""
+    _, config, shape = signature
+    layer = keras.layers.MultiHeadAttention(
+        **dict(config, num_heads=heads), output_shape=None if out == width else out
+    )
+    inputs = keras.Input((*shape[:-1], width))
+    return to_tflite(keras.Model(inputs, layer(inputs, inputs)))

@@ -586,6 +586,13 @@ def slim_model(
     """
     keep_input_shape = _validate.boolean("keep_input_shape", keep_input_shape)
     masks = None if round_to is None else rounded_masks(model, round_to)
+    return slim_masked(model, masks, keep_input_shape)
+
+
+def slim_masked(model, masks, keep_input_shape=True):
+    """`slim_model` with the kept units of `masks` (`id(gate)` -> kept
+    mask, as `rounded_masks` gives; None or a missing gate: the gate's own)
+    instead of the gates' own. The gates are not changed."""
     analysis = graph.analyze(model, masks)
     _check_supported(analysis)
     builder = SlimContext(analysis, keep_input_shape)

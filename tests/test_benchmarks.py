@@ -554,3 +554,24 @@ def test_litert_profile_benchmark_runs(tmp_path):
     assert "| CONV_2D |" in text and "| ADD |" in text  # kinds, original vs slim
     assert "counts padded to x8" in text
     assert "| ResNet50 32x32: 3x3 conv on" in text  # the output-count staircase
+
+
+@pytest.mark.slow
+def test_latency_mnist_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    args = (
+        "benchmarks/latency_mnist.py", "--seeds", "0", "--epochs", "1",
+        "--finetune-epochs", "0", "--steps-per-epoch", "3", "--runs", "5",
+        "--out", str(tmp_path / "runs"), "--benchmarks-md", str(md),
+    )  # fmt: skip
+    out = run_script(*args)
+    assert "seed 0 FLOPs budget" in out and "seed 0 latency budget" in out
+    rows = [line.split("|") for line in md.read_text().splitlines()]
+    rows = [row for row in rows if row[1:] and row[1].strip()[:5] in ("FLOPs", "laten")]
+    assert len(rows) == 2 and all(float(row[5]) > 0 for row in rows)  # µs
+    import keras_vib
+
+    total = keras_vib.compression_report(keras_vib.models.vit()).total_flops
+    assert float(rows[0][8].replace(",", "")) <= 0.1 * total  # the FLOPs budget
+    again = run_script(*args)
+    assert "seed 0 latency budget" not in again  # kept: nothing trained again

@@ -45,12 +45,12 @@ def counted(monkeypatch):
 def test_layers_are_timed_at_the_kept_counts_and_cached(tmp_path, counted):
     gated = conv_net()
     model = latency_module.LatencyModel(gated, runs=3, cache_dir=tmp_path, verbose=0)
-    # Built: every unit kept, scaled to the whole model's measured time.
+    # Built: every unit kept is the last anchor, the whole model measured.
     assert model() == pytest.approx(model.measured_ms)
     first = len(counted)
     random_gates(gated, np.random.default_rng(0), closed_fraction=0.5)
     total, layers = model.parts()
-    assert len(layers) == 4 and total == pytest.approx(sum(layers))
+    assert len(layers) == 4 and total > 0 and min(layers) > 0
     assert len(counted) > first  # the new counts were timed...
     keys = set()
     model.flush()
@@ -61,12 +61,47 @@ def test_layers_are_timed_at_the_kept_counts_and_cached(tmp_path, counted):
     before = len(counted)
     assert model.parts()[0] == total  # ...once
     assert len(counted) == before
-    # A new model on the same cache times only the whole model.
+    # A new model on the same cache times only the whole model (four times).
     again = latency_module.LatencyModel(gated, runs=3, cache_dir=tmp_path, verbose=0)
-    assert len(counted) == before + 1
-    assert again.parts()[1] == pytest.approx(
-        [t * again.scale / model.scale for t in layers]
-    )
+    assert len(counted) == before + 4
+    ratios = [a / b for a, b in zip(again.parts()[1], layers)]
+    assert ratios == pytest.approx([ratios[0]] * 4)  # the same layer times
+
+
+@pytest.mark.parametrize("curve", ["line", "convex", "noisy"])
+def test_predictions_interpolate_four_measurements(tmp_path, monkeypatch, curve):
+    # Whole-model "measurements" as a function of the layers' summed time.
+    def time(layers):
+        if curve == "line":
+            return 0.25 + 2.0 * layers
+        if curve == "convex":
+            return 0.1 + 30.0 * layers**2
+        return 1.0 - layers  # falling: noise, the last anchor kept alone
+
+    def measure(self, masks=None):
+        return time(self._predict(masks)[0])
+
+    monkeypatch.setattr(latency_module.LatencyModel, "measure", measure)
+    gated = conv_net()
+    model = latency_module.LatencyModel(gated, runs=3, cache_dir=tmp_path, verbose=0)
+    kept = [[int(m.sum()) for m in model._kept(s).values()] for s in (0.0, 0.25)]
+    assert kept == [[0, 0], [16, 24]]  # of 64 and 96 units
+    sums = [a for a, _ in model.anchors]
+    some = model._kept(0.375)
+    layers = model._predict(some)[0]
+    if curve == "noisy":
+        assert len(sums) == 1 and model.measured_ms == time(sums[0])
+        assert model(some) == pytest.approx(time(sums[0]) * layers / sums[0])
+        return
+    assert len(sums) == 4 and sums == sorted(sums)
+    for share, at in ((0.0, 0), (0.25, 1), (0.5, 2)):
+        assert model(model._kept(share)) == pytest.approx(time(sums[at]))
+    if curve == "line":
+        assert model(some) == pytest.approx(time(layers))
+    else:  # between two anchors: on the chord, above the curve
+        assert time(layers) < model(some) < time(sums[3])
+    model.calibrate(2 * model())
+    assert model() == pytest.approx(2 * time(sums[3]))
 
 
 def test_closing_units_lowers_the_prediction(tmp_path):
