@@ -335,6 +335,8 @@ def _check_together(args):
         getattr(args, name, None)
         for name in ("target_flops", "target_params", "target_latency")
     )
+    if budget[2] is None and getattr(args, "latency_quantization", None):
+        raise UsageError("--latency-quantization needs --target-latency")
     if budget == (None, None, None):
         if getattr(args, "unit_cost", None) is not None:
             raise UsageError(
@@ -516,8 +518,13 @@ def _budget_arguments(group):
         type=_positive_float("target-latency"),
         metavar="MS",
         help="a budget in milliseconds of the slim model in LiteRT on this "
-        "machine (float32, one thread; tensorflow backend): each layer is "
-        "timed once (cached), the slim model timed at the end",
+        "machine (one thread; tensorflow backend): each layer is timed once "
+        "(cached), the slim model timed at the end",
+    )
+    group.add_argument(
+        "--latency-quantization",
+        choices=("float32", "float16", "dynamic", "int8"),
+        help="with --target-latency, the LiteRT model that is timed (default float32)",
     )
     group.add_argument(
         "--unit-cost",

@@ -59,7 +59,7 @@ def run_config(args):
         **_recipe(args),
         **{
             key: getattr(args, key)
-            for key in (*_BUDGETS, "round_to", "unit_cost")
+            for key in (*_BUDGETS, "latency_quantization", "round_to", "unit_cost")
             if getattr(args, key, None) is not None
         },
     }
@@ -207,6 +207,11 @@ def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def _latency_quantization(args):
+    found = getattr(args, "latency_quantization", None)
+    return None if found in (None, "float32") else found
+
+
 def _budget(args, model):
     """The `VIBBudget` of `--target-flops`, `--target-params` or
     `--target-latency`, checked
@@ -223,6 +228,7 @@ def _budget(args, model):
         verbose=1 if args.verbose else 0,
         round_to=getattr(args, "round_to", None),
         unit_cost=getattr(args, "unit_cost", None) or "auto",
+        latency_quantization=_latency_quantization(args),
     )
     try:
         budget.resolve(model)

@@ -13,8 +13,11 @@ piecewise linearly:
 what does not shrink with the gated units (the invoke, the layers no gate
 reaches, norms on a transformer's residual stream) and what shrinks faster
 or slower than the timed layers (pooling, additions, attention's softmax)
-are measured, not assumed. `VIBBudget(target_latency=)` prices units with
-it and checks the slim model against a real measurement at the end.
+are measured, not assumed. For an int8 (or float16) target the layers are
+timed in float32 and the anchors measured quantized: the layers rank the
+units, the whole-model measurements give the times. `VIBBudget(
+target_latency=)` prices units with it and checks the slim model against a
+real measurement at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import keras
 import numpy as np
 
 from keras_vib import _validate, graph
-from keras_vib.deploy.convert import to_tflite
+from keras_vib.deploy.convert import QUANTIZATIONS, to_tflite
 from keras_vib.deploy.litert import benchmark_tflite
 from keras_vib.deploy.profile import op_models, resized_op
 from keras_vib.slim import slim_masked
@@ -115,6 +118,10 @@ class LatencyModel:
         input_shape: the shape of one example for a model whose inputs
             have sizes left open (as in `compression_report`).
         num_threads: LiteRT threads (1: one core).
+        quantization: None (float32), `"float16"`, `"dynamic"` or `"int8"`
+            (as `keras_vib.export.to_tflite`; int8 calibrated on random
+            inputs: ranges do not change the time): how the whole model is
+            converted when measured.
         runs: positive int, timed invokes per layer and channel counts.
         cache_dir: where the timings are kept (default
             `$KERAS_VIB_CACHE/keras_vib/latency`, else
@@ -126,8 +133,9 @@ class LatencyModel:
         measured_ms: the whole model's time with every unit kept, measured
             when this was built.
         anchors: `(layers' summed time, measured time)` pairs (ms) of the
-            four measured slim models, fewest units first; predictions
-            interpolate between them (`calibrate` scales the times).
+            measured slim models (four when built, `calibrate` adds
+            more), fewest units first; predictions interpolate between
+            them.
 
     Example:
 
@@ -140,6 +148,7 @@ class LatencyModel:
         model: keras.Model,
         input_shape=None,
         num_threads: int = 1,
+        quantization: str | None = None,
         runs: int = 15,
         cache_dir=None,
         verbose: int = 1,
@@ -151,6 +160,11 @@ class LatencyModel:
                 f"{keras.backend.backend()!r}"
             )
         self.num_threads = _validate.integer("num_threads", num_threads, minimum=1)
+        if quantization not in QUANTIZATIONS:
+            raise _validate.fail(
+                "quantization", f"one of {QUANTIZATIONS}", quantization
+            )
+        self.quantization = quantization
         self.runs = _validate.integer("runs", runs, minimum=1)
         self.cache_dir = _cache_dir(cache_dir)
         self.verbose = int(verbose)
@@ -310,10 +324,14 @@ class LatencyModel:
 
     def _map(self, layers):
         """The measured time (ms) and its slope for a layers' sum: between
-        the anchors, or on past the first one (no lower than 0)."""
+        the anchors, past the last one on along the last piece, under the
+        first one in proportion to it (a layer's time need not fall with
+        its units: a Dense of one output can take longer than of 64, so a
+        model with units kept can sum under the one with every unit
+        closed)."""
         sums = [a for a, _ in self.anchors]
         times = [b for _, b in self.anchors]
-        if len(sums) == 1:
+        if len(sums) == 1 or layers < sums[0]:
             slope = times[0] / max(sums[0], 1e-9)
             return slope * layers, slope
         i = int(np.clip(np.searchsorted(sums, layers) - 1, 0, len(sums) - 2))
@@ -347,19 +365,40 @@ class LatencyModel:
     def measure(self, masks=None) -> float:
         """The model's slim model (with the gates' kept units, or those of
         `masks`) converted and timed in LiteRT now (ms)."""
-        tflite = to_tflite(slim_masked(self.model, masks))
+        slim = slim_masked(self.model, masks)
+        data = None
+        if self.quantization == "int8":
+            shape = tuple(slim.inputs[0].shape[1:])
+            if len(slim.inputs) != 1 or None in shape:
+                raise ValueError(
+                    "Expected a model of one input of fixed size for "
+                    'quantization="int8". '
+                    f"Received: input shapes {[tuple(t.shape) for t in slim.inputs]}"
+                )
+            data = np.random.default_rng(0).normal(size=(16, *shape))
+            data = data.astype("float32")
+        tflite = to_tflite(slim, self.quantization, representative_data=data)
         timing = benchmark_tflite(
             tflite, runs=max(self.runs, 30), warmup=5, num_threads=self.num_threads
         )
         return timing["median_ms"]
 
     def calibrate(self, measured_ms, masks=None):
-        """Scales the anchors' times (the machine's speed moves them all)
-        so that the prediction for `masks` is `measured_ms`."""
-        predicted = self(masks)
-        if predicted > 0 and measured_ms > 0:
-            ratio = measured_ms / predicted
-            self.anchors = [(a, b * ratio) for a, b in self.anchors]
+        """Adds the measurement of `masks` (the gates' own where None) as
+        an anchor: the prediction there is `measured_ms`, and near it
+        follows it (the anchors it contradicts, slower below it or faster
+        above it, are dropped)."""
+        if measured_ms <= 0:
+            return
+        at = self._predict(masks)[0]
+        self.anchors = sorted(
+            [
+                (a, b)
+                for a, b in self.anchors
+                if (a < at and b < measured_ms) or (a > at and b > measured_ms)
+            ]
+            + [(float(at), float(measured_ms))]
+        )
 
 
 def _counts(entry, kept):

@@ -597,6 +597,14 @@ def test_the_command_modules_agree_with_the_library():
             "--warmup-epochs has no effect with --target-params",
         ),
         (["--unit-cost", "marginal"], "--unit-cost needs a budget"),
+        (
+            ["--latency-quantization", "int8"],
+            "--latency-quantization needs --target-latency",
+        ),
+        (
+            ["--target-latency", "1", "--latency-quantization", "int4"],
+            "argument --latency-quantization: invalid choice: 'int4'",
+        ),
         (["--target-latency", "0"], "--target-latency must be"),
         (
             ["--target-latency", "1.5", "--target-flops", "0.1"],
@@ -1082,17 +1090,21 @@ def test_export_rounds_a_gated_model_on_request(trained, tmp_path, capsys):
     assert not (tmp_path / "again.tflite").exists()
 
 
-def test_train_to_a_latency_budget(tmp_path, capsys):
+@pytest.mark.parametrize("quantization", [None, "int8"])
+def test_train_to_a_latency_budget(tmp_path, capsys, quantization):
     """--target-latency: the slim model is timed in LiteRT when training
     ends, and report.json says so."""
+    more = ["--latency-quantization", quantization] if quantization else []
     code, _, err = run(
         capsys, "train", "--model", "lenet5", "--dataset", "mnist",
         "--synthetic", "64", "--epochs", "1", "--finetune-epochs", "0",
         "--target-latency", "0.02", "--out", str(tmp_path), "--verbose", "0",
+        *more,
     )  # fmt: skip
     assert code == 0, err
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["target_latency"] == 0.02
+    assert report["config"].get("latency_quantization") == quantization
     budget = report["budget"]
     assert budget["kind"] == "latency" and budget["unit_cost"] == "marginal"
     assert budget["measured_ms"] > 0 and budget["reached"] == budget["measured_ms"]

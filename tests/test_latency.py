@@ -100,8 +100,16 @@ def test_predictions_interpolate_four_measurements(tmp_path, monkeypatch, curve)
         assert model(some) == pytest.approx(time(layers))
     else:  # between two anchors: on the chord, above the curve
         assert time(layers) < model(some) < time(sums[3])
-    model.calibrate(2 * model())
+    model.calibrate(2 * model())  # a slower machine: the last anchor moves
     assert model() == pytest.approx(2 * time(sums[3]))
+    assert model(some) > time(layers)
+    # A measurement between the first two anchors' times: the second (and
+    # any other slower below it) contradicts it and goes.
+    measured = (time(sums[0]) + time(sums[1])) / 2
+    model.calibrate(measured, some)
+    assert model(some) == pytest.approx(measured)
+    assert [a for a, _ in model.anchors][:2] == [sums[0], layers]
+    assert sums[1] not in [a for a, _ in model.anchors]
 
 
 def test_closing_units_lowers_the_prediction(tmp_path):
@@ -150,6 +158,10 @@ def test_a_latency_budget_is_met_in_a_real_measurement(tmp_path, monkeypatch):
         ({"target_latency": "1"}, "target_latency='1'"),
         ({"target_latency": 1.0, "target_flops": 0.5}, "exactly one"),
         ({"target_latency": 1.0, "latency_threads": 0}, "latency_threads=0"),
+        (
+            {"target_latency": 1.0, "latency_quantization": "int4"},
+            "latency_quantization='int4'",
+        ),
     ],
 )
 def test_bad_latency_budgets(kwargs, match):
@@ -160,3 +172,23 @@ def test_bad_latency_budgets(kwargs, match):
 def test_bad_latency_model_arguments(tmp_path):
     with pytest.raises(ValueError, match="num_threads=0"):
         latency_module.LatencyModel(conv_net(), num_threads=0, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="quantization='int4'"):
+        latency_module.LatencyModel(conv_net(), quantization="int4", cache_dir=tmp_path)
+
+
+def test_an_int8_model_is_measured_quantized(tmp_path, monkeypatch):
+    converted = []
+    to_tflite = latency_module.to_tflite
+
+    def spy(model, quantization=None, **kwargs):
+        converted.append((quantization, kwargs.get("representative_data")))
+        return to_tflite(model, quantization, **kwargs)
+
+    monkeypatch.setattr(latency_module, "to_tflite", spy)
+    model = latency_module.LatencyModel(
+        conv_net(), quantization="int8", runs=3, cache_dir=tmp_path, verbose=0
+    )
+    measured = [(q, data) for q, data in converted if q is not None]
+    assert len(measured) == 4 and all(q == "int8" for q, _ in measured)
+    assert measured[0][1].shape[1:] == (32, 32, 3)  # calibrated on random inputs
+    assert model.measured_ms > 0 and model() == pytest.approx(model.measured_ms)
