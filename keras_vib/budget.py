@@ -612,6 +612,10 @@ class VIBBudget(keras.callbacks.Callback):
         self._epoch = 0
         self._steps = self._offset = self._checks = 0
         self._epoch_steps = None
+        optimizer = getattr(self.model, "optimizer", None)
+        self._iterations = (
+            0 if optimizer is None else int(ops.convert_to_numpy(optimizer.iterations))
+        )
         self._started = False
         if (
             self.input_shape is None
@@ -642,10 +646,19 @@ class VIBBudget(keras.callbacks.Callback):
             self._update_shares()
             self._set_scale(self._scale)
 
-    def on_train_batch_end(self, batch, logs=None):
-        # `batch` is the last step of the call (several with
-        # `steps_per_execution`): count steps, not calls.
-        self._steps = self._offset + batch + 1
+    def on_train_batch_begin(self, batch, logs=None):
+        # The checks run as a call begins, on the steps done before it
+        # (`batch` is the call's first step; several with
+        # `steps_per_execution`): a hook at the end of each call would
+        # make Keras wait for every call's results (no asynchronous
+        # dispatch); the gates are read every `check_every` steps only.
+        self._advance(self._offset + batch)
+
+    def _advance(self, steps):
+        """Counts the steps done; checks the model every `check_every`."""
+        if steps <= self._steps:
+            return
+        self._steps = steps
         if not self._started:
             self._start()
         if self._steps // self.check_every <= self._checks:
@@ -688,6 +701,13 @@ class VIBBudget(keras.callbacks.Callback):
         latency.flush()
 
     def on_epoch_end(self, epoch, logs=None):
+        # The epoch's last call: its steps counted (and checked) here.
+        steps = self.params.get("steps")
+        if steps:
+            self._advance(self._offset + steps)
+        elif self.model.optimizer is not None and self._started:
+            done = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+            self._advance(done - self._iterations)
         if logs is not None and self._started:
             logs["budget"] = self._measure() / self.target
             logs["kl_scale"] = self._scale
