@@ -10,10 +10,10 @@ import platform
 PACKAGES = ("tensorflow", "keras", "ai-edge-litert")
 
 
-def machine(packages=PACKAGES):
-    """`"2 CPU cores (AMD EPYC), 24 GiB, Linux, no GPU used; tensorflow ..."`."""
+def cpu_flags():
+    """`"AMD EPYC 7B13, with AVX-512"`: the CPU's model and whether it has
+    AVX-512 (the same run differs between CPUs with and without it)."""
     cpu = platform.processor() or platform.machine()
-    memory = ""
     try:
         with open("/proc/cpuinfo") as f:
             info = f.read().splitlines()
@@ -23,6 +23,16 @@ def machine(packages=PACKAGES):
                 break
         flags = next((x for x in info if x.startswith("flags")), "").split()
         cpu += ", with AVX-512" if "avx512f" in flags else ", no AVX-512"
+    except OSError:
+        pass
+    return cpu
+
+
+def machine(packages=PACKAGES):
+    """`"2 CPU cores (AMD EPYC), 24 GiB, Linux, no GPU used; tensorflow ..."`."""
+    cpu = cpu_flags()
+    memory = ""
+    try:
         with open("/proc/meminfo") as f:
             kib = int(f.readline().split()[1])
             memory = f", {kib / 2**20:.0f} GiB"
@@ -98,3 +108,54 @@ def publish(text, path, section, write=True):
     if write:
         write_section(pathlib.Path(path), section, text)
         print(f"wrote {path}")
+
+
+class Worker:
+    """A benchmark's worker process on one Keras backend: `script
+    --worker *argv`, answering one JSON line per JSON command; its first
+    line says `{"ready": backend}`."""
+
+    def __init__(self, name, script, argv):
+        import subprocess
+        import sys
+
+        env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="3")
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), "--worker", *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        ready = self.read()
+        if ready.get("ready") != name:
+            raise RuntimeError(f"the {name} worker did not start: {ready}")
+
+    def read(self):
+        import json
+
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"the {self.name} worker died: {self.proc.stderr.read()}"
+            )
+        return json.loads(line)
+
+    def ask(self, **command):
+        import json
+
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self):
+        import json
+
+        try:
+            self.proc.stdin.write(json.dumps({"do": "stop"}) + "\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(timeout=60)

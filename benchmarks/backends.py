@@ -16,14 +16,12 @@ whatever the backend compiles) and the median of the next ones.
 
 import argparse
 import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import time
 
-from _common import load_average, load_note, machine, positive_int, publish
+from _common import Worker, load_average, load_note, machine, positive_int, publish
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Backends: training and slimming speed"
@@ -89,44 +87,6 @@ def worker(examples):
 # -- the main process ---------------------------------------------------------
 
 
-class Backend:
-    def __init__(self, name, examples):
-        env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="3")
-        self.name = name
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", "--examples", str(examples)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        ready = self.read()
-        if ready.get("ready") != name:
-            raise RuntimeError(f"the {name} worker did not start: {ready}")
-
-    def read(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(
-                f"the {self.name} worker died: {self.proc.stderr.read()}"
-            )
-        return json.loads(line)
-
-    def ask(self, **command):
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        return self.read()
-
-    def close(self):
-        try:
-            self.proc.stdin.write(json.dumps({"do": "stop"}) + "\n")
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        self.proc.wait(timeout=60)
-
-
 def available(backends):
     import importlib.util
 
@@ -149,7 +109,8 @@ def main(argv=None):
     names = available(args.backends)
     skipped = [b for b in args.backends if b not in names]
     load_before, start = load_average(), time.perf_counter()
-    backends = [Backend(name, args.examples) for name in names]
+    argv = ["--examples", str(args.examples)]
+    backends = [Worker(name, __file__, argv) for name in names]
     times = {(b.name, m, v): [] for b in backends for m in MODELS for v in (1, 0)}
     try:
         for epoch in range(args.epochs):

@@ -1,0 +1,212 @@
+"""Gated training against plain training, per net and backend, with and
+without keras_vib's callbacks.
+
+    python benchmarks/gate_speed.py [--backends tensorflow jax] [--rounds 3]
+        [--nets lenet300 lenet5 mobilenetv2 vit] [--write]
+
+One worker process per backend holds, for each net, the plain model and
+the gated one (the zoo's nets with `vib=True`; MobileNetV2 at 96x96 and
+10 classes, random weights, through `add_gates`), compiled as Keras does
+by default (Adam, `jit_compile="auto"`, one step per call unless
+`--steps-per-execution`), warmed up by one epoch. The main process
+interleaves them: each round, every backend in turn (the order rotating)
+trains, per net, one epoch of the plain model, of the gated model, of the
+gated model with `VIBMonitor`, and with `VIBBudget(target_flops=0.01)` (a
+budget too far to reach in these epochs: the gates keep their noise). An
+epoch's time runs from `on_epoch_begin` to `on_epoch_end` (what `fit` does
+once per call is left out: a user calls it once). The table has the
+medians over the rounds and the ratios to the plain epoch; every row names
+the CPU and whether it has AVX-512.
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+from _common import (
+    Worker,
+    cpu_flags,
+    load_average,
+    load_note,
+    machine,
+    positive_int,
+    publish,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SECTION = "## Gated training against plain (`benchmarks/gate_speed.py`)"
+NETS = ("lenet300", "lenet5", "mobilenetv2", "vit")
+NAMES = {
+    "lenet300": "LeNet-300-100",
+    "lenet5": "LeNet-5-Caffe",
+    "mobilenetv2": "MobileNetV2 96x96",
+    "vit": "ViT (MNIST)",
+}
+VARIANTS = ("plain", "gated", "monitor", "budget")
+# Examples per timed epoch and batch size, per net: a few seconds each.
+SIZES = {
+    "lenet300": (10000, 100),
+    "lenet5": (4000, 100),
+    "mobilenetv2": (320, 32),
+    "vit": (4000, 100),
+}
+
+
+# -- the worker (one process per backend) -------------------------------------
+
+
+def build(net, vib):
+    import keras
+
+    import keras_vib as kv
+
+    keras.utils.set_random_seed(0)
+    if net == "mobilenetv2":
+        model = keras.applications.MobileNetV2(
+            input_shape=(96, 96, 3), weights=None, classes=10
+        )
+        return kv.add_gates(model) if vib else model
+    return kv.models.get_model(net, vib=vib)
+
+
+class _EpochTimer:
+    """A callback: the seconds from `on_epoch_begin` to `on_epoch_end`."""
+
+    def __new__(cls):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds = time.perf_counter() - self.start
+
+        return Timer()
+
+
+def worker(nets, scale, steps_per_execution):
+    import keras
+    import numpy as np
+
+    import keras_vib as kv
+
+    rng = np.random.default_rng(0)
+    models, data = {}, {}
+    for net in nets:
+        examples, batch = SIZES[net]
+        examples = max(batch, int(examples * scale))
+        for vib in (True, False):
+            model = build(net, vib)
+            model.compile(
+                keras.optimizers.Adam(1e-3),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                steps_per_execution=steps_per_execution,
+            )
+            models[net, vib] = model
+        shape = (examples, *models[net, False].input_shape[1:])
+        x = rng.uniform(size=shape).astype("float32")
+        data[net] = (x, rng.integers(0, 10, examples), batch)
+        for vib in (True, False):  # compiled and traced: warm
+            x, y, batch = data[net]
+            models[net, vib].fit(x, y, batch_size=batch, epochs=1, verbose=0)
+    print(json.dumps({"ready": keras.backend.backend()}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["do"] != "epoch":
+            break
+        net, variant = command["net"], command["variant"]
+        model = models[net, variant != "plain"]
+        timer = _EpochTimer()
+        callbacks = [timer]
+        if variant == "monitor":
+            callbacks.insert(0, kv.VIBMonitor(verbose=0))
+        elif variant == "budget":
+            callbacks.insert(0, kv.VIBBudget(target_flops=0.01, verbose=0))
+        x, y, batch = data[net]
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+        print(json.dumps({"seconds": timer.seconds}), flush=True)
+
+
+# -- the main process ---------------------------------------------------------
+
+
+def table(median, args, wall, load_before):
+    cpu = cpu_flags()
+    lines = [
+        SECTION,
+        "",
+        "`python benchmarks/gate_speed.py --backends "
+        f"{' '.join(args.backends)} --rounds {args.rounds} --nets "
+        f"{' '.join(args.nets)} --steps-per-execution {args.steps_per_execution}`",
+        "",
+        f"- Machine: {machine(('tensorflow', 'keras', 'jax'))}.",
+        load_note(load_before, wall),
+        "- Epoch seconds (median over the rounds), one epoch of synthetic "
+        "data per net (LeNets and ViT: 28x28x1 images; MobileNetV2: 96x96x3), "
+        'Adam, Keras\'s default compile (XLA where `jit_compile="auto"` '
+        f"allows it), {args.steps_per_execution} step(s) per call.",
+        "",
+        "| net | backend | CPU | plain s | gated s | gated / plain | + VIBMonitor "
+        "/ plain | + VIBBudget / plain | VIBBudget / gated |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for net in args.nets:
+        for backend in args.backends:
+            t = {v: median.get((backend, net, v)) for v in VARIANTS}
+            if None in t.values():
+                continue
+            lines.append(
+                f"| {NAMES[net]} | {backend} | {cpu} | {t['plain']:.2f} | "
+                f"{t['gated']:.2f} | {t['gated'] / t['plain']:.2f}x | "
+                f"{t['monitor'] / t['plain']:.2f}x | {t['budget'] / t['plain']:.2f}x "
+                f"| {t['budget'] / t['gated']:.2f}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS))
+    parser.add_argument("--rounds", type=positive_int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="a share of each net's epoch (smoke runs)")  # fmt: skip
+    parser.add_argument("--steps-per-execution", type=positive_int, default=1)
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.nets, args.scale, args.steps_per_execution)
+    load_before, start = load_average(), time.perf_counter()
+    argv = [
+        "--nets", *args.nets, "--scale", str(args.scale),
+        "--steps-per-execution", str(args.steps_per_execution),
+    ]  # fmt: skip
+    backends = [Worker(name, __file__, argv) for name in args.backends]
+    times = {}
+    try:
+        for r in range(args.rounds):
+            shift = r % len(backends)
+            for backend in backends[shift:] + backends[:shift]:
+                for net in args.nets:
+                    for variant in VARIANTS:
+                        answer = backend.ask(do="epoch", net=net, variant=variant)
+                        key = (backend.name, net, variant)
+                        times.setdefault(key, []).append(answer["seconds"])
+            print(f"round {r + 1}/{args.rounds} done", flush=True)
+    finally:
+        for backend in backends:
+            backend.close()
+    median = {k: statistics.median(v) for k, v in times.items()}
+    text = table(median, args, time.perf_counter() - start, load_before)
+    publish(text, args.benchmarks_md, SECTION, write=args.write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
