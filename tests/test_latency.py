@@ -68,13 +68,15 @@ def test_layers_are_timed_at_the_kept_counts_and_cached(tmp_path, counted):
     assert ratios == pytest.approx([ratios[0]] * 4)  # the same layer times
 
 
-@pytest.mark.parametrize("curve", ["line", "convex", "noisy"])
-def test_predictions_interpolate_four_measurements(tmp_path, monkeypatch, curve):
-    # Whole-model "measurements" as a function of the layers' summed time.
+def test_predictions_interpolate_four_measurements(tmp_path, monkeypatch):
+    # Whole-model "measurements" as a function of the layers' summed time;
+    # one latency model (its layers timed once), fitted again per curve.
+    curve = ["line"]
+
     def time(layers):
-        if curve == "line":
+        if curve[0] == "line":
             return 0.25 + 2.0 * layers
-        if curve == "convex":
+        if curve[0] == "convex":
             return 0.1 + 30.0 * layers**2
         return 1.0 - layers  # falling: noise, the last anchor kept alone
 
@@ -86,38 +88,42 @@ def test_predictions_interpolate_four_measurements(tmp_path, monkeypatch, curve)
     model = latency_module.LatencyModel(gated, runs=3, cache_dir=tmp_path, verbose=0)
     kept = [[int(m.sum()) for m in model._kept(s).values()] for s in (0.0, 0.25)]
     assert kept == [[0, 0], [16, 24]]  # of 64 and 96 units
-    sums = [a for a, _ in model.anchors]
     some = model._kept(0.375)
     layers = model._predict(some)[0]
-    if curve == "noisy":
-        assert len(sums) == 1 and model.measured_ms == time(sums[0])
-        assert model(some) == pytest.approx(time(sums[0]) * layers / sums[0])
-        return
-    assert len(sums) == 4 and sums == sorted(sums), model.anchors
-    for share in (0.0, 0.25, 0.5, None):  # each anchor exact
-        masks = model._kept(share)
-        assert model(masks) == pytest.approx(time(model._predict(masks)[0]))
-    if curve == "line":
-        assert model(some) == pytest.approx(time(layers))
-    else:  # between two anchors: on the chord, above the curve
-        assert time(layers) < model(some) < time(sums[3])
-    every = model._predict(None)[0]
-    model.calibrate(2 * model())  # a slower machine: the anchor there moves
-    assert model() == pytest.approx(2 * time(every))
-    # A measurement under the anchor just below `some`'s sum, over the one
-    # under that: that anchor contradicts it and goes, the others stay.
-    times = dict(model.anchors)
-    below = [a for a in sorted(times) if a < layers]
-    if below:
-        floor = times[below[-2]] if len(below) > 1 else 0.0
-        measured = (floor + times[below[-1]]) / 2
-        model.calibrate(measured, some)
-        assert model(some) == pytest.approx(measured)
-        assert [a for a, _ in model.anchors] == sorted(
-            [a for a in times if a != below[-1]] + [layers]
-        )
+    for name in ("line", "convex", "noisy"):
+        curve[0] = name
+        model._fit()
+        sums = [a for a, _ in model.anchors]
+        if name == "noisy":
+            assert len(sums) == 1 and model.measured_ms == time(sums[0])
+            assert model(some) == pytest.approx(time(sums[0]) * layers / sums[0])
+            continue
+        assert len(sums) == 4 and sums == sorted(sums), model.anchors
+        for share in (0.0, 0.25, 0.5, None):  # each anchor exact
+            masks = model._kept(share)
+            assert model(masks) == pytest.approx(time(model._predict(masks)[0]))
+        if name == "line":
+            assert model(some) == pytest.approx(time(layers))
+        else:  # between two anchors: on the chord, above the curve
+            assert time(layers) < model(some) < time(sums[3])
+        every = model._predict(None)[0]
+        model.calibrate(2 * model())  # a slower machine: the anchor there moves
+        assert model() == pytest.approx(2 * time(every))
+        # A measurement under the anchor just below `some`'s sum, over the
+        # one under that: that anchor contradicts it and goes, others stay.
+        times = dict(model.anchors)
+        below = [a for a in sorted(times) if a < layers]
+        if below:
+            floor = times[below[-2]] if len(below) > 1 else 0.0
+            measured = (floor + times[below[-1]]) / 2
+            model.calibrate(measured, some)
+            assert model(some) == pytest.approx(measured)
+            assert [a for a, _ in model.anchors] == sorted(
+                [a for a in times if a != below[-1]] + [layers]
+            )
 
 
+@pytest.mark.slow
 def test_closing_units_lowers_the_prediction(tmp_path):
     gated = conv_net()
     model = latency_module.LatencyModel(gated, runs=3, cache_dir=tmp_path, verbose=0)
@@ -132,6 +138,7 @@ def test_closing_units_lowers_the_prediction(tmp_path):
     assert model({id(gate): mask}) == pytest.approx(2 * fewer)
 
 
+@pytest.mark.slow
 def test_a_latency_budget_is_met_in_a_real_measurement(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_VIB_CACHE", str(tmp_path))
     gated = conv_net()
@@ -182,6 +189,7 @@ def test_bad_latency_model_arguments(tmp_path):
         latency_module.LatencyModel(conv_net(), quantization="int4", cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_an_int8_model_is_measured_quantized(tmp_path, monkeypatch):
     converted = []
     to_tflite = latency_module.to_tflite
