@@ -575,3 +575,20 @@ def test_latency_mnist_benchmark_runs(tmp_path):
     assert float(rows[0][8].replace(",", "")) <= 0.1 * total  # the FLOPs budget
     again = run_script(*args)
     assert "seed 0 latency budget" not in again  # kept: nothing trained again
+
+
+@pytest.mark.slow
+def test_gate_speed_and_ablation_benchmarks_run(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    for script in ("gate_speed.py", "gate_ablation.py"):
+        run_script(
+            f"benchmarks/{script}", "--backends", "tensorflow", "--nets",
+            "lenet300", "--rounds", "1", "--scale", "0.02", "--write",
+            "--benchmarks-md", str(md),
+        )  # fmt: skip
+    text = md.read_text()
+    rows = [r.split("|") for r in text.splitlines() if r.startswith("| LeNet-300")]
+    assert len(rows) == 2 and all("AVX-512" in row[3] for row in rows)
+    speed, ablation = rows
+    assert float(speed[6].strip().rstrip("x")) > 0  # gated / plain
+    assert ablation[5:10] and all("x)" in cell for cell in ablation[5:10])
