@@ -592,3 +592,16 @@ def test_gate_speed_and_ablation_benchmarks_run(tmp_path):
     speed, ablation = rows
     assert float(speed[6].strip().rstrip("x")) > 0  # gated / plain
     assert ablation[5:10] and all("x)" in cell for cell in ablation[5:10])
+
+
+@pytest.mark.slow
+def test_stem_pad_benchmark_runs(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    run_script(
+        "benchmarks/stem_pad.py", "--families", "ResNet50", "--size", "64",
+        "--runs", "2", "--rounds", "1", "--write", "--benchmarks-md", str(md),
+    )  # fmt: skip
+    (row,) = [
+        r.split("|") for r in md.read_text().splitlines() if r.startswith("| Res")
+    ]
+    assert float(row[2]) > 0 and float(row[3]) > 0 and row[4].strip().endswith("%")
