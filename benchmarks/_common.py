@@ -110,6 +110,22 @@ def publish(text, path, section, write=True):
         print(f"wrote {path}")
 
 
+def interleaved_ms(files, runs, rounds, warmup=20):
+    """`{label: ms}`: each LiteRT model of `files` (`{label: tflite
+    bytes}`) timed `rounds` times, the models in turn (one thread, `runs`
+    invokes each time), the median of its medians."""
+    import statistics
+
+    from keras_vib import export
+
+    times = {label: [] for label in files}
+    for _ in range(rounds):
+        for label, tflite in files.items():
+            timing = export.benchmark_tflite(tflite, runs=runs, warmup=warmup)
+            times[label].append(timing["median_ms"])
+    return {label: statistics.median(t) for label, t in times.items()}
+
+
 class Worker:
     """A benchmark's worker process on one Keras backend: `script
     --worker *argv`, answering one JSON line per JSON command; its first
@@ -159,3 +175,25 @@ class Worker:
         except OSError:
             pass
         self.proc.wait(timeout=60)
+
+
+def epoch_rounds(workers, rounds, nets, variants):
+    """`{(backend, net, variant): [answers]}`: each round, every worker in
+    turn (the order rotating each round) answers `{"do": "epoch", "net":
+    net, "variant": variant}` for every net and variant; the workers are
+    closed at the end, whatever happens."""
+    answers = {}
+    try:
+        for r in range(rounds):
+            shift = r % len(workers)
+            for worker in workers[shift:] + workers[:shift]:
+                for net in nets:
+                    for variant in variants:
+                        answer = worker.ask(do="epoch", net=net, variant=variant)
+                        key = (worker.name, net, variant)
+                        answers.setdefault(key, []).append(answer)
+            print(f"round {r + 1}/{rounds} done", flush=True)
+    finally:
+        for worker in workers:
+            worker.close()
+    return answers

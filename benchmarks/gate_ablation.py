@@ -26,6 +26,7 @@ import time
 from _common import (
     Worker,
     cpu_flags,
+    epoch_rounds,
     load_average,
     load_note,
     machine,
@@ -187,21 +188,12 @@ def main(argv=None):
     load_before, start = load_average(), time.perf_counter()
     argv = ["--nets", *args.nets, "--scale", str(args.scale)]
     backends = [Worker(name, __file__, argv) for name in args.backends]
-    times = {}
-    try:
-        for r in range(args.rounds):
-            shift = r % len(backends)
-            for backend in backends[shift:] + backends[:shift]:
-                for net in args.nets:
-                    for variant in VARIANTS:
-                        answer = backend.ask(do="epoch", net=net, variant=variant)
-                        if answer["seconds"] is not None:
-                            key = (backend.name, net, variant)
-                            times.setdefault(key, []).append(answer["seconds"])
-            print(f"round {r + 1}/{args.rounds} done", flush=True)
-    finally:
-        for backend in backends:
-            backend.close()
+    answers = epoch_rounds(backends, args.rounds, args.nets, VARIANTS)
+    times = {
+        k: [a["seconds"] for a in v]
+        for k, v in answers.items()
+        if v[0]["seconds"] is not None  # a variant this backend does not have
+    }
     median = {k: statistics.median(v) for k, v in times.items()}
     text = table(median, args, time.perf_counter() - start, load_before)
     publish(text, args.benchmarks_md, SECTION, write=args.write)

@@ -30,6 +30,7 @@ import time
 from _common import (
     Worker,
     cpu_flags,
+    epoch_rounds,
     load_average,
     load_note,
     machine,
@@ -198,22 +199,11 @@ def main(argv=None):
         "--steps-per-execution", str(args.steps_per_execution),
     ]  # fmt: skip
     backends = [Worker(name, __file__, argv) for name in args.backends]
-    times, reached = {}, set()
-    try:
-        for r in range(args.rounds):
-            shift = r % len(backends)
-            for backend in backends[shift:] + backends[:shift]:
-                for net in args.nets:
-                    for variant in VARIANTS:
-                        answer = backend.ask(do="epoch", net=net, variant=variant)
-                        key = (backend.name, net, variant)
-                        times.setdefault(key, []).append(answer["seconds"])
-                        if answer["reached"]:
-                            reached.add((backend.name, net))
-            print(f"round {r + 1}/{args.rounds} done", flush=True)
-    finally:
-        for backend in backends:
-            backend.close()
+    answers = epoch_rounds(backends, args.rounds, args.nets, VARIANTS)
+    times = {k: [a["seconds"] for a in v] for k, v in answers.items()}
+    reached = {
+        (b, n) for (b, n, _), v in answers.items() if any(a["reached"] for a in v)
+    }
     median = {k: statistics.median(v) for k, v in times.items()}
     text = table(median, args, time.perf_counter() - start, load_before)
     if reached:

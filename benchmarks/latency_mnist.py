@@ -33,7 +33,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import vit_mnist  # noqa: E402
-from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402
+from _common import (  # noqa: E402
+    interleaved_ms,
+    load_average,
+    load_note,
+    machine,
+    publish,
+)
 
 import keras_vib as kv  # noqa: E402
 from keras_vib import export, models  # noqa: E402
@@ -45,12 +51,7 @@ SECTION = "## A ViT on MNIST to a latency budget (`benchmarks/latency_mnist.py`)
 def timed(paths, runs, rounds=3):
     """The median LiteRT time (ms) of each saved model, interleaved."""
     files = {p: export.to_tflite(keras.models.load_model(p)) for p in paths}
-    times = {p: [] for p in paths}
-    for _ in range(rounds):
-        for p in paths:
-            timing = export.benchmark_tflite(files[p], runs=runs, num_threads=1)
-            times[p].append(timing["median_ms"])
-    return {p: statistics.median(t) for p, t in times.items()}
+    return interleaved_ms(files, runs, rounds)
 
 
 def run_latency(target, seed, args, out):
@@ -111,13 +112,11 @@ def table(rows, target, plain_ms, args, wall, load_before, total_flops):
         "µs range | off the target | FLOPs (median) | structure (first seed) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    errors = {}
     for name, found in rows:
         if not found:
             continue
         error = [r["error_pct"] for r in found]
         ms = [1000 * r["ms"] for r in found]
-        errors[name] = statistics.median(error)
         off = 100 * (statistics.median(ms) / (1000 * target) - 1)
         lines.append(
             f"| {name} | {len(found)} | {statistics.median(error):.2f} | "
@@ -142,16 +141,9 @@ def table(rows, target, plain_ms, args, wall, load_before, total_flops):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--flops-budget", type=float, default=0.1)
     parser.add_argument("--target-ms", type=float, default=None)
-    parser.add_argument("--epochs", type=positive_int, default=8)
-    parser.add_argument("--finetune-epochs", type=int, default=4)
-    parser.add_argument("--steps-per-epoch", type=positive_int, default=None)
-    parser.add_argument("--runs", type=positive_int, default=200)
-    parser.add_argument("--out", default=str(ROOT / "runs" / "vit_mnist"))
-    parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
-    parser.add_argument("--no-write", action="store_true")
+    vit_mnist.recipe_arguments(parser)
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

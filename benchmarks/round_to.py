@@ -19,13 +19,19 @@ speed-up over the original and that speed-up as a share of its FLOP ratio
 import argparse
 import os
 import pathlib
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402
+from _common import (  # noqa: E402
+    interleaved_ms,
+    load_average,
+    load_note,
+    machine,
+    positive_int,
+    publish,
+)
 from coverage import FAMILIES, build, set_gates  # noqa: E402
 
 import keras_vib as kv  # noqa: E402
@@ -67,12 +73,8 @@ def variants(name, args, rng):
 
 def timed(models, args):
     """Median over rounds of each model's median ms, interleaved."""
-    rounds = {label: [] for label, _, _ in models}
-    for _ in range(args.rounds):
-        for label, tflite, _ in models:
-            result = export.benchmark_tflite(tflite, runs=args.runs, warmup=5)
-            rounds[label].append(result["median_ms"])
-    return {label: statistics.median(v) for label, v in rounds.items()}
+    files = {label: tflite for label, tflite, _ in models}
+    return interleaved_ms(files, args.runs, args.rounds, warmup=5)
 
 
 def table(rows, args, wall, load_before):

@@ -17,14 +17,20 @@ import argparse
 import copy
 import os
 import pathlib
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402
+from _common import (  # noqa: E402
+    interleaved_ms,
+    load_average,
+    load_note,
+    machine,
+    positive_int,
+    publish,
+)
 from coverage import build, set_gates  # noqa: E402
 
 import keras_vib as kv  # noqa: E402
@@ -69,15 +75,8 @@ def run(name, args):
     if other is None:
         return None
     files = {"with": export.to_tflite(slim), "without": export.to_tflite(other)}
-    times = {k: [] for k in files}
-    for _ in range(args.rounds):
-        for k, tflite in files.items():
-            timing = export.benchmark_tflite(tflite, runs=args.runs, warmup=5)
-            times[k].append(timing["median_ms"])
-    return {
-        "family": f"{name} {size}x{size}",
-        **{k: statistics.median(v) for k, v in times.items()},
-    }
+    times = interleaved_ms(files, args.runs, args.rounds, warmup=5)
+    return {"family": f"{name} {size}x{size}", **times}
 
 
 def main(argv=None):

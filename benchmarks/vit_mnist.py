@@ -42,7 +42,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402
+from _common import (  # noqa: E402
+    interleaved_ms,
+    load_average,
+    load_note,
+    machine,
+    positive_int,
+    publish,
+)
 
 import keras_vib as kv  # noqa: E402
 from keras_vib import datasets, export, models  # noqa: E402
@@ -218,12 +225,8 @@ def litert(results, args):
     outputs = export.run_tflite(slim_file, images)
     diff = float(np.max(np.abs(outputs - keras.ops.convert_to_numpy(slim(images)))))
     plain_file = export.to_tflite(plain)
-    timings = {0: [], 1: []}
-    for _ in range(3):  # interleaved
-        for i, model_bytes in enumerate((plain_file, slim_file)):
-            timing = export.benchmark_tflite(model_bytes, runs=args.runs, num_threads=1)
-            timings[i].append(timing["median_ms"])
-    plain_ms, slim_ms = (statistics.median(timings[i]) for i in (0, 1))
+    times = interleaved_ms({"plain": plain_file, "slim": slim_file}, args.runs, 3)
+    plain_ms, slim_ms = times["plain"], times["slim"]
     total = kv.compression_report(plain).flops
     return {
         "budget": budget,
@@ -302,10 +305,10 @@ def table(results, lite, args, wall, load_before, total_flops):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def recipe_arguments(parser):
+    """The seeds, the recipe, the runs folder and the output: the
+    arguments this script shares with `latency_mnist.py`."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.1])
     parser.add_argument("--epochs", type=positive_int, default=8)
     parser.add_argument("--finetune-epochs", type=int, default=4)
     parser.add_argument("--steps-per-epoch", type=positive_int, default=None)
@@ -313,6 +316,12 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "runs" / "vit_mnist"))
     parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.1])
+    recipe_arguments(parser)
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,17 +7,17 @@ and for the channel counts asked about the converted operator is resized
 cached on disk by layer and machine. Counts are timed exactly, not
 interpolated: the runtime's kernels work in tiles of channels, and a conv
 with 17 to 31 output channels can take longer than one with 32. The layers'
-sum is mapped to the whole model's time through three measurements of it
+sum is mapped to the whole model's time through four measurements of it
 (every gated unit closed, a quarter of each gate's kept, half, all),
-piecewise linearly:
-what does not shrink with the gated units (the invoke, the layers no gate
-reaches, norms on a transformer's residual stream) and what shrinks faster
-or slower than the timed layers (pooling, additions, attention's softmax)
-are measured, not assumed. For an int8 (or float16) target the layers are
-timed in float32 and the anchors measured quantized: the layers rank the
-units, the whole-model measurements give the times. `VIBBudget(
-target_latency=)` prices units with it and checks the slim model against a
-real measurement at the end.
+piecewise linearly: what does not shrink with the gated units (the
+invoke, the layers no gate reaches, norms on a transformer's residual
+stream) and what shrinks faster or slower than the timed layers (pooling,
+additions, attention's softmax) are measured, not assumed. Self-attention
+layers are converted and timed at each head count. For an int8 (or
+float16) target the layers are timed in float32 and the anchors measured
+quantized: the layers rank the units, the whole-model measurements give
+the times. `VIBBudget(target_latency=)` prices units with it and checks
+the slim model against a real measurement at the end.
 """
 
 from __future__ import annotations
@@ -214,8 +214,8 @@ class LatencyModel:
             layer = getattr(keras.layers, kind).from_config(config)
             inputs = keras.Input(shape)
             single = keras.Model(inputs, layer(inputs))
-            ops = [op for op in op_models(to_tflite(single)) if op["op"] in _OPS]
-            op = ops[0]["tflite"]
+            found = [o for o in op_models(to_tflite(single)) if o["op"] in _OPS]
+            op = found[0]["tflite"]
         path = self.cache_dir / f"{key}.json"
         times = {}
         if path.is_file():
