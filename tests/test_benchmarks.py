@@ -605,3 +605,27 @@ def test_stem_pad_benchmark_runs(tmp_path):
         r.split("|") for r in md.read_text().splitlines() if r.startswith("| Res")
     ]
     assert float(row[2]) > 0 and float(row[3]) > 0 and row[4].strip().endswith("%")
+
+
+@pytest.mark.slow
+def test_gate_profile_benchmark_runs(tmp_path):
+    """Both profilers' traces are read: the gated LeNet-300-100's step has
+    draws under its gates and the plain one none (the totals of so short a
+    run are too noisy to compare)."""
+    md = tmp_path / "BENCHMARKS.md"
+    run_script(
+        "benchmarks/gate_profile.py", "--backends", "tensorflow", "jax", "--nets",
+        "lenet300", "--rounds", "1", "--scale", "0.1", "--write",
+        "--benchmarks-md", str(md),
+    )  # fmt: skip
+    rows = {
+        r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+        for r in md.read_text().splitlines()
+        if r.startswith("| ") and not r.startswith("| operators")
+    }
+    draws = rows["gates' draws"]
+    for backend in range(2):  # tensorflow, jax: plain | gated | extra
+        plain, gated = draws[3 * backend : 3 * backend + 2]
+        assert plain == "0" and float(gated.replace(",", "")) > 0, draws
+    forward = rows["layers, forward"]
+    assert all(float(c.replace(",", "")) > 0 for c in forward[0:2] + forward[3:5])

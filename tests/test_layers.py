@@ -151,6 +151,55 @@ def test_without_noise_training_acts_as_inference():
     assert np.all(grad_mu[kept] != 0)
 
 
+@pytest.mark.parametrize("noise", [1.0, 0.0])
+def test_training_output_and_gradients_match_the_gate_s_formula(noise):
+    """`inputs * (noise * (mu + eps * sigma) + (1 - noise) * mu * keep)`,
+    written out here with the gate's own draws, gives the gate's training
+    output and its gradients with respect to the inputs, `mu` and
+    `log_sigma2`: a reordering of the gate's arithmetic must keep them."""
+    rng = np.random.default_rng(1)
+    gate = built_gate((None, 3, 3, 4))
+    mu0 = np.array([1.5, -0.7, 0.1, 2.0], "float32")
+    ls0 = np.array([-9.0, -1.0, 0.0, 2.0], "float32")
+    set_gates(gate, mu0, ls0)
+    gate.noise.assign(noise)
+    x0 = rng.normal(size=(5, 3, 3, 4)).astype("float32")
+    others = [to_numpy(v.value) for v in gate.non_trainable_variables]
+
+    def gate_output(x, mu, log_sigma2):
+        y, _ = gate.stateless_call([mu, log_sigma2], others, x, training=True)
+        return y
+
+    # The draws of this seed state: with noise on, mu 0 and sigma 1, z = eps.
+    ones, zeros = np.ones_like(x0[:, :1, :1]), np.zeros_like(mu0)
+    draws = [
+        np.float32(1.0) if v is gate.noise else value
+        for v, value in zip(gate.non_trainable_variables, others)
+    ]
+    eps = to_numpy(gate.stateless_call([zeros, zeros], draws, ones, training=True)[0])
+    assert eps.shape == (5, 1, 1, 4) and np.std(eps) > 0.1
+    keep = to_numpy(gate.kept_mask()).astype("float32")
+
+    def formula(x, mu, log_sigma2):
+        sigma = keras.ops.exp(0.5 * log_sigma2)
+        z = noise * (mu + eps * sigma) + (1 - noise) * mu * keep
+        return x * z
+
+    np.testing.assert_allclose(
+        to_numpy(gate_output(x0, mu0, ls0)), to_numpy(formula(x0, mu0, ls0)),
+        rtol=1e-6, atol=1e-7,
+    )  # fmt: skip
+    weights = rng.normal(size=x0.shape).astype("float32")
+    ours = gradients(
+        lambda *v: keras.ops.sum(gate_output(*v) ** 2 * weights), [x0, mu0, ls0]
+    )
+    theirs = gradients(
+        lambda *v: keras.ops.sum(formula(*v) ** 2 * weights), [x0, mu0, ls0]
+    )
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_weights_saved_without_the_noise_variable_load(tmp_path):
     """A gate saved with three variables (before `noise`) loads; `noise` 1."""
     import h5py
