@@ -18,13 +18,15 @@ trace carries). Its scope sorts it: under a gate layer (the scope of
 `keras.random.normal`: TensorFlow's `stateless_random_normal`, JAX's
 `_normal`) or the rest of the gate's work; a backward operator (TensorFlow's
 `gradient_tape/`, JAX's `transpose(...)`) or a forward one; the optimizer
-(`adam/`); the loss and metrics; what carries no scope (JAX's copies of
-the state between steps). "runtime" is the time of the executor's own
-events (TensorFlow's `ExecutorState::Process`, XLA's thunk executor),
-waits left out. The times are microseconds per step summed over the
-threads (two threads can each run an operator at once), the median over
-the rounds; profiling slows the step, so the wall time per step is
-`gate_speed.py`'s.
+(`adam/`); the loss and metrics; what carries no scope (the copies XLA
+inserts: of the state between steps, of layouts; a copy inside a loop's
+body, such as JAX's threefry loop on CPU, takes the loop's scope).
+"runtime" is the time of the executor's own events (TensorFlow's
+`ExecutorState::Process`, XLA's thunk executor), waits left out. The
+times are microseconds per step summed over the threads (two threads can
+each run an operator at once), the median over the rounds. Profiling
+slows the step (XLA's many small thunks most): each round also times the
+same epoch untraced just before, and `gate_speed.py` times whole epochs.
 """
 
 import argparse
@@ -47,7 +49,7 @@ from _common import (
     positive_int,
     publish,
 )
-from gate_speed import NAMES, NETS, ROOT, build
+from gate_speed import NAMES, NETS, ROOT, _EpochTimer, build
 
 SECTION = (
     "## Where a gated step's time goes, by operator (`benchmarks/gate_profile.py`)"
@@ -55,9 +57,9 @@ SECTION = (
 VARIANTS = ("plain", "gated")
 # Steps profiled per epoch, and the batch size (gate_speed.py's).
 STEPS = {
-    "lenet300": (60, 100),
-    "lenet5": (20, 100),
-    "mobilenetv2": (6, 32),
+    "lenet300": (100, 100),
+    "lenet5": (30, 100),
+    "mobilenetv2": (10, 32),
     "vit": (30, 100),
 }
 CATEGORIES = (
@@ -91,33 +93,47 @@ def _xspace(directory):
 
 
 def _hlo_scopes(space):
-    """`{instruction: op_name}` over the train step's HLO modules."""
+    """`{(program id, instruction): op_name}` over the train steps' HLO
+    modules (a worker's trace may carry several nets' modules)."""
     from tensorflow.compiler.xla.service import hlo_pb2
 
     scopes = {}
     for plane in space.planes:
         if plane.name != "/host:metadata":
             continue
+        stat_names = {k: v.name for k, v in plane.stat_metadata.items()}
         for event in plane.event_metadata.values():
-            for stat in event.stats:
-                if plane.stat_metadata[stat.metadata_id].name != "Hlo Proto":
-                    continue
-                hlo = hlo_pb2.HloProto()
-                hlo.ParseFromString(stat.bytes_value)
-                if "train_step" not in hlo.hlo_module.name:
-                    continue
-                for computation in hlo.hlo_module.computations:
-                    for instruction in computation.instructions:
-                        scopes[instruction.name] = instruction.metadata.op_name
+            stats = {stat_names[s.metadata_id]: s for s in event.stats}
+            if "Hlo Proto" not in stats or "program_id" not in stats:
+                continue
+            hlo = hlo_pb2.HloProto()
+            hlo.ParseFromString(stats["Hlo Proto"].bytes_value)
+            if "train_step" not in hlo.hlo_module.name:
+                continue
+            program = (
+                stats["program_id"].int64_value or stats["program_id"].uint64_value
+            )
+            # An instruction without a scope (a copy XLA inserted) inside a
+            # called computation (a while loop's body) takes its caller's.
+            caller = {}
+            for computation in hlo.hlo_module.computations:
+                for instruction in computation.instructions:
+                    for called in instruction.called_computation_ids:
+                        caller[called] = instruction.metadata.op_name
+            for computation in hlo.hlo_module.computations:
+                for instruction in computation.instructions:
+                    key = (program, instruction.name)
+                    scope = instruction.metadata.op_name
+                    scopes[key] = scope or caller.get(computation.id, "")
     return scopes
 
 
-def _line_times(line, names, is_op):
-    """`{event name: ps}` over one thread: an operator's event includes
-    what runs inside it (ParallelFor work, a while loop's body) but for the
+def _line_times(line, key, is_op):
+    """`{event key: ps}` over one thread: an operator's event includes what
+    runs inside it (ParallelFor work, a while loop's body) but for the
     operators nested in it; any other event keeps only its own time."""
     events = sorted(
-        ((e.offset_ps, e.duration_ps, names[e.metadata_id]) for e in line.events),
+        ((e.offset_ps, e.duration_ps, key(e)) for e in line.events),
         key=lambda e: (e[0], -e[1]),
     )
     times, stack = collections.Counter(), []  # stack: (end, owner, is_op)
@@ -132,9 +148,8 @@ def _line_times(line, names, is_op):
             times[name] += duration
             stack.append((start + duration, name, op))
         else:  # belongs to the innermost operator around it
-            stack.append(
-                (start + duration, next(s[1] for s in stack[::-1] if s[2]), True)
-            )
+            owner = next(s[1] for s in stack[::-1] if s[2])
+            stack.append((start + duration, owner, True))
     return times
 
 
@@ -170,13 +185,24 @@ def categorize(space, backend, gate_paths, optimizer):
         if plane.name != "/host:CPU":
             continue
         names = {k: v.name for k, v in plane.event_metadata.items()}
+        program_stat = next(
+            (k for k, v in plane.stat_metadata.items() if v.name == "program_id"), None
+        )
+
+        def key(event, names=names, program_stat=program_stat):
+            name = names[event.metadata_id]
+            for stat in event.stats:  # an XLA thunk: its program's instruction
+                if stat.metadata_id == program_stat:
+                    return (stat.int64_value or stat.uint64_value, name)
+            return name
+
+        worker = "tf_Compute" if backend == "tensorflow" else "tf_XLA"
         for line in plane.lines:
-            worker = "tf_Compute" if backend == "tensorflow" else "tf_XLA"
             if not line.name.startswith(worker):
                 continue
-            for name, ps in _line_times(line, names, is_op).items():
+            for name, ps in _line_times(line, key, is_op).items():
                 if not is_op(name):
-                    if "wait" not in name.lower():
+                    if "wait" not in str(name).lower():
                         out["runtime"] += ps
                     continue
                 if backend == "tensorflow":
@@ -250,23 +276,22 @@ def worker(nets, scale):
         net, vib = command["net"], command["variant"] == "gated"
         model = models[net, vib]
         x, y, batch = data[net]
-        start = time.perf_counter()  # the same epoch untraced, first
-        model.fit(x, y, batch_size=batch, verbose=0)
-        untraced = time.perf_counter() - start
+        timer = _EpochTimer()  # the same epoch untraced, first
+        model.fit(x, y, batch_size=batch, verbose=0, callbacks=[timer])
+        untraced = timer.seconds
         with tempfile.TemporaryDirectory() as directory:
-            start = time.perf_counter()
             if backend == "tensorflow":
                 import tensorflow as tf
 
                 tf.profiler.experimental.start(directory)
-                model.fit(x, y, batch_size=batch, verbose=0)
+                model.fit(x, y, batch_size=batch, verbose=0, callbacks=[timer])
                 tf.profiler.experimental.stop()
             else:
                 import jax
 
                 with jax.profiler.trace(directory):
-                    model.fit(x, y, batch_size=batch, verbose=0)
-            seconds = time.perf_counter() - start
+                    model.fit(x, y, batch_size=batch, verbose=0, callbacks=[timer])
+            seconds = timer.seconds
             times = categorize(
                 _xspace(directory), backend, gates[net] if vib else [],
                 model.optimizer.name,
