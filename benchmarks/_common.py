@@ -8,6 +8,7 @@ import pathlib
 import platform
 
 PACKAGES = ("tensorflow", "keras", "ai-edge-litert")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def cpu_flags():
@@ -175,6 +176,30 @@ class Worker:
         except OSError:
             pass
         self.proc.wait(timeout=60)
+
+
+def net_parser(doc, nets, default_nets, rounds):
+    """The arguments of the benchmarks that train epochs of the zoo's nets
+    in one worker process per backend (gate_speed, gate_ablation,
+    gate_profile); a script adds its own."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument("--nets", nargs="+", choices=nets, default=list(default_nets))
+    parser.add_argument("--rounds", type=positive_int, default=rounds)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="a share of each net's epoch (smoke runs)")  # fmt: skip
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
+    return parser
+
+
+def net_rounds(args, script, variants, more=()):
+    """`epoch_rounds` over one worker per backend of `args.backends`, each
+    started as `script --worker --nets ... --scale ... *more`."""
+    argv = ["--nets", *args.nets, "--scale", str(args.scale), *more]
+    workers = [Worker(name, script, argv) for name in args.backends]
+    return epoch_rounds(workers, args.rounds, args.nets, variants)
 
 
 def epoch_rounds(workers, rounds, nets, variants):

@@ -16,7 +16,6 @@ On TensorFlow also the plain and gated models compiled with
 `jit_compile=True` (XLA; Keras leaves it off on CPU-only machines).
 """
 
-import argparse
 import json
 import math
 import statistics
@@ -24,16 +23,15 @@ import sys
 import time
 
 from _common import (
-    Worker,
     cpu_flags,
-    epoch_rounds,
     load_average,
     load_note,
     machine,
-    positive_int,
+    net_parser,
+    net_rounds,
     publish,
 )
-from gate_speed import NAMES, ROOT, SIZES, _EpochTimer, build
+from gate_speed import NAMES, SIZES, _EpochTimer, build
 
 SECTION = "## Where a gated epoch's time goes (`benchmarks/gate_ablation.py`)"
 VARIANTS = (
@@ -169,26 +167,12 @@ def table(median, args, wall, load_before):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
-    parser.add_argument(
-        "--nets",
-        nargs="+",
-        choices=sorted(NAMES),
-        default=["lenet300", "lenet5", "vit"],
-    )
-    parser.add_argument("--rounds", type=positive_int, default=3)
-    parser.add_argument("--scale", type=float, default=1.0, help="smoke runs")
-    parser.add_argument("--write", action="store_true")
-    parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
+    parser = net_parser(__doc__, sorted(NAMES), ["lenet300", "lenet5", "vit"], 3)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.nets, args.scale)
     load_before, start = load_average(), time.perf_counter()
-    argv = ["--nets", *args.nets, "--scale", str(args.scale)]
-    backends = [Worker(name, __file__, argv) for name in args.backends]
-    answers = epoch_rounds(backends, args.rounds, args.nets, VARIANTS)
+    answers = net_rounds(args, __file__, VARIANTS)
     times = {
         k: [a["seconds"] for a in v]
         for k, v in answers.items()

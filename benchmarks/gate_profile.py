@@ -7,7 +7,7 @@ backend, summed by what they do.
 
 The nets, data and compile of `benchmarks/gate_speed.py`. Each round,
 every backend's worker trains one epoch of each net's plain and gated
-model under its profiler (`tf.profiler.experimental` on TensorFlow,
+model under its profiler (`tf.profiler.experimental.Profile` on TensorFlow,
 `jax.profiler.trace` on JAX; both write an XSpace protobuf, read here with
 the protobuf classes TensorFlow ships). An operator is a TensorFlow kernel
 (`StatefulPartitionedCall/<scope>:<type>`, its time including the
@@ -29,7 +29,6 @@ slows the step (XLA's many small thunks most): each round also times the
 same epoch untraced just before, and `gate_speed.py` times whole epochs.
 """
 
-import argparse
 import collections
 import glob
 import json
@@ -40,16 +39,15 @@ import tempfile
 import time
 
 from _common import (
-    Worker,
     cpu_flags,
-    epoch_rounds,
     load_average,
     load_note,
     machine,
-    positive_int,
+    net_parser,
+    net_rounds,
     publish,
 )
-from gate_speed import NAMES, NETS, ROOT, _EpochTimer, build
+from gate_speed import NAMES, NETS, _EpochTimer, prepare
 
 SECTION = (
     "## Where a gated step's time goes, by operator (`benchmarks/gate_profile.py`)"
@@ -249,18 +247,9 @@ def worker(nets, scale):
     for net in nets:
         steps, batch = STEPS[net]
         steps = max(1, int(steps * scale))
-        for vib in (True, False):
-            model = build(net, vib)
-            model.compile(
-                keras.optimizers.Adam(1e-3),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            )
+        pair, data[net] = prepare(net, steps * batch, batch, rng)
+        for vib, model in pair.items():
             models[net, vib] = model
-        shape = (steps * batch, *models[net, False].input_shape[1:])
-        x = rng.uniform(size=shape).astype("float32")
-        data[net] = (x, rng.integers(0, 10, steps * batch), batch)
-        for vib in (True, False):  # compiled and traced: warm
-            models[net, vib].fit(x, data[net][1], batch_size=batch, verbose=0)
         # A gate's scope without the model's own name (JAX's scopes start
         # at the layer the model calls).
         gates[net] = [
@@ -283,14 +272,13 @@ def worker(nets, scale):
             if backend == "tensorflow":
                 import tensorflow as tf
 
-                tf.profiler.experimental.start(directory)
-                model.fit(x, y, batch_size=batch, verbose=0, callbacks=[timer])
-                tf.profiler.experimental.stop()
+                trace = tf.profiler.experimental.Profile(directory)
             else:
                 import jax
 
-                with jax.profiler.trace(directory):
-                    model.fit(x, y, batch_size=batch, verbose=0, callbacks=[timer])
+                trace = jax.profiler.trace(directory)
+            with trace:
+                model.fit(x, y, batch_size=batch, verbose=0, callbacks=[timer])
             seconds = timer.seconds
             times = categorize(
                 _xspace(directory), backend, gates[net] if vib else [],
@@ -367,21 +355,11 @@ def table(median, args, wall, load_before):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
-    parser.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS))
-    parser.add_argument("--rounds", type=positive_int, default=2)
-    parser.add_argument("--scale", type=float, default=1.0, help="smoke runs")
-    parser.add_argument("--write", action="store_true")
-    parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
-    args = parser.parse_args(argv)
+    args = net_parser(__doc__, NETS, NETS, rounds=2).parse_args(argv)
     if args.worker:
         return worker(args.nets, args.scale)
     load_before, start = load_average(), time.perf_counter()
-    argv = ["--nets", *args.nets, "--scale", str(args.scale)]
-    backends = [Worker(name, __file__, argv) for name in args.backends]
-    answers = epoch_rounds(backends, args.rounds, args.nets, VARIANTS)
+    answers = net_rounds(args, __file__, VARIANTS)
     median = {}
     for key, runs in answers.items():
         categories = {c for run in runs for c in run["us"]}

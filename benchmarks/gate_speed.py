@@ -20,25 +20,22 @@ medians over the rounds and the ratios to the plain epoch; every row names
 the CPU and whether it has AVX-512.
 """
 
-import argparse
 import json
-import pathlib
 import statistics
 import sys
 import time
 
 from _common import (
-    Worker,
     cpu_flags,
-    epoch_rounds,
     load_average,
     load_note,
     machine,
+    net_parser,
+    net_rounds,
     positive_int,
     publish,
 )
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Gated training against plain (`benchmarks/gate_speed.py`)"
 NETS = ("lenet300", "lenet5", "mobilenetv2", "vit")
 NAMES = {
@@ -93,6 +90,29 @@ class _EpochTimer:
         return Timer()
 
 
+def prepare(net, examples, batch, rng, **compile_args):
+    """`({vib: model}, (x, y, batch))`: the net's gated and plain models,
+    compiled as Keras does by default (Adam; `compile_args` on top), and
+    `examples` random images and labels, each model warmed up (compiled
+    and traced) by one epoch of them."""
+    import keras
+
+    models = {}
+    for vib in (True, False):
+        model = build(net, vib)
+        model.compile(
+            keras.optimizers.Adam(1e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            **compile_args,
+        )
+        models[vib] = model
+    x = rng.uniform(size=(examples, *models[False].input_shape[1:])).astype("float32")
+    data = (x, rng.integers(0, 10, examples), batch)
+    for model in models.values():
+        model.fit(x, data[1], batch_size=batch, epochs=1, verbose=0)
+    return models, data
+
+
 def worker(nets, scale, steps_per_execution):
     import keras
     import numpy as np
@@ -104,20 +124,11 @@ def worker(nets, scale, steps_per_execution):
     for net in nets:
         examples, batch = SIZES[net]
         examples = max(batch, int(examples * scale))
-        for vib in (True, False):
-            model = build(net, vib)
-            model.compile(
-                keras.optimizers.Adam(1e-3),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                steps_per_execution=steps_per_execution,
-            )
+        pair, data[net] = prepare(
+            net, examples, batch, rng, steps_per_execution=steps_per_execution
+        )
+        for vib, model in pair.items():
             models[net, vib] = model
-        shape = (examples, *models[net, False].input_shape[1:])
-        x = rng.uniform(size=shape).astype("float32")
-        data[net] = (x, rng.integers(0, 10, examples), batch)
-        for vib in (True, False):  # compiled and traced: warm
-            x, y, batch = data[net]
-            models[net, vib].fit(x, y, batch_size=batch, epochs=1, verbose=0)
     print(json.dumps({"ready": keras.backend.backend()}), flush=True)
     for line in sys.stdin:
         command = json.loads(line)
@@ -180,26 +191,14 @@ def table(median, args, wall, load_before):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
-    parser.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS))
-    parser.add_argument("--rounds", type=positive_int, default=3)
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="a share of each net's epoch (smoke runs)")  # fmt: skip
+    parser = net_parser(__doc__, NETS, NETS, rounds=3)
     parser.add_argument("--steps-per-execution", type=positive_int, default=1)
-    parser.add_argument("--write", action="store_true")
-    parser.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.nets, args.scale, args.steps_per_execution)
     load_before, start = load_average(), time.perf_counter()
-    argv = [
-        "--nets", *args.nets, "--scale", str(args.scale),
-        "--steps-per-execution", str(args.steps_per_execution),
-    ]  # fmt: skip
-    backends = [Worker(name, __file__, argv) for name in args.backends]
-    answers = epoch_rounds(backends, args.rounds, args.nets, VARIANTS)
+    more = ["--steps-per-execution", str(args.steps_per_execution)]
+    answers = net_rounds(args, __file__, VARIANTS, more)
     times = {k: [a["seconds"] for a in v] for k, v in answers.items()}
     reached = {
         (b, n) for (b, n, _), v in answers.items() if any(a["reached"] for a in v)
