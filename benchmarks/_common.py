@@ -203,17 +203,20 @@ def net_rounds(args, script, variants, more=()):
 
 
 def epoch_rounds(workers, rounds, nets, variants):
-    """`{(backend, net, variant): [answers]}`: each round, every worker in
-    turn (the order rotating each round) answers `{"do": "epoch", "net":
-    net, "variant": variant}` for every net and variant; the workers are
-    closed at the end, whatever happens."""
+    """`{(backend, net, variant): [answers]}`, one answer per round in
+    round order: each round, every worker in turn answers `{"do": "epoch",
+    "net": net, "variant": variant}` for every net and variant, the order
+    of the workers and of the variants rotating each round (no variant
+    always runs first after another net's epochs); the workers are closed
+    at the end, whatever happens."""
     answers = {}
     try:
         for r in range(rounds):
             shift = r % len(workers)
+            turn = r % len(variants)
             for worker in workers[shift:] + workers[:shift]:
                 for net in nets:
-                    for variant in variants:
+                    for variant in variants[turn:] + variants[:turn]:
                         answer = worker.ask(do="epoch", net=net, variant=variant)
                         key = (worker.name, net, variant)
                         answers.setdefault(key, []).append(answer)

@@ -16,14 +16,20 @@ whatever the backend compiles) and the median of the next ones.
 
 import argparse
 import json
-import pathlib
 import statistics
 import sys
 import time
 
-from _common import Worker, load_average, load_note, machine, positive_int, publish
+from _common import (
+    ROOT,
+    Worker,
+    load_average,
+    load_note,
+    machine,
+    positive_int,
+    publish,
+)
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Backends: training and slimming speed"
 MODELS = ("lenet300", "lenet5")
 NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}

@@ -44,9 +44,8 @@ import numpy as np  # noqa: E402
 import keras_vib as kv  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402, I001
+from _common import ROOT, load_average, load_note, machine, positive_int, publish  # noqa: E402, I001
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECTION = "## VIBBudget's time per epoch (`benchmarks/budget_overhead.py`)"
 HOOKS = (
     "on_train_begin",

@@ -43,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402
+from _common import ROOT, load_average, load_note, machine, positive_int, publish  # noqa: E402
 
 import keras_vib as kv  # noqa: E402
 from keras_vib import export  # noqa: E402
@@ -72,7 +72,6 @@ SECTION = "## Coverage of keras.applications"
 HUB_SECTION = "## Coverage of keras-hub backbones"
 # Why a backbone's blocks are not opened yet (what keras_vib lacks).
 HUB_REASONS = {}
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def build(name, size, rng):

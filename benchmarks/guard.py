@@ -34,9 +34,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import load_average, load_note, machine, publish  # noqa: E402
+from _common import ROOT, load_average, load_note, machine, publish  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Without a tuned recipe: the generic recipe and its guard"
 RUNS = ("guard (default)", "no guard", "plain net")
 NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe", "vit": "ViT"}

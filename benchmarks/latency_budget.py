@@ -18,7 +18,6 @@ the latency model and training took.
 
 import argparse
 import os
-import pathlib
 import time
 import warnings
 
@@ -26,13 +25,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402
+from _common import ROOT, load_average, load_note, machine, positive_int, publish  # noqa: E402
 from coverage import FAMILIES, build  # noqa: E402
 
 import keras_vib as kv  # noqa: E402
 from keras_vib import export  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## A latency budget in LiteRT (`benchmarks/latency_budget.py`)"
 
 

@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import vit_mnist  # noqa: E402
-from _common import (  # noqa: E402
+from _common import (
     interleaved_ms,
     load_average,
     load_note,
@@ -44,7 +44,6 @@ from _common import (  # noqa: E402
 import keras_vib as kv  # noqa: E402
 from keras_vib import export, models  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## A ViT on MNIST to a latency budget (`benchmarks/latency_mnist.py`)"
 
 

@@ -21,19 +21,17 @@ the new weights: more MACs, the same result).
 import argparse
 import collections
 import os
-import pathlib
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402
+from _common import ROOT, load_average, load_note, machine, positive_int, publish  # noqa: E402
 from round_to import draw_arguments, variants  # noqa: E402
 
 from keras_vib import export  # noqa: E402
 from keras_vib.deploy.profile import resized_op  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Where the time goes in LiteRT (`benchmarks/litert_profile.py`)"
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 

@@ -68,6 +68,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from _common import (  # noqa: E402
+    ROOT,
     load_average,
     load_note,
     machine,
@@ -78,7 +79,6 @@ from _common import (  # noqa: E402
 import keras_vib as kv  # noqa: E402
 from keras_vib import datasets, export, models  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Gate overhead and slim speed-up (`benchmarks/overhead.py`)"
 NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
 TRAIN_TARGET = 1.15  # gated epoch / plain epoch, at most

@@ -29,12 +29,11 @@ import subprocess
 import sys
 import time
 
-from _common import machine, publish  # noqa: E402
+from _common import ROOT, machine, publish  # noqa: E402
 
 import _keras_vib_cli
 from keras_vib import cli
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Paper tables (MNIST)"
 VARIANT_SECTION = "## Recipe variant (MNIST): {}"
 

@@ -45,12 +45,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import load_average, load_note, machine, positive_int, publish  # noqa: E402
+from _common import ROOT, load_average, load_note, machine, positive_int, publish  # noqa: E402
 
 import keras_vib as kv  # noqa: E402
 from keras_vib import datasets, models  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Error against FLOPs (MNIST): keras_vib's budget against PF and NS"
 METHODS = ("keras_vib", "L1 filters", "net slimming")
 NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}

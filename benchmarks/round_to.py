@@ -18,13 +18,13 @@ speed-up over the original and that speed-up as a share of its FLOP ratio
 
 import argparse
 import os
-import pathlib
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 from _common import (  # noqa: E402
+    ROOT,
     interleaved_ms,
     load_average,
     load_note,
@@ -37,7 +37,6 @@ from coverage import FAMILIES, build, set_gates  # noqa: E402
 import keras_vib as kv  # noqa: E402
 from keras_vib import export  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Channel counts rounded for LiteRT (`benchmarks/round_to.py`)"
 
 

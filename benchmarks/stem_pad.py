@@ -16,7 +16,6 @@ for the pad's cost; same operators otherwise), interleaved.
 import argparse
 import copy
 import os
-import pathlib
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import (  # noqa: E402
+    ROOT,
     interleaved_ms,
     load_average,
     load_note,
@@ -36,7 +36,6 @@ from coverage import build, set_gates  # noqa: E402
 import keras_vib as kv  # noqa: E402
 from keras_vib import export  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## The stem's PAD in the whole model (`benchmarks/stem_pad.py`)"
 
 

@@ -43,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import (  # noqa: E402
+    ROOT,
     interleaved_ms,
     load_average,
     load_note,
@@ -54,7 +55,6 @@ from _common import (  # noqa: E402
 import keras_vib as kv  # noqa: E402
 from keras_vib import datasets, export, models  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## A ViT on MNIST: keras_vib against magnitude pruning"
 METHODS = ("keras_vib", "magnitude")
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -51,7 +51,6 @@ smoke run: `--epochs 1 --steps-per-epoch 5 --runs 5 --rounds 1 --no-write`.
 import argparse
 import gzip
 import os
-import pathlib
 import shlex
 import statistics
 import sys
@@ -62,6 +61,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import (  # noqa: E402
+    ROOT,
     load_average,
     load_note,
     machine,
@@ -72,7 +72,6 @@ from _common import (  # noqa: E402
 import keras_vib as kv  # noqa: E402
 from keras_vib import datasets, export, models  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## VIBNet vs tfmot magnitude pruning (`benchmarks/vs_tfmot.py`)"
 PLAIN = "plain LeNet-5 (no pruning)"
 TFMOT = "tfmot prune_low_magnitude + strip_pruning"
