@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import pathlib
 import platform
+import statistics
 
 PACKAGES = ("tensorflow", "keras", "ai-edge-litert")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -115,8 +116,6 @@ def interleaved_ms(files, runs, rounds, warmup=20):
     """`{label: ms}`: each LiteRT model of `files` (`{label: tflite
     bytes}`) timed `rounds` times, the models in turn (one thread, `runs`
     invokes each time), the median of its medians."""
-    import statistics
-
     from keras_vib import export
 
     times = {label: [] for label in files}
@@ -200,6 +199,13 @@ def net_rounds(args, script, variants, more=()):
     argv = ["--nets", *args.nets, "--scale", str(args.scale), *more]
     workers = [Worker(name, script, argv) for name in args.backends]
     return epoch_rounds(workers, args.rounds, args.nets, variants)
+
+
+def paired_ratio(times, base):
+    """The median over the rounds of `times[r] / base[r]` (two lists of
+    epoch times in round order): paired, so that a round the machine's
+    other work slowed down slows both."""
+    return statistics.median(t / b for t, b in zip(times, base))
 
 
 def epoch_rounds(workers, rounds, nets, variants):

@@ -29,6 +29,7 @@ from _common import (
     machine,
     net_parser,
     net_rounds,
+    paired_ratio,
     publish,
 )
 from gate_speed import NAMES, SIZES, _EpochTimer, build
@@ -126,7 +127,7 @@ def worker(nets, scale):
         print(json.dumps({"seconds": timer.seconds}), flush=True)
 
 
-def table(median, args, wall, load_before):
+def table(times, args, wall, load_before):
     cpu = cpu_flags()
     lines = [
         SECTION,
@@ -139,7 +140,8 @@ def table(median, args, wall, load_before):
         load_note(load_before, wall),
         "- Epoch seconds as in `gate_speed.py` (median over the rounds, "
         "interleaved), and each over the plain model's epoch (compiled the "
-        "same way: Keras's default, or XLA for the two XLA rows).",
+        "same way: Keras's default, or XLA for the two XLA rows), the median "
+        "over the rounds of the two epochs' ratio in the same round.",
         "",
         "| net | backend | CPU | plain s | "
         + " | ".join(LABELS.get(v, v) for v in VARIANTS[1:])
@@ -148,16 +150,19 @@ def table(median, args, wall, load_before):
     ]
     for net in args.nets:
         for backend in args.backends:
-            plain = median.get((backend, net, "plain"))
+            plain = times.get((backend, net, "plain"))
             if plain is None:
                 continue
             cells = []
             for v in VARIANTS[1:]:
-                t = median.get((backend, net, v))
-                base = median.get(
-                    (backend, net, "plain xla" if "xla" in v else "plain")
+                t = times.get((backend, net, v))
+                base = times.get((backend, net, "plain xla" if "xla" in v else "plain"))
+                cells.append(
+                    "-"
+                    if t is None
+                    else f"{statistics.median(t):.2f} ({paired_ratio(t, base):.2f}x)"
                 )
-                cells.append("-" if t is None else f"{t:.2f} ({t / base:.2f}x)")
+            plain = statistics.median(plain)
             lines.append(
                 f"| {NAMES[net]} | {backend} | {cpu} | {plain:.2f} | "
                 + " | ".join(cells)
@@ -178,8 +183,7 @@ def main(argv=None):
         for k, v in answers.items()
         if v[0]["seconds"] is not None  # a variant this backend does not have
     }
-    median = {k: statistics.median(v) for k, v in times.items()}
-    text = table(median, args, time.perf_counter() - start, load_before)
+    text = table(times, args, time.perf_counter() - start, load_before)
     publish(text, args.benchmarks_md, SECTION, write=args.write)
     return 0
 

@@ -22,7 +22,6 @@ ratio in the same round; every row names the CPU and whether it has
 AVX-512.
 """
 
-import functools
 import json
 import statistics
 import sys
@@ -35,6 +34,7 @@ from _common import (
     machine,
     net_parser,
     net_rounds,
+    paired_ratio,
     positive_int,
     publish,
 )
@@ -164,11 +164,6 @@ def worker(nets, scale, steps_per_execution):
 # -- the main process ---------------------------------------------------------
 
 
-def _paired(times, a, b):
-    """The median over the rounds of variant `a`'s epoch over `b`'s."""
-    return statistics.median(x / y for x, y in zip(times[a], times[b]))
-
-
 def table(times, args, wall, load_before):
     cpu = cpu_flags()
     lines = [
@@ -197,7 +192,10 @@ def table(times, args, wall, load_before):
             t = {v: times.get((backend, net, v)) for v in VARIANTS}
             if None in t.values():
                 continue
-            ratio = functools.partial(_paired, t)
+
+            def ratio(a, b, t=t):
+                return paired_ratio(t[a], t[b])
+
             lines.append(
                 f"| {NAMES[net]} | {backend} | {cpu} | "
                 f"{statistics.median(t['plain']):.2f} | "

@@ -495,10 +495,9 @@ def test_vit_mnist_benchmark_runs(tmp_path):
 def test_epoch_rounds_rotate_the_variants_and_ratios_are_paired(monkeypatch):
     """Each round starts the variants one further on (none always runs
     right after another net's epochs), the answers stay in round order,
-    and gate_speed's ratios are medians of same-round ratios."""
+    and the benchmarks' ratios are medians of same-round ratios."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from _common import epoch_rounds
-    from gate_speed import _paired
+    from _common import epoch_rounds, paired_ratio
 
     class FakeWorker:
         name = "tensorflow"
@@ -517,7 +516,7 @@ def test_epoch_rounds_rotate_the_variants_and_ratios_are_paired(monkeypatch):
     assert worker.closed
     assert answers["tensorflow", "lenet300", "a"] == [1, 6, 8]
     # Round ratios 2, 1, 3: their median (2), not the medians' ratio (3).
-    assert _paired({"a": [2.0, 10.0, 3.0], "b": [1.0, 10.0, 1.0]}, "a", "b") == 2.0
+    assert paired_ratio([2.0, 10.0, 3.0], [1.0, 10.0, 1.0]) == 2.0
 
 
 def test_the_machine_line_names_the_cpu_and_tensorflow_s_kernels(monkeypatch):
